@@ -1,0 +1,178 @@
+//! JWT-SVIDs: ES256 tokens whose `sub` is a SPIFFE ID (SPIFFE JWT-SVID
+//! standard). ES256, not EdDSA: py-spiffe and other clients reject EdDSA
+//! JWT-SVIDs. Every key carries a `kid`, which clients need to pick the key
+//! out of the JWT bundle.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use serde::Serialize;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::spiffe_id::SpiffeId;
+
+/// Why a JWT-SVID could not be minted or its key loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// At least one audience is required (SPIFFE JWT-SVID §3).
+    #[error("a JWT-SVID needs at least one audience")]
+    NoAudience,
+    /// An audience is empty.
+    #[error("an audience cannot be empty")]
+    EmptyAudience,
+    /// The stored key is not a PKCS#8 P-256 key.
+    #[error("the JWT signing key is not a PKCS#8 ECDSA P-256 key")]
+    BadKey,
+    /// Signing failed.
+    #[error("signing the JWT-SVID failed: {0}")]
+    Signing(String),
+}
+
+/// A JWT-SVID signing key: an ECDSA P-256 key with a key ID.
+pub struct JwtKey {
+    kid: String,
+    encoding: EncodingKey,
+    /// Uncompressed public point: 0x04 || x || y.
+    public_point: Vec<u8>,
+}
+
+/// The claims of a JWT-SVID.
+#[derive(Debug, Serialize)]
+struct Claims<'a> {
+    sub: String,
+    aud: &'a [String],
+    exp: i64,
+    iat: i64,
+}
+
+impl JwtKey {
+    /// Generates a new key with a random key ID; returns the key ID and the
+    /// PKCS#8 DER private key to store (encrypted).
+    pub fn generate() -> Result<(String, Zeroizing<Vec<u8>>), JwtError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| JwtError::Signing(e.to_string()))?;
+        let mut kid = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut kid).map_err(|_| JwtError::Signing("random key ID".into()))?;
+        Ok((URL_SAFE_NO_PAD.encode(kid), Zeroizing::new(key.serialize_der())))
+    }
+
+    /// Loads a stored key.
+    pub fn load(kid: &str, key_pkcs8: &[u8]) -> Result<Self, JwtError> {
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()),
+            &PKCS_ECDSA_P256_SHA256,
+        )
+        .map_err(|_| JwtError::BadKey)?;
+        Ok(Self {
+            kid: kid.to_owned(),
+            encoding: EncodingKey::from_ec_der(key_pkcs8),
+            public_point: key.der_bytes().to_vec(),
+        })
+    }
+
+    /// The key ID.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Mints a JWT-SVID for `sub`, valid for `ttl` from `now`.
+    pub fn mint(
+        &self,
+        sub: &SpiffeId,
+        audience: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<String, JwtError> {
+        if audience.is_empty() {
+            return Err(JwtError::NoAudience);
+        }
+        if audience.iter().any(|a| a.is_empty()) {
+            return Err(JwtError::EmptyAudience);
+        }
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".into());
+        let iat = now.unix_timestamp();
+        let claims = Claims {
+            sub: sub.to_string(),
+            aud: audience,
+            exp: iat + ttl.as_secs() as i64,
+            iat,
+        };
+        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| JwtError::Signing(e.to_string()))
+    }
+
+    /// The public key as a JWK with the given `use` (`jwt-svid` in SPIFFE
+    /// bundles, `sig` for OIDC).
+    pub fn jwk(&self, key_use: &str) -> serde_json::Value {
+        ec_p256_jwk(&self.public_point, Some(&self.kid), key_use)
+    }
+}
+
+/// A JWK for an uncompressed P-256 point (`0x04 || x || y`).
+pub(crate) fn ec_p256_jwk(point: &[u8], kid: Option<&str>, key_use: &str) -> serde_json::Value {
+    let (x, y) = if point.len() == 65 { (&point[1..33], &point[33..65]) } else { (&[][..], &[][..]) };
+    let mut jwk = serde_json::json!({
+        "kty": "EC",
+        "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(x),
+        "y": URL_SAFE_NO_PAD.encode(y),
+        "use": key_use,
+    });
+    if let Some(kid) = kid {
+        jwk["kid"] = kid.into();
+    }
+    jwk
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    #[test]
+    fn minted_token_verifies_with_the_jwk_and_carries_the_claims() {
+        let (kid, der) = JwtKey::generate().unwrap();
+        let key = JwtKey::load(&kid, &der).unwrap();
+        let id = SpiffeId::parse("spiffe://example.org/a").unwrap();
+        let token = key
+            .mint(&id, &["aud1".to_string()], Duration::from_secs(300), OffsetDateTime::now_utc())
+            .unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
+        let jwk = key.jwk("jwt-svid");
+        let dk = DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap()).unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&["aud1"]);
+        v.set_required_spec_claims(&["exp", "sub", "aud"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &dk, &v).unwrap();
+        assert_eq!(data.claims["sub"], "spiffe://example.org/a");
+        let exp = data.claims["exp"].as_i64().unwrap();
+        let iat = data.claims["iat"].as_i64().unwrap();
+        assert_eq!(exp - iat, 300);
+        // Another audience is refused by a validating client.
+        let mut other = Validation::new(Algorithm::ES256);
+        other.set_audience(&["aud2"]);
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &dk, &other).is_err());
+    }
+
+    #[test]
+    fn audience_is_required() {
+        let (kid, der) = JwtKey::generate().unwrap();
+        let key = JwtKey::load(&kid, &der).unwrap();
+        let id = SpiffeId::parse("spiffe://example.org/a").unwrap();
+        let now = OffsetDateTime::now_utc();
+        assert!(matches!(key.mint(&id, &[], Duration::from_secs(1), now), Err(JwtError::NoAudience)));
+        assert!(matches!(
+            key.mint(&id, &[String::new()], Duration::from_secs(1), now),
+            Err(JwtError::EmptyAudience)
+        ));
+        assert!(matches!(JwtKey::load("k", b"junk"), Err(JwtError::BadKey)));
+    }
+}
