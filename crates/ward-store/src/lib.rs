@@ -1,1 +1,888 @@
+//! Ward's storage: one [`Store`] over two backends chosen by URL,
+//! `sqlite://PATH` (embedded, WAL, fsync on commit) and `postgres://…`
+//! (shared by several server replicas).
+//!
+//! Both backends run the same queries through sqlx's `Any` driver; only the
+//! migration scripts differ. Every write that changes registrations or CAs
+//! advances one global revision number, so that agents can later ask for
+//! "changes since R" instead of the full list; every admin write appends its
+//! audit record in the same transaction, so an acknowledged change always has
+//! its record. Write transactions start with a write (`UPDATE … RETURNING`) so
+//! that SQLite takes its write lock at once instead of failing on upgrade,
+//! and PostgreSQL replicas serialize on the same row.
 
+pub mod audit;
+mod migrations;
+pub mod seal;
+mod writer;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+
+pub use audit::{AuditEvent, AuditRecord, ChainError, ChainVerifier, verify_chain};
+pub use writer::AuditWriter;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL's scheme is neither `sqlite://` nor `postgres://`.
+    #[error("unsupported storage URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    BadUrl(String),
+    /// The database could not be opened or reached.
+    #[error("cannot open the store at {url}: {reason}")]
+    Open {
+        /// The URL with any password removed.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database file exists but is not a database (corrupted or foreign).
+    #[error("the store at {url} is not a valid database ({reason}); restore it from a backup or point the server at another path")]
+    Corrupt {
+        /// The URL with any password removed.
+        url: String,
+        /// What the database said.
+        reason: String,
+    },
+    /// A migration failed.
+    #[error("schema migration {version} ({name}) failed: {reason}")]
+    Migration {
+        /// Version number.
+        version: i64,
+        /// Its name.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The schema is newer than this binary knows.
+    #[error("the store's schema version {0} is newer than this ward binary supports; upgrade ward")]
+    SchemaTooNew(i64),
+    /// No such record.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// The kind of record.
+        what: &'static str,
+        /// Its ID.
+        id: String,
+    },
+    /// A uniqueness rule was violated.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store is already initialized.
+    #[error("the store is already initialized")]
+    AlreadyInitialized,
+    /// A stored value does not parse.
+    #[error("a stored value is invalid: {0}")]
+    Invalid(String),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The audit writer has stopped.
+    #[error("the audit log writer has stopped")]
+    WriterGone,
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A registration entry: which workload (selectors, under a parent agent)
+/// gets which SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// Entry ID.
+    pub id: String,
+    /// The SPIFFE ID issued to matching workloads.
+    pub spiffe_id: String,
+    /// The SPIFFE ID of the agent (node) that may serve this entry.
+    pub parent_id: String,
+    /// `type:value` selectors, all of which must match.
+    pub selectors: Vec<String>,
+    /// X.509-SVID lifetime, seconds.
+    pub x509_ttl: i64,
+    /// JWT-SVID lifetime, seconds.
+    pub jwt_ttl: i64,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+    /// The store revision of the last change.
+    pub revision: i64,
+}
+
+/// Entries changed after a revision, and those deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryChanges {
+    /// Entries created or updated (all entries when asked from revision 0).
+    pub entries: Vec<EntryRecord>,
+    /// IDs of entries deleted since.
+    pub deleted: Vec<String>,
+    /// The store's revision when read.
+    pub revision: i64,
+}
+
+/// An API token (only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public token ID, used in audit records.
+    pub id: String,
+    /// What it may do.
+    pub role: String,
+    /// Expiry, Unix seconds; `None` never expires.
+    pub expires_at: Option<i64>,
+}
+
+/// What happened when a join token was presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinTokenUse {
+    /// The token was valid and is now spent; its ID.
+    Consumed(String),
+    /// No such token.
+    Unknown,
+    /// Already used.
+    Spent,
+    /// Past its expiry.
+    Expired,
+}
+
+/// One CA generation as stored. Private keys are sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaRecord {
+    /// ID.
+    pub id: String,
+    /// 1, 2, … in creation order.
+    pub generation: i64,
+    /// `prepared`, `active` or `retired`.
+    pub state: String,
+    /// The signing CA certificate, PEM.
+    pub cert_pem: String,
+    /// Certificates sent after each leaf, PEM.
+    pub chain_pem: Vec<String>,
+    /// Trust anchors this CA contributes to the bundle, PEM.
+    pub bundle_pem: Vec<String>,
+    /// The CA key, sealed under the master key.
+    pub key_sealed: Vec<u8>,
+    /// The JWT signing key's ID.
+    pub jwt_kid: String,
+    /// The JWT signing key, sealed.
+    pub jwt_key_sealed: Vec<u8>,
+    /// The CA certificate's notAfter, Unix seconds.
+    pub not_after: i64,
+    /// Created, Unix seconds.
+    pub created_at: i64,
+    /// When it started signing.
+    pub activated_at: Option<i64>,
+    /// When a retired CA may leave the bundle (its last SVID has expired).
+    pub drop_after: Option<i64>,
+    /// Revision of its last change.
+    pub revision: i64,
+}
+
+/// Everything `ward server init` writes, in one transaction.
+pub struct Initialization {
+    /// Key/value settings (trust domain, seal parameters, key check, …).
+    pub meta: Vec<(String, String)>,
+    /// Sealed blobs (the upstream CA key, if any).
+    pub sealed: Vec<(String, Vec<u8>)>,
+    /// The initial admin token's ID and hash.
+    pub admin_token: (String, String),
+    /// The first CA, already `active`.
+    pub ca: CaRecord,
+    /// The audit record of the initialization.
+    pub audit: AuditEvent,
+}
+
+/// The store. Cheap to clone: clones share one connection pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn redact(url: &str) -> String {
+    // postgres://user:password@host → postgres://user:***@host
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((creds, host)) = rest.split_once('@')
+        && let Some((user, _)) = creds.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+impl Store {
+    /// Opens the store at `url`, creating an SQLite file if needed, and runs
+    /// pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, url_full) = if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(StoreError::BadUrl(url.to_owned()));
+            }
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let full = if path.contains("mode=") { url.to_owned() } else { format!("{url}{sep}mode=rwc") };
+            (Backend::Sqlite, full)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(StoreError::BadUrl(redact(url)));
+        };
+        let shown = redact(url);
+        let opts: AnyConnectOptions = url_full.parse().map_err(|e: sqlx::Error| StoreError::Open {
+            url: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        if backend == Backend::Sqlite {
+            // Open one connection first: a pool retries failed connections
+            // until its timeout and would hide "file is not a database".
+            let mut probe = <sqlx::AnyConnection as sqlx::Connection>::connect_with(&opts)
+                .await
+                .map_err(|e| classify_open_error(&shown, e))?;
+            sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+                .fetch_one(&mut probe)
+                .await
+                .map_err(|e| classify_open_error(&shown, e))?;
+            let _ = sqlx::Connection::close(probe).await;
+        }
+        let pool_opts = match backend {
+            // One writer at a time is SQLite's rule anyway; a few readers
+            // beside it keep reads from queueing behind writes.
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+        };
+        let pool = pool_opts
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|e| classify_open_error(&shown, e))?;
+        let store = Self { pool, backend };
+        store.migrate().await.map_err(|e| match e {
+            StoreError::Database(err) => classify_open_error(&shown, err),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            // Several replicas may start at once: one migrates, the others wait.
+            sqlx::query("SELECT pg_advisory_lock(7161001)").execute(&mut *conn).await?;
+        }
+        let result = self.migrate_locked(&mut conn).await;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock(7161001)").execute(&mut *conn).await?;
+        }
+        result
+    }
+
+    async fn migrate_locked(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS ward_schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM ward_schema_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        let known = migrations::MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+        if let Some(&newest) = applied.last()
+            && newest > known
+        {
+            return Err(StoreError::SchemaTooNew(newest));
+        }
+        for m in migrations::MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            let script = match self.backend {
+                Backend::Sqlite => m.sqlite,
+                Backend::Postgres => m.postgres,
+            };
+            let fail = |e: sqlx::Error| StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                reason: e.to_string(),
+            };
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::raw_sql(script).execute(&mut *tx).await.map_err(fail)?;
+            sqlx::query("INSERT INTO ward_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(now_secs())
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            tx.commit().await.map_err(fail)?;
+            tracing::info!(version = m.version, name = m.name, "applied schema migration");
+        }
+        Ok(())
+    }
+
+    /// The newest applied schema version.
+    pub async fn schema_version(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT MAX(version) FROM ward_schema_migrations").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    }
+
+    // ---- settings and sealed blobs -------------------------------------
+
+    /// Reads a setting.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+    }
+
+    /// True once `ward server init` (or dev mode) has run.
+    pub async fn is_initialized(&self) -> Result<bool> {
+        Ok(self.meta("initialized_at").await?.is_some())
+    }
+
+    /// Reads a sealed blob.
+    pub async fn sealed_blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT blob FROM sealed_blobs WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
+    }
+
+    /// Writes everything `ward server init` creates, atomically; refuses if
+    /// the store is already initialized.
+    pub async fn initialize(&self, init: Initialization) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let rev = bump_revision(&mut tx).await?;
+        let already = sqlx::query("SELECT 1 FROM meta WHERE key = 'initialized_at'")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if already.is_some() {
+            return Err(StoreError::AlreadyInitialized);
+        }
+        for (k, v) in &init.meta {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('initialized_at', $1)")
+            .bind(now_secs().to_string())
+            .execute(&mut *tx)
+            .await?;
+        for (name, blob) in &init.sealed {
+            sqlx::query("INSERT INTO sealed_blobs (name, blob) VALUES ($1, $2)")
+                .bind(name)
+                .bind(blob.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_token(&mut tx, &init.admin_token.0, &init.admin_token.1, "admin", None).await?;
+        let mut ca = init.ca;
+        ca.revision = rev;
+        insert_ca(&mut tx, &ca).await?;
+        append_in_tx(&mut tx, std::slice::from_ref(&init.audit)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- tokens -----------------------------------------------------------
+
+    /// Looks up an API token by the hash of its value.
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT id, role, expires_at FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(TokenRecord {
+                id: r.try_get(0)?,
+                role: r.try_get(1)?,
+                expires_at: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores a new join token (its hash only).
+    pub async fn create_join_token(&self, id: &str, hash: &str, expires_at: i64, audit: AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        bump_revision(&mut tx).await?;
+        sqlx::query("INSERT INTO join_tokens (id, hash, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(hash)
+            .bind(now_secs())
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        append_in_tx(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Spends a join token: succeeds once, before its expiry; says why not
+    /// otherwise. Atomic, so two agents racing with one token get one success.
+    pub async fn consume_join_token(&self, hash: &str, now: i64, audit: AuditEvent) -> Result<JoinTokenUse> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE join_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING id",
+        )
+        .bind(now)
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let id: String = row.try_get(0)?;
+            append_in_tx(&mut tx, &[audit]).await?;
+            tx.commit().await?;
+            return Ok(JoinTokenUse::Consumed(id));
+        }
+        let row = sqlx::query("SELECT used_at, expires_at FROM join_tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok(match row {
+            None => JoinTokenUse::Unknown,
+            Some(r) if r.try_get::<Option<i64>, _>(0)?.is_some() => JoinTokenUse::Spent,
+            Some(_) => JoinTokenUse::Expired,
+        })
+    }
+
+    // ---- entries ----------------------------------------------------------
+
+    /// Creates an entry; its `revision` is set by the store.
+    pub async fn create_entry(&self, mut entry: EntryRecord, audit: AuditEvent) -> Result<EntryRecord> {
+        let mut tx = self.pool.begin().await?;
+        entry.revision = bump_revision(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&entry.id)
+        .bind(&entry.spiffe_id)
+        .bind(&entry.parent_id)
+        .bind(serde_json::to_string(&entry.selectors).unwrap_or_default())
+        .bind(entry.x509_ttl)
+        .bind(entry.jwt_ttl)
+        .bind(entry.created_at)
+        .bind(entry.updated_at)
+        .bind(entry.revision)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "an entry with this ID already exists"))?;
+        append_in_tx(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    /// Replaces an entry's mutable fields.
+    pub async fn update_entry(&self, mut entry: EntryRecord, audit: AuditEvent) -> Result<EntryRecord> {
+        let mut tx = self.pool.begin().await?;
+        entry.revision = bump_revision(&mut tx).await?;
+        let done = sqlx::query(
+            "UPDATE entries SET spiffe_id = $2, parent_id = $3, selectors = $4, x509_ttl = $5, jwt_ttl = $6, updated_at = $7, revision = $8 WHERE id = $1",
+        )
+        .bind(&entry.id)
+        .bind(&entry.spiffe_id)
+        .bind(&entry.parent_id)
+        .bind(serde_json::to_string(&entry.selectors).unwrap_or_default())
+        .bind(entry.x509_ttl)
+        .bind(entry.jwt_ttl)
+        .bind(entry.updated_at)
+        .bind(entry.revision)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "entry",
+                id: entry.id,
+            });
+        }
+        append_in_tx(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    /// Deletes an entry, leaving a tombstone so that watchers learn of it.
+    pub async fn delete_entry(&self, id: &str, audit: AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let rev = bump_revision(&mut tx).await?;
+        let done = sqlx::query("DELETE FROM entries WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "entry",
+                id: id.to_owned(),
+            });
+        }
+        sqlx::query("INSERT INTO entry_tombstones (id, revision) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET revision = excluded.revision")
+            .bind(id)
+            .bind(rev)
+            .execute(&mut *tx)
+            .await?;
+        append_in_tx(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Reads one entry.
+    pub async fn entry(&self, id: &str) -> Result<EntryRecord> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => entry_from_row(&r),
+            None => Err(StoreError::NotFound {
+                what: "entry",
+                id: id.to_owned(),
+            }),
+        }
+    }
+
+    /// Entries (optionally only those under `parent`) changed after
+    /// `since`, with the IDs deleted after it. `since = 0` is a full snapshot.
+    pub async fn entry_changes(&self, parent: Option<&str>, since: i64) -> Result<EntryChanges> {
+        // Read the revision first, in the same transaction, so a change that
+        // lands while we read is either included or has a higher revision.
+        let mut tx = self.pool.begin().await?;
+        let revision: i64 = sqlx::query("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let rows = match parent {
+            Some(p) => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = $1 AND revision > $2 ORDER BY spiffe_id, id"
+                )))
+                .bind(p)
+                .bind(since)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE revision > $1 ORDER BY spiffe_id, id")))
+                    .bind(since)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        let entries = rows.iter().map(entry_from_row).collect::<Result<Vec<_>>>()?;
+        let deleted = if since > 0 {
+            sqlx::query("SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY id")
+                .bind(since)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await?;
+        Ok(EntryChanges {
+            entries,
+            deleted,
+            revision,
+        })
+    }
+
+    // ---- certificate authorities -------------------------------------------
+
+    /// All CA generations, oldest first.
+    pub async fn cas(&self) -> Result<Vec<CaRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {CA_COLUMNS} FROM cas ORDER BY generation")))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(ca_from_row).collect()
+    }
+
+    /// Adds a prepared CA (in the bundle, not yet signing).
+    pub async fn insert_prepared_ca(&self, mut ca: CaRecord, audit: AuditEvent) -> Result<CaRecord> {
+        let mut tx = self.pool.begin().await?;
+        ca.revision = bump_revision(&mut tx).await?;
+        let pending = sqlx::query("SELECT id FROM cas WHERE state = 'prepared'")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(r) = pending {
+            let id: String = r.try_get(0)?;
+            return Err(StoreError::Conflict(format!(
+                "CA {id} is already prepared; activate it before preparing another"
+            )));
+        }
+        let next: i64 = sqlx::query("SELECT COALESCE(MAX(generation), 0) + 1 FROM cas")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        ca.generation = next;
+        insert_ca(&mut tx, &ca).await?;
+        append_in_tx(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        Ok(ca)
+    }
+
+    /// Makes the prepared CA the signing one; the previous active CA is
+    /// retired and stays in the bundle until `old_drop_after`.
+    pub async fn activate_prepared_ca(&self, now: i64, old_drop_after: i64, audit: AuditEvent) -> Result<CaRecord> {
+        let mut tx = self.pool.begin().await?;
+        let rev = bump_revision(&mut tx).await?;
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {CA_COLUMNS} FROM cas WHERE state = 'prepared'")))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::Conflict("no CA is prepared; run `ward ca prepare` first".into()));
+        };
+        let mut ca = ca_from_row(&row)?;
+        sqlx::query("UPDATE cas SET state = 'retired', drop_after = $1, revision = $2 WHERE state = 'active'")
+            .bind(old_drop_after)
+            .bind(rev)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE cas SET state = 'active', activated_at = $1, revision = $2 WHERE id = $3")
+            .bind(now)
+            .bind(rev)
+            .bind(&ca.id)
+            .execute(&mut *tx)
+            .await?;
+        append_in_tx(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        ca.state = "active".into();
+        ca.activated_at = Some(now);
+        ca.revision = rev;
+        Ok(ca)
+    }
+
+    // ---- audit --------------------------------------------------------------
+
+    /// Appends events in one transaction; returns their sequence numbers.
+    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let seqs = append_in_tx(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(seqs)
+    }
+
+    /// Records with `seq > after`, oldest first, at most `limit`.
+    pub async fn audit_records(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, ts_ms, actor, action, target, detail, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    seq: r.try_get(0)?,
+                    ts_ms: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    target: r.try_get(4)?,
+                    detail: r.try_get(5)?,
+                    prev_hash: r.try_get(6)?,
+                    hash: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The chain's head: last sequence number and hash.
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+        Ok((r.try_get(0)?, r.try_get(1)?))
+    }
+}
+
+fn classify_open_error(url: &str, e: sqlx::Error) -> StoreError {
+    let msg = e.to_string();
+    if msg.contains("not a database") || msg.contains("malformed") || msg.contains("file is encrypted") {
+        StoreError::Corrupt {
+            url: url.to_owned(),
+            reason: msg,
+        }
+    } else {
+        StoreError::Open {
+            url: url.to_owned(),
+            reason: msg,
+        }
+    }
+}
+
+fn conflict(e: sqlx::Error, what: &str) -> StoreError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StoreError::Conflict(what.to_owned()),
+        _ => StoreError::Database(e),
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn bump_revision(tx: &mut Transaction<'_, Any>) -> Result<i64> {
+    let row = sqlx::query("UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+async fn insert_token(tx: &mut Transaction<'_, Any>, id: &str, hash: &str, role: &str, expires_at: Option<i64>) -> Result<()> {
+    sqlx::query("INSERT INTO tokens (id, hash, role, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(hash)
+        .bind(role)
+        .bind(now_secs())
+        .bind(expires_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Appends events to the chain inside `tx`. The first statement locks the
+/// head row, so concurrent appenders (other connections, other replicas)
+/// queue instead of forking the chain.
+pub(crate) async fn append_in_tx(tx: &mut Transaction<'_, Any>, events: &[AuditEvent]) -> Result<Vec<i64>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = events.len() as i64;
+    let head = sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
+        .bind(n)
+        .fetch_one(&mut **tx)
+        .await?;
+    let last_seq: i64 = head.try_get(0)?;
+    let mut prev: String = head.try_get(1)?;
+    let ts = now_ms();
+    let mut seqs = Vec::with_capacity(events.len());
+    for (i, ev) in events.iter().enumerate() {
+        let seq = last_seq - n + 1 + i as i64;
+        let detail = ev.detail.to_string();
+        let hash = audit::record_hash(seq, ts, &ev.actor, &ev.action, &ev.target, &detail, &prev);
+        sqlx::query(
+            "INSERT INTO audit (seq, ts_ms, actor, action, target, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(seq)
+        .bind(ts)
+        .bind(&ev.actor)
+        .bind(&ev.action)
+        .bind(&ev.target)
+        .bind(&detail)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        prev = hash;
+        seqs.push(seq);
+    }
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&prev)
+        .execute(&mut **tx)
+        .await?;
+    Ok(seqs)
+}
+
+const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision";
+
+fn entry_from_row(r: &AnyRow) -> Result<EntryRecord> {
+    let selectors: String = r.try_get(3)?;
+    Ok(EntryRecord {
+        id: r.try_get(0)?,
+        spiffe_id: r.try_get(1)?,
+        parent_id: r.try_get(2)?,
+        selectors: serde_json::from_str(&selectors).map_err(|e| StoreError::Invalid(format!("entry selectors: {e}")))?,
+        x509_ttl: r.try_get(4)?,
+        jwt_ttl: r.try_get(5)?,
+        created_at: r.try_get(6)?,
+        updated_at: r.try_get(7)?,
+        revision: r.try_get(8)?,
+    })
+}
+
+const CA_COLUMNS: &str = "id, generation, state, cert_pem, chain_pem, bundle_pem, key_sealed, jwt_kid, jwt_key_sealed, not_after, created_at, activated_at, drop_after, revision";
+
+fn ca_from_row(r: &AnyRow) -> Result<CaRecord> {
+    let list = |i: usize| -> Result<Vec<String>> {
+        let s: String = r.try_get(i)?;
+        serde_json::from_str(&s).map_err(|e| StoreError::Invalid(format!("CA certificate list: {e}")))
+    };
+    Ok(CaRecord {
+        id: r.try_get(0)?,
+        generation: r.try_get(1)?,
+        state: r.try_get(2)?,
+        cert_pem: r.try_get(3)?,
+        chain_pem: list(4)?,
+        bundle_pem: list(5)?,
+        key_sealed: r.try_get(6)?,
+        jwt_kid: r.try_get(7)?,
+        jwt_key_sealed: r.try_get(8)?,
+        not_after: r.try_get(9)?,
+        created_at: r.try_get(10)?,
+        activated_at: r.try_get(11)?,
+        drop_after: r.try_get(12)?,
+        revision: r.try_get(13)?,
+    })
+}
+
+async fn insert_ca(tx: &mut Transaction<'_, Any>, ca: &CaRecord) -> Result<()> {
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO cas ({CA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    )))
+    .bind(&ca.id)
+    .bind(ca.generation)
+    .bind(&ca.state)
+    .bind(&ca.cert_pem)
+    .bind(serde_json::to_string(&ca.chain_pem).unwrap_or_default())
+    .bind(serde_json::to_string(&ca.bundle_pem).unwrap_or_default())
+    .bind(ca.key_sealed.clone())
+    .bind(&ca.jwt_kid)
+    .bind(ca.jwt_key_sealed.clone())
+    .bind(ca.not_after)
+    .bind(ca.created_at)
+    .bind(ca.activated_at)
+    .bind(ca.drop_after)
+    .bind(ca.revision)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
