@@ -1,1 +1,239 @@
+//! A typed client for Ward's control-plane API, used by the operator
+//! commands (`ward entry`, `ward x509 mint`, …) and by tests. It trusts only
+//! the CA file it is given (`WARD_CACERT`): no system roots, no
+//! "insecure" switch.
 
+use std::path::Path;
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use ward_api::*;
+
+/// What went wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The client is not configured well enough to connect.
+    #[error("{0}")]
+    Config(String),
+    /// The server could not be reached.
+    #[error("cannot reach the Ward server at {addr}: {reason}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("the server refused ({status}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's answer did not parse.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+/// A connection to one Ward server.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    addr: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for `addr` (`https://host:port`) trusting the CA certificates
+    /// in `cacert`, authenticating with `token` when given.
+    pub fn new(addr: &str, token: Option<String>, cacert: &Path) -> Result<Self, ClientError> {
+        let addr = addr.trim_end_matches('/').to_owned();
+        if !addr.starts_with("https://") {
+            return Err(ClientError::Config(format!(
+                "the server address {addr:?} must start with https:// (set WARD_ADDR or --addr)"
+            )));
+        }
+        let pem = std::fs::read(cacert)
+            .map_err(|e| ClientError::Config(format!("cannot read the CA file {}: {e}", cacert.display())))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|_| ClientError::Config(format!("{} is not a PEM certificate file", cacert.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| ClientError::Config(format!("{}: {e}", cacert.display())))?;
+        }
+        if roots.is_empty() {
+            return Err(ClientError::Config(format!("{} holds no certificate", cacert.display())));
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Self { http, addr, token })
+    }
+
+    /// The server address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<reqwest::Response, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.addr));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Connect {
+            addr: self.addr.clone(),
+            reason: error_chain(&e),
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.errors.join("; "))
+            .unwrap_or_else(|_| text.chars().take(200).collect());
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<T, ClientError> {
+        let resp = self.send(method, path, body).await?;
+        resp.json().await.map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET path` returning raw JSON, for `--output json` passthrough.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        self.json(Method::GET, path, None::<&()>).await
+    }
+
+    /// The seal status.
+    pub async fn seal_status(&self) -> Result<SealStatus, ClientError> {
+        self.json(Method::GET, "/v1/sys/seal-status", None::<&()>).await
+    }
+
+    /// Submits one unseal share.
+    pub async fn unseal(&self, req: &UnsealRequest) -> Result<SealStatus, ClientError> {
+        self.json(Method::POST, "/v1/sys/unseal", Some(req)).await
+    }
+
+    /// Seals the server.
+    pub async fn seal(&self) -> Result<(), ClientError> {
+        self.send(Method::POST, "/v1/sys/seal", None::<&()>).await.map(drop)
+    }
+
+    /// The trust bundle as PEM.
+    pub async fn bundle_pem(&self) -> Result<String, ClientError> {
+        let resp = self.send(Method::GET, "/v1/bundle", None::<&()>).await?;
+        resp.text().await.map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The trust bundle as a SPIFFE bundle (JWKS).
+    pub async fn bundle_spiffe(&self) -> Result<serde_json::Value, ClientError> {
+        self.get_json("/v1/bundle?format=spiffe").await
+    }
+
+    /// Signs a CSR.
+    pub async fn sign_x509(&self, req: &X509SvidRequest) -> Result<X509SvidResponse, ClientError> {
+        self.json(Method::POST, "/v1/svid/x509", Some(req)).await
+    }
+
+    /// Mints a JWT-SVID.
+    pub async fn sign_jwt(&self, req: &JwtSvidRequest) -> Result<JwtSvidResponse, ClientError> {
+        self.json(Method::POST, "/v1/svid/jwt", Some(req)).await
+    }
+
+    /// Creates an entry.
+    pub async fn create_entry(&self, req: &EntryCreate) -> Result<Entry, ClientError> {
+        self.json(Method::POST, "/v1/entries", Some(req)).await
+    }
+
+    /// Lists entries (optionally under one parent, changed after `since`).
+    pub async fn list_entries(&self, parent: Option<&str>, since: i64) -> Result<EntryList, ClientError> {
+        let mut path = format!("/v1/entries?since={since}");
+        if let Some(p) = parent {
+            path.push_str(&format!("&parent_id={}", urlencode(p)));
+        }
+        self.json(Method::GET, &path, None::<&()>).await
+    }
+
+    /// Reads one entry.
+    pub async fn entry(&self, id: &str) -> Result<Entry, ClientError> {
+        self.json(Method::GET, &format!("/v1/entries/{}", urlencode(id)), None::<&()>).await
+    }
+
+    /// Updates an entry.
+    pub async fn update_entry(&self, id: &str, req: &EntryUpdate) -> Result<Entry, ClientError> {
+        self.json(Method::PATCH, &format!("/v1/entries/{}", urlencode(id)), Some(req)).await
+    }
+
+    /// Deletes an entry.
+    pub async fn delete_entry(&self, id: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/v1/entries/{}", urlencode(id)), None::<&()>)
+            .await
+            .map(drop)
+    }
+
+    /// Creates a join token.
+    pub async fn create_join_token(&self, ttl_secs: u64) -> Result<JoinTokenResponse, ClientError> {
+        self.json(Method::POST, "/v1/join-tokens", Some(&JoinTokenRequest { ttl: ttl_secs })).await
+    }
+
+    /// Lists CA generations.
+    pub async fn cas(&self) -> Result<CaList, ClientError> {
+        self.json(Method::GET, "/v1/ca", None::<&()>).await
+    }
+
+    /// Prepares the next CA.
+    pub async fn prepare_ca(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(Method::POST, "/v1/ca/prepare", None::<&()>).await
+    }
+
+    /// Activates the prepared CA.
+    pub async fn activate_ca(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(Method::POST, "/v1/ca/activate", None::<&()>).await
+    }
+
+    /// One page of audit records after `after`.
+    pub async fn audit_page(&self, after: i64, limit: i64) -> Result<AuditPage, ClientError> {
+        self.json(Method::GET, &format!("/v1/audit?after={after}&limit={limit}"), None::<&()>).await
+    }
+
+    /// True if the error is the server saying 401 or 403.
+    pub fn is_auth_error(e: &ClientError) -> bool {
+        matches!(e, ClientError::Api { status, .. } if *status == StatusCode::UNAUTHORIZED.as_u16() || *status == StatusCode::FORBIDDEN.as_u16())
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

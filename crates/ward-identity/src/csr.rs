@@ -209,3 +209,28 @@ mod tests {
         assert!(matches!(validate_csr(bare.as_bytes(), &td()), Err(CsrError::NotWorkloadId(_))));
     }
 }
+
+/// A new ECDSA P-256 key and a CSR for `id` signed by it, both PEM. The key
+/// stays with the caller; only the CSR goes to the server.
+pub fn generate_key_and_csr(id: &SpiffeId) -> Result<(zeroize::Zeroizing<String>, String), rcgen::Error> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(id.to_string().try_into()?)];
+    let csr = params.serialize_request(&key)?.pem()?;
+    Ok((zeroize::Zeroizing::new(key.serialize_pem()), csr))
+}
+
+#[cfg(test)]
+mod generate_tests {
+    use super::*;
+
+    #[test]
+    fn generated_csr_validates_for_its_id() {
+        let id = SpiffeId::parse("spiffe://example.org/w").unwrap();
+        let (key, csr) = generate_key_and_csr(&id).unwrap();
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let v = validate_csr(csr.as_bytes(), id.trust_domain()).unwrap();
+        assert_eq!(v.spiffe_id(), &id);
+    }
+}

@@ -1,1 +1,110 @@
+//! Ward's control plane: `ward server`. It is the certificate authority of
+//! one trust domain, keeps the workload registrations, signs X.509- and
+//! JWT-SVIDs, and records every admin action and issuance in the audit
+//! chain. All state is in the store, so replicas sharing one PostgreSQL are
+//! interchangeable; each replica is unsealed on its own.
 
+pub mod authority;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod init;
+mod routes;
+mod serve;
+pub mod state;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ward_store::Store;
+use ward_store::seal::MasterKey;
+
+pub use config::ServerConfig;
+pub use state::Server;
+
+/// How often a server checks whether the CAs changed in the store.
+const AUTHORITY_REFRESH: Duration = Duration::from_secs(5);
+
+/// A server that is bound and ready to serve.
+pub struct ReadyServer {
+    /// The address it listens on (with the real port when 0 was asked).
+    pub addr: SocketAddr,
+    /// The TLS CA clients should trust.
+    pub cacert: PathBuf,
+    /// The shared state.
+    pub state: Arc<Server>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+/// Opens the store, loads the state (sealed), prepares TLS and binds.
+pub async fn prepare(config: ServerConfig) -> Result<ReadyServer, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    let store = Store::connect(&config.storage).await.map_err(|e| e.to_string())?;
+    if !store.is_initialized().await.map_err(|e| e.to_string())? {
+        return Err(format!(
+            "the store {} is not initialized: run `ward server init --config FILE` first (or use --dev)",
+            config.storage
+        ));
+    }
+    prepare_with_store(config, store).await
+}
+
+/// As [`prepare`], with a store already open and initialized.
+pub async fn prepare_with_store(config: ServerConfig, store: Store) -> Result<ReadyServer, String> {
+    let tls = tls::server_tls(&config.data_dir, config.listen, &config.tls_names)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let cacert = tls::ca_cert_path(&config.data_dir);
+    let state = Server::open(config, store).await?;
+    Ok(ReadyServer {
+        addr,
+        cacert,
+        state,
+        listener,
+        tls,
+    })
+}
+
+impl ReadyServer {
+    /// The URL clients use (`https://127.0.0.1:PORT` for a wildcard bind).
+    pub fn url(&self) -> String {
+        let host = match self.addr.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_owned(),
+            ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("https://{host}:{}", self.addr.port())
+    }
+
+    /// Unseals with a master key (dev mode).
+    pub async fn unseal(&self, master: MasterKey) -> Result<(), String> {
+        self.state.unseal_with(master).await.map_err(|e| e.to_string())
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let state = self.state.clone();
+        let refresher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(AUTHORITY_REFRESH);
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.refresh_authority_if_stale().await {
+                    tracing::warn!(error = %e, "refreshing the CAs from the store failed");
+                }
+            }
+        });
+        let app = routes::router(self.state.clone());
+        serve::serve_tls(self.listener, self.tls, app, shutdown).await;
+        refresher.abort();
+        self.state.store.close().await;
+    }
+}

@@ -118,6 +118,17 @@ impl MasterKey {
         if threshold == 0 || threshold > shares || shares > 255 {
             return Err(SealError::BadParameters { threshold, shares });
         }
+        if threshold == 1 {
+            // A degree-0 polynomial: every share is the key itself (Vault
+            // allows 1-of-n too). vsss-rs refuses threshold 1, so do it here.
+            return Ok((1..=shares as u8)
+                .map(|i| {
+                    let mut raw = Zeroizing::new(vec![i]);
+                    raw.extend_from_slice(&self.0);
+                    Zeroizing::new(STANDARD.encode(raw.as_slice()))
+                })
+                .collect());
+        }
         let rng = rand::rand_core::UnwrapErr(rand::rngs::SysRng);
         let parts = vsss_rs::Gf256::split_array(threshold, shares, self.0, rng)
             .map_err(|_| SealError::BadParameters { threshold, shares })?;
@@ -142,7 +153,11 @@ impl MasterKey {
             }
             raw.push(bytes);
         }
-        let secret = vsss_rs::Gf256::combine_array(&raw).map_err(|_| SealError::WrongShares);
+        let secret = if raw.len() == 1 {
+            Ok(raw[0][1..].to_vec())
+        } else {
+            vsss_rs::Gf256::combine_array(&raw).map_err(|_| SealError::WrongShares)
+        };
         for r in raw.iter_mut() {
             r.zeroize();
         }
@@ -225,6 +240,16 @@ mod tests {
         let foreign = MasterKey::generate().unwrap().split(3, 5).unwrap();
         let mixed = vec![shares[0].clone(), shares[1].clone(), foreign[2].clone()];
         assert!(!matches!(MasterKey::combine(&mixed).map(|m| m.verify_key_check(&check)), Ok(true)));
+    }
+
+    #[test]
+    fn one_of_n_shares_each_open() {
+        let k = MasterKey::generate().unwrap();
+        let check = k.key_check().unwrap();
+        let shares = k.split(1, 3).unwrap();
+        for s in shares {
+            assert!(MasterKey::combine(&[s]).unwrap().verify_key_check(&check));
+        }
     }
 
     #[test]

@@ -1,1 +1,123 @@
-fn main() {}
+//! The `ward` binary: argument parsing and one module per role; the work
+//! itself lives in the library crates.
+
+mod audit;
+mod ca;
+mod client;
+mod entry;
+mod operator;
+mod server;
+mod svid;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+/// Ward gives every service a short-lived cryptographic identity (SPIFFE),
+/// and keeps the registrations, certificate authority and audit log that
+/// stand behind it — in one binary.
+#[derive(Parser)]
+#[command(
+    name = "ward",
+    version,
+    about = "Zero-trust security for microservices: workload identity (SPIFFE), a certificate authority and a tamper-evident audit log, in one binary",
+    long_about = None,
+    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit\n\nStart here: `ward up`, then follow what it prints."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane, or initialize its store (`ward server init`)
+    Server(server::ServerArgs),
+    /// Run the platform locally in dev mode and print a walk-through
+    Up(up::UpArgs),
+    /// Unseal, seal and inspect a server
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
+    /// Manage registration entries (which workload gets which SPIFFE ID)
+    #[command(subcommand)]
+    Entry(entry::EntryCommand),
+    /// Node agent administration (join tokens for attesting new nodes)
+    #[command(subcommand)]
+    Agent(entry::AgentCommand),
+    /// Mint X.509-SVIDs (the key is generated locally; only a CSR is sent)
+    #[command(subcommand)]
+    X509(svid::X509Command),
+    /// Mint JWT-SVIDs
+    #[command(subcommand)]
+    Jwt(svid::JwtCommand),
+    /// Rotate the certificate authority without an outage (prepare, then activate)
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Show the trust bundle (CA certificates and JWT keys)
+    #[command(subcommand)]
+    Bundle(ca::BundleCommand),
+    /// Verify and read the tamper-evident audit log
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(a) => server::run(a).await,
+            Command::Up(a) => up::run(a).await,
+            Command::Operator(c) => operator::run(c).await,
+            Command::Entry(c) => entry::run(c).await,
+            Command::Agent(c) => entry::run_agent(c).await,
+            Command::X509(c) => svid::run_x509(c).await,
+            Command::Jwt(c) => svid::run_jwt(c).await,
+            Command::Ca(c) => ca::run(c).await,
+            Command::Bundle(c) => ca::run_bundle(c).await,
+            Command::Audit(c) => audit::run(c).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Initializes logging to stderr: `WARD_LOG` sets the filter (default
+/// `info` for long-running roles), `json` picks structured output.
+pub(crate) fn init_logging(default_level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

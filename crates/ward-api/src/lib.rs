@@ -1,0 +1,211 @@
+//! The wire types of Ward's control-plane API (`/v1/...`), shared by
+//! `ward server` and every client so that the two cannot drift apart.
+//! Request types refuse unknown fields: a misspelt option is an error, not
+//! a silently ignored default.
+
+use serde::{Deserialize, Serialize};
+
+pub use ward_store::{AuditRecord, EntryRecord as Entry};
+
+/// The body of every error response, as in Vault's API (hvac reads it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Human-readable reasons.
+    pub errors: Vec<String>,
+}
+
+/// `GET /v1/sys/seal-status` (Vault-compatible fields).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealStatus {
+    /// Always `shamir`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Whether `ward server init` has run.
+    pub initialized: bool,
+    /// Whether the server is sealed.
+    pub sealed: bool,
+    /// Shares needed to unseal.
+    pub t: u32,
+    /// Shares made.
+    pub n: u32,
+    /// Shares received so far.
+    pub progress: u32,
+    /// Server version.
+    pub version: String,
+    /// The trust domain.
+    pub trust_domain: String,
+}
+
+/// `POST /v1/sys/unseal`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsealRequest {
+    /// One unseal share.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Forget the shares received so far.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// `POST /v1/entries`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryCreate {
+    /// The SPIFFE ID to issue.
+    pub spiffe_id: String,
+    /// The agent's SPIFFE ID.
+    pub parent_id: String,
+    /// `type:value` selectors; all must match.
+    pub selectors: Vec<String>,
+    /// X.509-SVID lifetime in seconds (default: the server's).
+    #[serde(default)]
+    pub x509_ttl: Option<u64>,
+    /// JWT-SVID lifetime in seconds (default: the server's).
+    #[serde(default)]
+    pub jwt_ttl: Option<u64>,
+}
+
+/// `PATCH /v1/entries/{id}`: only the fields given change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryUpdate {
+    /// New SPIFFE ID.
+    #[serde(default)]
+    pub spiffe_id: Option<String>,
+    /// New parent.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// New selectors (replace the old ones).
+    #[serde(default)]
+    pub selectors: Option<Vec<String>>,
+    /// New X.509-SVID lifetime, seconds.
+    #[serde(default)]
+    pub x509_ttl: Option<u64>,
+    /// New JWT-SVID lifetime, seconds.
+    #[serde(default)]
+    pub jwt_ttl: Option<u64>,
+}
+
+/// `GET /v1/entries[?parent_id=&since=]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryList {
+    /// Entries changed after `since` (all of them when `since` is 0).
+    pub entries: Vec<Entry>,
+    /// Entries deleted after `since`.
+    pub deleted: Vec<String>,
+    /// The revision to pass as `since` next time.
+    pub revision: i64,
+}
+
+/// `POST /v1/svid/x509`: sign a CSR.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509SvidRequest {
+    /// PKCS#10 CSR, PEM. Its single URI SAN is the SPIFFE ID requested.
+    pub csr: String,
+    /// If given, the CSR's SPIFFE ID must be this entry's, and the entry's
+    /// TTL applies.
+    #[serde(default)]
+    pub entry_id: Option<String>,
+    /// Lifetime in seconds (default: the entry's or the server's).
+    #[serde(default)]
+    pub ttl: Option<u64>,
+}
+
+/// A signed X.509-SVID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct X509SvidResponse {
+    /// The SPIFFE ID certified.
+    pub spiffe_id: String,
+    /// Leaf certificate then intermediates, PEM.
+    pub cert_chain_pem: String,
+    /// The trust bundle (CA certificates), PEM.
+    pub bundle_pem: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// `POST /v1/svid/jwt`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSvidRequest {
+    /// The SPIFFE ID to put in `sub`.
+    pub spiffe_id: String,
+    /// Audiences; at least one.
+    pub audience: Vec<String>,
+    /// Lifetime in seconds (default: the server's, 5 minutes).
+    #[serde(default)]
+    pub ttl: Option<u64>,
+}
+
+/// A signed JWT-SVID.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JwtSvidResponse {
+    /// The token.
+    pub token: String,
+    /// Its `sub`.
+    pub spiffe_id: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// `POST /v1/join-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinTokenRequest {
+    /// Lifetime in seconds.
+    pub ttl: u64,
+}
+
+/// A new single-use join token (shown once).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinTokenResponse {
+    /// The token to give to `ward agent --join-token`.
+    pub token: String,
+    /// Its public ID, as it appears in the audit log.
+    pub id: String,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// One CA generation, without key material.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaInfo {
+    /// ID.
+    pub id: String,
+    /// 1, 2, …
+    pub generation: i64,
+    /// `prepared`, `active` or `retired`.
+    pub state: String,
+    /// The CA certificate's subject.
+    pub subject: String,
+    /// The CA certificate's notAfter, Unix seconds.
+    pub not_after: i64,
+    /// When it started signing.
+    pub activated_at: Option<i64>,
+    /// When a retired CA leaves the bundle.
+    pub drop_after: Option<i64>,
+    /// The JWT key ID.
+    pub jwt_kid: String,
+}
+
+/// `GET /v1/ca`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaList {
+    /// Generations still in the bundle, oldest first.
+    pub cas: Vec<CaInfo>,
+}
+
+/// `GET /v1/audit?after=&limit=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Records, oldest first.
+    pub records: Vec<AuditRecord>,
+    /// The chain's last sequence number.
+    pub head_seq: i64,
+    /// The chain's last hash.
+    pub head_hash: String,
+}

@@ -1,0 +1,291 @@
+//! The server's configuration: read once from a TOML file (or built from
+//! `--dev` flags), validated whole at start-up into typed values. A bad value
+//! stops start-up with the file, the key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use ward_identity::TrustDomain;
+
+/// A configuration problem, naming the file and key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and line.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("config {source_name}: key `{key}`: {reason}")]
+    Invalid {
+        /// The file, or `--dev flags`.
+        source_name: String,
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    trust_domain: String,
+    listen: Option<String>,
+    data_dir: String,
+    storage: Option<String>,
+    #[serde(default)]
+    ca: RawCa,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    seal: RawSeal,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCa {
+    validity: Option<String>,
+    svid_default_ttl: Option<String>,
+    svid_max_ttl: Option<String>,
+    jwt_default_ttl: Option<String>,
+    jwt_max_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    names: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeal {
+    shares: Option<u32>,
+    threshold: Option<u32>,
+}
+
+/// Lifetimes of the CA and of what it signs.
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    /// Validity of a new CA certificate.
+    pub validity: Duration,
+    /// X.509-SVID lifetime when an entry or request names none.
+    pub svid_default_ttl: Duration,
+    /// The longest X.509-SVID lifetime accepted; also how long a retired CA
+    /// stays in the bundle.
+    pub svid_max_ttl: Duration,
+    /// JWT-SVID lifetime when a request names none.
+    pub jwt_default_ttl: Duration,
+    /// The longest JWT-SVID lifetime accepted.
+    pub jwt_max_ttl: Duration,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        Self {
+            validity: Duration::from_secs(365 * 86400),
+            svid_default_ttl: Duration::from_secs(3600),
+            svid_max_ttl: Duration::from_secs(24 * 3600),
+            jwt_default_ttl: Duration::from_secs(300),
+            jwt_max_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The whole validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The trust domain this server is the authority of.
+    pub trust_domain: TrustDomain,
+    /// Where the HTTPS API listens.
+    pub listen: SocketAddr,
+    /// Where the server keeps its TLS files (and, in dev mode, its key file).
+    pub data_dir: PathBuf,
+    /// Storage URL.
+    pub storage: String,
+    /// CA lifetimes.
+    pub ca: CaConfig,
+    /// Extra DNS names or IPs for the server's HTTPS certificate.
+    pub tls_names: Vec<String>,
+    /// Unseal shares to make at init.
+    pub seal_shares: u32,
+    /// Shares needed to unseal.
+    pub seal_threshold: u32,
+    /// Dev mode: self-initializing and self-unsealing with a key file.
+    pub dev: bool,
+}
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+impl ServerConfig {
+    /// Reads and validates a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::validate(raw, &path.display().to_string(), false)
+    }
+
+    /// The configuration of `ward server --dev`.
+    pub fn dev(data_dir: &Path, listen: Option<&str>, trust_domain: &str) -> Result<Self, ConfigError> {
+        let raw = RawConfig {
+            trust_domain: trust_domain.to_owned(),
+            listen: listen.map(str::to_owned),
+            data_dir: data_dir.display().to_string(),
+            storage: None,
+            ca: RawCa::default(),
+            tls: RawTls::default(),
+            seal: RawSeal {
+                shares: Some(1),
+                threshold: Some(1),
+            },
+        };
+        Self::validate(raw, "--dev flags", true)
+    }
+
+    fn validate(raw: RawConfig, source_name: &str, dev: bool) -> Result<Self, ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            source_name: source_name.to_owned(),
+            key,
+            reason,
+        };
+        let trust_domain = TrustDomain::parse(&raw.trust_domain).map_err(|e| invalid("trust_domain", e.to_string()))?;
+        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| invalid("listen", format!("{listen_text:?} is not an IP:port address")))?;
+        if raw.data_dir.is_empty() {
+            return Err(invalid("data_dir", "cannot be empty".into()));
+        }
+        let data_dir = PathBuf::from(&raw.data_dir);
+        let data_dir = if data_dir.is_absolute() {
+            data_dir
+        } else {
+            std::env::current_dir().map(|d| d.join(&data_dir)).unwrap_or(data_dir)
+        };
+        let storage = raw
+            .storage
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("ward.db").display()));
+        if !(storage.starts_with("sqlite://") || storage.starts_with("postgres://") || storage.starts_with("postgresql://")) {
+            return Err(invalid("storage", "must start with sqlite:// or postgres://".into()));
+        }
+        let defaults = CaConfig::default();
+        let dur = |key: &'static str, v: Option<String>, d: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(d),
+                Some(s) => {
+                    let parsed = humantime::parse_duration(&s)
+                        .map_err(|e| invalid(key, format!("{s:?} is not a duration like \"1h\" or \"30m\": {e}")))?;
+                    if parsed < Duration::from_secs(1) {
+                        return Err(invalid(key, "must be at least 1s".into()));
+                    }
+                    Ok(parsed)
+                }
+            }
+        };
+        let ca = CaConfig {
+            validity: dur("ca.validity", raw.ca.validity, defaults.validity)?,
+            svid_default_ttl: dur("ca.svid_default_ttl", raw.ca.svid_default_ttl, defaults.svid_default_ttl)?,
+            svid_max_ttl: dur("ca.svid_max_ttl", raw.ca.svid_max_ttl, defaults.svid_max_ttl)?,
+            jwt_default_ttl: dur("ca.jwt_default_ttl", raw.ca.jwt_default_ttl, defaults.jwt_default_ttl)?,
+            jwt_max_ttl: dur("ca.jwt_max_ttl", raw.ca.jwt_max_ttl, defaults.jwt_max_ttl)?,
+        };
+        if ca.svid_default_ttl > ca.svid_max_ttl {
+            return Err(invalid("ca.svid_default_ttl", "is longer than ca.svid_max_ttl".into()));
+        }
+        if ca.svid_max_ttl >= ca.validity {
+            return Err(invalid("ca.svid_max_ttl", "must be shorter than ca.validity".into()));
+        }
+        if ca.jwt_default_ttl > ca.jwt_max_ttl {
+            return Err(invalid("ca.jwt_default_ttl", "is longer than ca.jwt_max_ttl".into()));
+        }
+        let seal_shares = raw.seal.shares.unwrap_or(5);
+        let seal_threshold = raw.seal.threshold.unwrap_or(3);
+        if !(1..=255).contains(&seal_shares) {
+            return Err(invalid("seal.shares", format!("{seal_shares} is not between 1 and 255")));
+        }
+        if seal_threshold == 0 || seal_threshold > seal_shares {
+            return Err(invalid(
+                "seal.threshold",
+                format!("{seal_threshold} must be between 1 and seal.shares ({seal_shares})"),
+            ));
+        }
+        Ok(Self {
+            trust_domain,
+            listen,
+            data_dir,
+            storage,
+            ca,
+            tls_names: raw.tls.names,
+            seal_shares,
+            seal_threshold,
+            dev,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("server.toml");
+        std::fs::write(&p, text).unwrap();
+        ServerConfig::from_file(&p)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("trust_domain = \"example.org\"\ndata_dir = \"/tmp/w\"\n").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.storage, "sqlite:///tmp/w/ward.db");
+        assert_eq!(c.ca.svid_default_ttl, Duration::from_secs(3600));
+        assert_eq!((c.seal_shares, c.seal_threshold), (5, 3));
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        let base = "data_dir = \"/tmp/w\"\n";
+        let cases = [
+            ("trust_domain = \"Bad.Org\"\n", "trust_domain"),
+            ("trust_domain = \"a\"\nlisten = \"nope\"\n", "listen"),
+            ("trust_domain = \"a\"\nstorage = \"mysql://x\"\n", "storage"),
+            ("trust_domain = \"a\"\n[ca]\nvalidity = \"forever\"\n", "ca.validity"),
+            ("trust_domain = \"a\"\n[ca]\nsvid_default_ttl = \"48h\"\n", "ca.svid_default_ttl"),
+            ("trust_domain = \"a\"\n[ca]\nvalidity = \"1h\"\n", "ca.svid_max_ttl"),
+            ("trust_domain = \"a\"\n[seal]\nthreshold = 6\n", "seal.threshold"),
+            ("trust_domain = \"a\"\n[seal]\nshares = 0\n", "seal.shares"),
+        ];
+        for (text, key) in cases {
+            let err = parse(&format!("{base}{text}")).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let unknown = parse("trust_domain = \"a\"\ndata_dir = \"/x\"\nlsiten = \"1\"\n").unwrap_err().to_string();
+        assert!(unknown.contains("lsiten"), "{unknown}");
+        let missing = parse("data_dir = \"/x\"\n").unwrap_err().to_string();
+        assert!(missing.contains("trust_domain"), "{missing}");
+    }
+}

@@ -1,0 +1,243 @@
+//! The running control plane: its store, its seal state and the loaded
+//! authority. Sealed, the server knows only hashes and ciphertext; unsealed,
+//! it holds the master key and the CA keys in memory (zeroed on seal).
+
+use std::sync::{Arc, RwLock};
+
+use axum::http::HeaderMap;
+use zeroize::Zeroizing;
+use ward_api::SealStatus;
+use ward_store::seal::{MasterKey, SealError};
+use ward_store::{AuditWriter, Store, now_secs};
+
+use crate::authority::Authority;
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+
+enum Seal {
+    Sealed { shares: Vec<Zeroizing<String>> },
+    Unsealed { master: MasterKey, authority: Arc<Authority> },
+}
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's public ID.
+    pub token_id: String,
+}
+
+impl Caller {
+    /// How the caller appears in audit records.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.token_id)
+    }
+}
+
+/// The control plane's shared state.
+pub struct Server {
+    /// The validated configuration.
+    pub config: ServerConfig,
+    /// The store.
+    pub store: Store,
+    /// Group-commit writer for hot-path audit records.
+    pub audit: AuditWriter,
+    threshold: u32,
+    shares: u32,
+    key_check: Vec<u8>,
+    seal: RwLock<Seal>,
+}
+
+/// The hash under which a token is stored: tokens are 256-bit random
+/// values, so a fast hash is enough (no dictionary to attack).
+pub fn token_hash(token: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()))
+}
+
+impl Server {
+    /// Builds the state of an initialized store; the server starts sealed.
+    pub async fn open(config: ServerConfig, store: Store) -> Result<Arc<Self>, String> {
+        let meta = |k: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .meta(k)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("the store has no {k}; was it initialized by `ward server init`?"))
+            }
+        };
+        let td = meta("trust_domain").await?;
+        if td != config.trust_domain.as_str() {
+            return Err(format!(
+                "the store belongs to trust domain {td:?} but the configuration says {:?}",
+                config.trust_domain.as_str()
+            ));
+        }
+        let threshold = meta("seal_threshold").await?.parse().map_err(|_| "bad seal_threshold".to_string())?;
+        let shares = meta("seal_shares").await?.parse().map_err(|_| "bad seal_shares".to_string())?;
+        use base64::Engine;
+        let key_check = base64::engine::general_purpose::STANDARD
+            .decode(meta("key_check").await?)
+            .map_err(|_| "bad key_check".to_string())?;
+        let audit = AuditWriter::spawn(store.clone());
+        Ok(Arc::new(Self {
+            config,
+            store,
+            audit,
+            threshold,
+            shares,
+            key_check,
+            seal: RwLock::new(Seal::Sealed { shares: Vec::new() }),
+        }))
+    }
+
+    /// The seal status, in Vault's shape.
+    pub fn seal_status(&self) -> SealStatus {
+        let (sealed, progress) = match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
+            Seal::Sealed { shares } => (true, shares.len() as u32),
+            Seal::Unsealed { .. } => (false, 0),
+        };
+        SealStatus {
+            kind: "shamir".into(),
+            initialized: true,
+            sealed,
+            t: self.threshold,
+            n: self.shares,
+            progress,
+            version: env!("CARGO_PKG_VERSION").into(),
+            trust_domain: self.config.trust_domain.to_string(),
+        }
+    }
+
+    /// Takes one unseal share; at the threshold, reconstructs the master
+    /// key, checks it and loads the CAs. Wrong shares reset the progress.
+    pub async fn submit_share(&self, share: Option<String>, reset: bool) -> Result<SealStatus, ApiError> {
+        let ready = {
+            let mut guard = self.seal.write().unwrap_or_else(|p| p.into_inner());
+            match &mut *guard {
+                Seal::Unsealed { .. } => None,
+                Seal::Sealed { shares } => {
+                    if reset {
+                        shares.clear();
+                    }
+                    if let Some(s) = share {
+                        ward_store::seal::check_share_format(&s)
+                            .map_err(|_| ApiError::BadRequest("the share is malformed: expected the base64 text printed by `ward server init`".into()))?;
+                        let s = Zeroizing::new(s.trim().to_owned());
+                        if !shares.contains(&s) {
+                            shares.push(s);
+                        }
+                    }
+                    if shares.len() >= self.threshold as usize {
+                        Some(std::mem::take(shares))
+                    } else {
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(shares) = ready {
+            let master = match MasterKey::combine(&shares) {
+                Ok(m) if m.verify_key_check(&self.key_check) => m,
+                Ok(_) | Err(SealError::WrongShares) => {
+                    return Err(ApiError::BadRequest(
+                        "unseal failed: the shares do not reconstruct the master key; progress was reset, start again with the right shares".into(),
+                    ));
+                }
+                Err(e) => return Err(ApiError::BadRequest(format!("unseal failed: {e}; progress was reset"))),
+            };
+            self.unseal_with(master).await?;
+            tracing::info!("server unsealed");
+        }
+        Ok(self.seal_status())
+    }
+
+    /// Unseals with a known master key (dev mode's key file).
+    pub async fn unseal_with(&self, master: MasterKey) -> Result<(), ApiError> {
+        if !master.verify_key_check(&self.key_check) {
+            return Err(ApiError::BadRequest("the master key does not match this store".into()));
+        }
+        let authority = Arc::new(Authority::load(self.store.cas().await?, &master, now_secs())?);
+        *self.seal.write().unwrap_or_else(|p| p.into_inner()) = Seal::Unsealed { master, authority };
+        Ok(())
+    }
+
+    /// Seals: forgets the master key and every CA key.
+    pub fn seal(&self) {
+        *self.seal.write().unwrap_or_else(|p| p.into_inner()) = Seal::Sealed { shares: Vec::new() };
+        tracing::warn!("server sealed");
+    }
+
+    /// The loaded authority, or 503 while sealed.
+    pub fn authority(&self) -> Result<Arc<Authority>, ApiError> {
+        match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
+            Seal::Unsealed { authority, .. } => Ok(authority.clone()),
+            Seal::Sealed { .. } => Err(ApiError::Sealed),
+        }
+    }
+
+    /// A copy of the master key, or 503 while sealed.
+    pub fn master(&self) -> Result<MasterKey, ApiError> {
+        match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
+            Seal::Unsealed { master, .. } => Ok(master.clone()),
+            Seal::Sealed { .. } => Err(ApiError::Sealed),
+        }
+    }
+
+    /// Reloads the CAs from the store (after a rotation here or on another
+    /// replica, or when a retired CA leaves the bundle).
+    pub async fn reload_authority(&self) -> Result<(), ApiError> {
+        let master = self.master()?;
+        let fresh = Arc::new(Authority::load(self.store.cas().await?, &master, now_secs())?);
+        let mut guard = self.seal.write().unwrap_or_else(|p| p.into_inner());
+        if let Seal::Unsealed { authority, .. } = &mut *guard {
+            *authority = fresh;
+        }
+        Ok(())
+    }
+
+    /// Reloads the authority if the store's CAs changed; run periodically.
+    pub async fn refresh_authority_if_stale(&self) -> Result<(), ApiError> {
+        let Ok(current) = self.authority() else { return Ok(()) };
+        let cas = self.store.cas().await?;
+        let rev = cas.iter().map(|c| c.revision).max().unwrap_or(0);
+        if current.is_stale(rev, now_secs()) {
+            self.reload_authority().await?;
+        }
+        Ok(())
+    }
+
+    /// Checks the request's token (`Authorization: Bearer …` or Vault's
+    /// `X-Vault-Token`). Missing: 401; unknown or expired: 403.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let vault = headers.get("x-vault-token").and_then(|v| v.to_str().ok());
+        let token = match (bearer, vault) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::BadRequest(
+                    "two different tokens in one request (Authorization and X-Vault-Token); send one".into(),
+                ));
+            }
+            (Some(t), _) | (None, Some(t)) => t.trim(),
+            (None, None) => {
+                return Err(ApiError::Unauthorized(
+                    "missing token: set WARD_TOKEN or pass --token (header Authorization: Bearer TOKEN)".into(),
+                ));
+            }
+        };
+        if token.is_empty() {
+            return Err(ApiError::Unauthorized("missing token: the token is empty".into()));
+        }
+        let record = self.store.token_by_hash(&token_hash(token)).await?;
+        match record {
+            Some(r) if r.expires_at.is_none_or(|t| t > now_secs()) && r.role == "admin" => Ok(Caller { token_id: r.id }),
+            Some(r) if r.expires_at.is_some_and(|t| t <= now_secs()) => {
+                Err(ApiError::Forbidden("permission denied: the token has expired".into()))
+            }
+            _ => Err(ApiError::Forbidden("permission denied: the token is not valid".into())),
+        }
+    }
+}

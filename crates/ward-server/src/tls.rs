@@ -1,0 +1,108 @@
+//! The HTTPS identity of the API itself. It must work while the server is
+//! sealed (operators unseal over it), so it cannot come from the sealed
+//! workload CA: a small dedicated TLS CA lives in `DATA_DIR/tls/` (key file
+//! mode 0600, like Vault's `tls_key_file`), and a fresh server certificate
+//! is issued at every start for the addresses the server answers on.
+//! Clients trust `DATA_DIR/tls/ca.pem` (`WARD_CACERT`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::OffsetDateTime;
+
+/// The TLS CA certificate clients should trust.
+pub fn ca_cert_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls").join("ca.pem")
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Loads or creates the TLS CA and issues a server certificate covering
+/// `listen`, loopback and `extra_names`; returns a rustls server config.
+pub fn server_tls(data_dir: &Path, listen: SocketAddr, extra_names: &[String]) -> Result<Arc<rustls::ServerConfig>, String> {
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let ca_path = ca_cert_path(data_dir);
+    let key_path = dir.join("ca-key.pem");
+    let now = OffsetDateTime::now_utc();
+    let (ca_pem, ca_key) = if ca_path.exists() && key_path.exists() {
+        let pem = std::fs::read_to_string(&ca_path).map_err(|e| format!("cannot read {}: {e}", ca_path.display()))?;
+        let key_pem =
+            std::fs::read_to_string(&key_path).map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| format!("{} is not a valid key: {e}", key_path.display()))?;
+        (pem, key)
+    } else {
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "Ward API TLS CA");
+        params.distinguished_name.push(DnType::OrganizationName, "Ward");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = now - Duration::from_secs(60);
+        params.not_after = now + Duration::from_secs(10 * 365 * 86400);
+        let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+        write_private(&key_path, key.serialize_pem().as_bytes()).map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+        std::fs::write(&ca_path, cert.pem()).map_err(|e| format!("cannot write {}: {e}", ca_path.display()))?;
+        (cert.pem(), key)
+    };
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| format!("{}: {e}", ca_path.display()))?;
+
+    let mut sans = vec![
+        SanType::DnsName("localhost".try_into().map_err(|e: rcgen::Error| e.to_string())?),
+        SanType::IpAddress(IpAddr::from([127, 0, 0, 1])),
+        SanType::IpAddress("::1".parse().map_err(|_| "::1")?),
+    ];
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+        sans.push(SanType::IpAddress(listen.ip()));
+    }
+    for name in extra_names {
+        match name.parse::<IpAddr>() {
+            Ok(ip) => sans.push(SanType::IpAddress(ip)),
+            Err(_) => sans.push(SanType::DnsName(
+                name.as_str().try_into().map_err(|_| format!("tls.names: {name:?} is not a DNS name"))?,
+            )),
+        }
+    }
+    let leaf_key = KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "ward server");
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = now - Duration::from_secs(60);
+    params.not_after = now + Duration::from_secs(365 * 86400);
+    params.use_authority_key_identifier_extension = true;
+    let leaf = params.signed_by(&leaf_key, &issuer).map_err(|e| e.to_string())?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca_der], key_der)
+        .map_err(|e| e.to_string())?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
