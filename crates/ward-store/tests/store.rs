@@ -11,6 +11,22 @@ use ward_store::{
 struct Db {
     store: Store,
     _dir: Option<tempfile::TempDir>,
+    /// The server URL and the per-test database to drop afterwards.
+    pg: Option<(String, String)>,
+}
+
+impl Db {
+    async fn cleanup(self) {
+        self.store.close().await;
+        if let Some((base, name)) = self.pg {
+            use sqlx::Connection;
+            let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
 }
 
 async fn sqlite() -> Db {
@@ -19,6 +35,7 @@ async fn sqlite() -> Db {
     Db {
         store: Store::connect(&url).await.unwrap(),
         _dir: Some(dir),
+        pg: None,
     }
 }
 
@@ -29,14 +46,15 @@ async fn postgres() -> Option<Db> {
         eprintln!("skipping the PostgreSQL half: WARD_TEST_POSTGRES_URL is not set");
         return None;
     };
-    let url = fresh_pg_database(&base).await;
+    let (url, name) = fresh_pg_database(&base).await;
     Some(Db {
         store: Store::connect(&url).await.expect("connect to the fresh PostgreSQL database"),
         _dir: None,
+        pg: Some((base, name)),
     })
 }
 
-async fn fresh_pg_database(base: &str) -> String {
+async fn fresh_pg_database(base: &str) -> (String, String) {
     use sqlx::Connection;
     let mut name_bytes = [0u8; 8];
     getrandom(&mut name_bytes);
@@ -52,7 +70,7 @@ async fn fresh_pg_database(base: &str) -> String {
         None => (base, String::new()),
     };
     let prefix = &head[..head.rfind('/').unwrap()];
-    format!("{prefix}/{name}{query}")
+    (format!("{prefix}/{name}{query}"), name)
 }
 
 fn getrandom(buf: &mut [u8]) {
@@ -68,12 +86,19 @@ macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::sqlite().await.store).await; })*
+            async fn $name() {
+                let db = super::sqlite().await;
+                super::$name(db.store.clone()).await;
+                db.cleanup().await;
+            })*
         }
         mod postgres_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                if let Some(db) = super::postgres().await { super::$name(db.store).await; }
+                if let Some(db) = super::postgres().await {
+                    super::$name(db.store.clone()).await;
+                    db.cleanup().await;
+                }
             })*
         }
     };

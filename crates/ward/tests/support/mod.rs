@@ -1,0 +1,205 @@
+//! The end-to-end harness: starts real `ward` processes on loopback (port 0,
+//! the real port read back from dev.env), runs the CLI against them, and
+//! kills what it started. Waits poll for a condition, never a fixed sleep.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn ward_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ward")
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// A running `ward server` (dev mode or configured) and its environment.
+pub struct Server {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub env: HashMap<String, String>,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// `ward server --dev` on a fresh directory inside `parent`.
+    pub fn dev(parent: &Path, td: &str) -> Self {
+        let dir = parent.join(format!("server-{td}"));
+        let args = vec![
+            "server".into(),
+            "--dev".into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--trust-domain".into(),
+            td.into(),
+        ];
+        let mut s = Self {
+            child: None,
+            log: parent.join(format!("server-{td}.log")),
+            dir,
+            env: HashMap::new(),
+            args,
+        };
+        s.start();
+        s
+    }
+
+    /// Starts (or restarts) the process and waits for dev.env.
+    pub fn start(&mut self) {
+        let env_file = self.dir.join("dev.env");
+        let _ = std::fs::remove_file(&env_file);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(ward_bin())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ward server");
+        self.child = Some(child);
+        let ok = wait_for(Duration::from_secs(30), || env_file.exists());
+        assert!(ok, "the server wrote no dev.env; log:\n{}", self.log_text());
+        self.env = parse_env(&std::fs::read_to_string(&env_file).unwrap());
+    }
+
+    /// A configured (non-dev) server: `ward server --config FILE`; waits
+    /// until it answers on `addr`.
+    pub fn configured(parent: &Path, config: &Path, addr: &str, cacert: &Path) -> Self {
+        let mut s = Self {
+            child: None,
+            log: parent.join("server-configured.log"),
+            dir: parent.to_owned(),
+            env: HashMap::from([
+                ("WARD_ADDR".to_string(), addr.to_string()),
+                ("WARD_CACERT".to_string(), cacert.display().to_string()),
+            ]),
+            args: vec!["server".into(), "--config".into(), config.display().to_string()],
+        };
+        let log = std::fs::File::create(&s.log).unwrap();
+        s.child = Some(
+            Command::new(ward_bin())
+                .args(&s.args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let up = wait_for(Duration::from_secs(30), || s.ward(&["operator", "status", "--output", "json"]).status.success());
+        assert!(up, "configured server did not answer; log:\n{}", s.log_text());
+        s
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.env["WARD_ADDR"]
+    }
+
+    pub fn cacert(&self) -> &str {
+        &self.env["WARD_CACERT"]
+    }
+
+    pub fn token(&self) -> &str {
+        self.env.get("WARD_TOKEN").map(String::as_str).unwrap_or("")
+    }
+
+    /// Runs the ward CLI against this server.
+    pub fn ward(&self, args: &[&str]) -> Output {
+        Command::new(ward_bin())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&self.env)
+            .output()
+            .expect("run ward")
+    }
+
+    /// Runs the CLI, asserts success, parses stdout as JSON.
+    pub fn ward_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.ward(&all);
+        assert!(out.status.success(), "ward {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ward {args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// `curl` against the API: returns (status, body).
+    pub fn curl(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert", self.cacert(), "-X", method]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        cmd.arg(format!("{}{path}", self.addr()));
+        let out = cmd.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    pub fn audit_head(&self) -> i64 {
+        let (code, body) = self.curl("GET", "/v1/audit?limit=1", Some(self.token()), None);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["head_seq"].as_i64().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Runs openssl; returns (success, stdout + stderr).
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl").args(args).output().expect("openssl");
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
