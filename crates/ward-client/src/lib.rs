@@ -59,23 +59,34 @@ impl Client {
                 "the server address {addr:?} must start with https:// (set WARD_ADDR or --addr)"
             )));
         }
-        let pem = std::fs::read(cacert)
-            .map_err(|e| ClientError::Config(format!("cannot read the CA file {}: {e}", cacert.display())))?;
+        let pem = std::fs::read(cacert).map_err(|e| {
+            ClientError::Config(format!("cannot read the CA file {}: {e}", cacert.display()))
+        })?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|_| ClientError::Config(format!("{} is not a PEM certificate file", cacert.display())))?;
+            let cert = cert.map_err(|_| {
+                ClientError::Config(format!(
+                    "{} is not a PEM certificate file",
+                    cacert.display()
+                ))
+            })?;
             roots
                 .add(cert)
                 .map_err(|e| ClientError::Config(format!("{}: {e}", cacert.display())))?;
         }
         if roots.is_empty() {
-            return Err(ClientError::Config(format!("{} holds no certificate", cacert.display())));
+            return Err(ClientError::Config(format!(
+                "{} holds no certificate",
+                cacert.display()
+            )));
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Config(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(std::time::Duration::from_secs(30))
@@ -89,7 +100,12 @@ impl Client {
         &self.addr
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<reqwest::Response, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut req = self.http.request(method, format!("{}{path}", self.addr));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -115,9 +131,16 @@ impl Client {
         })
     }
 
-    async fn json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<T, ClientError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
         let resp = self.send(method, path, body).await?;
-        resp.json().await.map_err(|e| ClientError::Decode(e.to_string()))
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// `GET path` returning raw JSON, for `--output json` passthrough.
@@ -127,7 +150,8 @@ impl Client {
 
     /// The seal status.
     pub async fn seal_status(&self) -> Result<SealStatus, ClientError> {
-        self.json(Method::GET, "/v1/sys/seal-status", None::<&()>).await
+        self.json(Method::GET, "/v1/sys/seal-status", None::<&()>)
+            .await
     }
 
     /// Submits one unseal share.
@@ -137,13 +161,17 @@ impl Client {
 
     /// Seals the server.
     pub async fn seal(&self) -> Result<(), ClientError> {
-        self.send(Method::POST, "/v1/sys/seal", None::<&()>).await.map(drop)
+        self.send(Method::POST, "/v1/sys/seal", None::<&()>)
+            .await
+            .map(drop)
     }
 
     /// The trust bundle as PEM.
     pub async fn bundle_pem(&self) -> Result<String, ClientError> {
         let resp = self.send(Method::GET, "/v1/bundle", None::<&()>).await?;
-        resp.text().await.map_err(|e| ClientError::Decode(e.to_string()))
+        resp.text()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// The trust bundle as a SPIFFE bundle (JWKS).
@@ -167,7 +195,11 @@ impl Client {
     }
 
     /// Lists entries (optionally under one parent, changed after `since`).
-    pub async fn list_entries(&self, parent: Option<&str>, since: i64) -> Result<EntryList, ClientError> {
+    pub async fn list_entries(
+        &self,
+        parent: Option<&str>,
+        since: i64,
+    ) -> Result<EntryList, ClientError> {
         let mut path = format!("/v1/entries?since={since}");
         if let Some(p) = parent {
             path.push_str(&format!("&parent_id={}", urlencode(p)));
@@ -177,24 +209,43 @@ impl Client {
 
     /// Reads one entry.
     pub async fn entry(&self, id: &str) -> Result<Entry, ClientError> {
-        self.json(Method::GET, &format!("/v1/entries/{}", urlencode(id)), None::<&()>).await
+        self.json(
+            Method::GET,
+            &format!("/v1/entries/{}", urlencode(id)),
+            None::<&()>,
+        )
+        .await
     }
 
     /// Updates an entry.
     pub async fn update_entry(&self, id: &str, req: &EntryUpdate) -> Result<Entry, ClientError> {
-        self.json(Method::PATCH, &format!("/v1/entries/{}", urlencode(id)), Some(req)).await
+        self.json(
+            Method::PATCH,
+            &format!("/v1/entries/{}", urlencode(id)),
+            Some(req),
+        )
+        .await
     }
 
     /// Deletes an entry.
     pub async fn delete_entry(&self, id: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, &format!("/v1/entries/{}", urlencode(id)), None::<&()>)
-            .await
-            .map(drop)
+        self.send(
+            Method::DELETE,
+            &format!("/v1/entries/{}", urlencode(id)),
+            None::<&()>,
+        )
+        .await
+        .map(drop)
     }
 
     /// Creates a join token.
     pub async fn create_join_token(&self, ttl_secs: u64) -> Result<JoinTokenResponse, ClientError> {
-        self.json(Method::POST, "/v1/join-tokens", Some(&JoinTokenRequest { ttl: ttl_secs })).await
+        self.json(
+            Method::POST,
+            "/v1/join-tokens",
+            Some(&JoinTokenRequest { ttl: ttl_secs }),
+        )
+        .await
     }
 
     /// Lists CA generations.
@@ -209,12 +260,18 @@ impl Client {
 
     /// Activates the prepared CA.
     pub async fn activate_ca(&self) -> Result<serde_json::Value, ClientError> {
-        self.json(Method::POST, "/v1/ca/activate", None::<&()>).await
+        self.json(Method::POST, "/v1/ca/activate", None::<&()>)
+            .await
     }
 
     /// One page of audit records after `after`.
     pub async fn audit_page(&self, after: i64, limit: i64) -> Result<AuditPage, ClientError> {
-        self.json(Method::GET, &format!("/v1/audit?after={after}&limit={limit}"), None::<&()>).await
+        self.json(
+            Method::GET,
+            &format!("/v1/audit?after={after}&limit={limit}"),
+            None::<&()>,
+        )
+        .await
     }
 
     /// True if the error is the server saying 401 or 403.

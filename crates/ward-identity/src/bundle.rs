@@ -21,8 +21,12 @@ pub fn spiffe_bundle(
 ) -> serde_json::Value {
     let mut keys = Vec::new();
     for pem in roots_pem {
-        let Ok(der) = CertificateDer::from_pem_slice(pem.as_bytes()) else { continue };
-        let Ok((_, cert)) = X509Certificate::from_der(&der) else { continue };
+        let Ok(der) = CertificateDer::from_pem_slice(pem.as_bytes()) else {
+            continue;
+        };
+        let Ok((_, cert)) = X509Certificate::from_der(&der) else {
+            continue;
+        };
         let point = cert.public_key().subject_public_key.data.to_vec();
         let mut jwk = ec_p256_jwk(&point, None, "x509-svid");
         jwk["x5c"] = serde_json::json!([STANDARD.encode(&der)]);
@@ -48,7 +52,13 @@ mod tests {
     #[test]
     fn bundle_has_x509_and_jwt_keys() {
         let td = TrustDomain::parse("example.org").unwrap();
-        let m = generate_root(&td, "1", Duration::from_secs(60), time::OffsetDateTime::now_utc()).unwrap();
+        let m = generate_root(
+            &td,
+            "1",
+            Duration::from_secs(60),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
         let (kid, der) = JwtKey::generate().unwrap();
         let jwt = JwtKey::load(&kid, &der).unwrap();
         let b = spiffe_bundle(&m.bundle_pem, &[&jwt], 7, 300);

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
-    SerialNumber,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
@@ -76,7 +75,12 @@ pub struct CaMaterial {
     pub not_after: OffsetDateTime,
 }
 
-fn ca_params(td: &TrustDomain, label: &str, validity: Duration, now: OffsetDateTime) -> CertificateParams {
+fn ca_params(
+    td: &TrustDomain,
+    label: &str,
+    validity: Duration,
+    now: OffsetDateTime,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Ward");
@@ -130,18 +134,25 @@ impl UpstreamCa {
     /// that the key belongs to the certificate and that it is a CA.
     pub fn from_pem(certs_pem: &str, key_pem: &str) -> Result<Self, CaError> {
         let what = "the upstream certificate file";
-        let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(certs_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|_| CaError::BadCertificate { what })?;
+        let ders: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(certs_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|_| CaError::BadCertificate { what })?;
         let first = ders.first().ok_or(CaError::BadCertificate { what })?;
-        let (_, x509) = X509Certificate::from_der(first).map_err(|_| CaError::BadCertificate { what })?;
+        let (_, x509) =
+            X509Certificate::from_der(first).map_err(|_| CaError::BadCertificate { what })?;
         if !x509.is_ca() {
             return Err(CaError::UpstreamNotCa);
         }
-        let key_der = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|_| CaError::BadKey { what: "the upstream key file" })?;
+        let key_der = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| {
+            CaError::BadKey {
+                what: "the upstream key file",
+            }
+        })?;
         let key = KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &PKCS_ECDSA_P256_SHA256)
-            .map_err(|_| CaError::BadKey { what: "the upstream key file" })?;
+            .map_err(|_| CaError::BadKey {
+                what: "the upstream key file",
+            })?;
         if key.subject_public_key_info() != x509.public_key().raw {
             return Err(CaError::UpstreamKeyMismatch);
         }
@@ -173,7 +184,9 @@ impl UpstreamCa {
             &PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()),
             &PKCS_ECDSA_P256_SHA256,
         )
-        .map_err(|_| CaError::BadKey { what: "the stored upstream key" })?;
+        .map_err(|_| CaError::BadKey {
+            what: "the stored upstream key",
+        })?;
         let pem = certs_pem.concat();
         let key_pem = Zeroizing::new(key.serialize_pem());
         Self::from_pem(&pem, &key_pem)
@@ -199,7 +212,11 @@ impl UpstreamCa {
         let upstream_len = self.certs_pem.len();
         // Send the upstream intermediates too, but not the root: verifiers
         // must already hold it as their trust anchor.
-        chain_pem.extend(self.certs_pem[..upstream_len.saturating_sub(1)].iter().cloned());
+        chain_pem.extend(
+            self.certs_pem[..upstream_len.saturating_sub(1)]
+                .iter()
+                .cloned(),
+        );
         let root = self.certs_pem.last().cloned().unwrap_or_default();
         Ok(CaMaterial {
             cert_pem: cert.pem(),
@@ -246,22 +263,31 @@ impl X509Svid {
 impl CertificateAuthority {
     /// Loads a CA from its certificate, key and chain as stored.
     pub fn load(cert_pem: &str, key_pkcs8: &[u8], chain_pem: &[String]) -> Result<Self, CaError> {
-        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|_| CaError::BadCertificate { what: "the stored CA certificate" })?;
-        let (_, x509) = X509Certificate::from_der(&cert_der)
-            .map_err(|_| CaError::BadCertificate { what: "the stored CA certificate" })?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|_| {
+            CaError::BadCertificate {
+                what: "the stored CA certificate",
+            }
+        })?;
+        let (_, x509) =
+            X509Certificate::from_der(&cert_der).map_err(|_| CaError::BadCertificate {
+                what: "the stored CA certificate",
+            })?;
         let not_after = x509.validity().not_after.to_datetime();
         let key = KeyPair::from_pkcs8_der_and_sign_algo(
             &PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()),
             &PKCS_ECDSA_P256_SHA256,
         )
-        .map_err(|_| CaError::BadKey { what: "the stored CA key" })?;
+        .map_err(|_| CaError::BadKey {
+            what: "the stored CA key",
+        })?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(crypto)?;
         let chain_der = chain_pem
             .iter()
             .map(|p| CertificateDer::from_pem_slice(p.as_bytes()))
             .collect::<Result<_, _>>()
-            .map_err(|_| CaError::BadCertificate { what: "the stored CA chain" })?;
+            .map_err(|_| CaError::BadCertificate {
+                what: "the stored CA chain",
+            })?;
         Ok(Self {
             issuer,
             chain_der,
@@ -301,14 +327,19 @@ impl CertificateAuthority {
         params.serial_number = Some(serial);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
         let uri = spiffe_id
             .to_string()
             .try_into()
             .map_err(|e: rcgen::Error| CaError::Crypto(e.to_string()))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
-        let cert = params.signed_by(csr.public_key(), &self.issuer).map_err(crypto)?;
+        let cert = params
+            .signed_by(csr.public_key(), &self.issuer)
+            .map_err(crypto)?;
         Ok(X509Svid {
             spiffe_id,
             cert_der: cert.der().clone(),
@@ -372,7 +403,9 @@ mod tests {
     }
 
     fn parse_pem(pem: &str) -> Vec<u8> {
-        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
     }
 
     #[test]
@@ -380,7 +413,11 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let (m, ca) = root(now);
         let svid = ca
-            .sign_x509_svid(&csr("spiffe://example.org/ns/a/sa/b"), Duration::from_secs(3600), now)
+            .sign_x509_svid(
+                &csr("spiffe://example.org/ns/a/sa/b"),
+                Duration::from_secs(3600),
+                now,
+            )
             .unwrap();
         let (_, cert) = X509Certificate::from_der(&svid.cert_der).unwrap();
         let root_der = parse_pem(&m.cert_pem);
@@ -397,13 +434,19 @@ mod tests {
         assert!(eku.server_auth && eku.client_auth);
         let san = cert.subject_alternative_name().unwrap().unwrap().value;
         assert_eq!(san.general_names.len(), 1);
-        assert!(matches!(san.general_names[0], GeneralName::URI("spiffe://example.org/ns/a/sa/b")));
+        assert!(matches!(
+            san.general_names[0],
+            GeneralName::URI("spiffe://example.org/ns/a/sa/b")
+        ));
         let serial = cert.raw_serial();
         assert!(serial.len() >= 16, "serial has {} bytes", serial.len());
         let nb = cert.validity().not_before.timestamp();
         let na = cert.validity().not_after.timestamp();
         assert_eq!(na - nb, 3600 + BACKDATE.as_secs() as i64);
-        assert!(cert.extensions().iter().any(|e| matches!(e.parsed_extension(), ParsedExtension::AuthorityKeyIdentifier(_))));
+        assert!(cert.extensions().iter().any(|e| matches!(
+            e.parsed_extension(),
+            ParsedExtension::AuthorityKeyIdentifier(_)
+        )));
     }
 
     #[test]
@@ -412,7 +455,9 @@ mod tests {
         let (_, ca) = root(now);
         let c = csr("spiffe://example.org/a");
         let a = ca.sign_x509_svid(&c, Duration::from_secs(60), now).unwrap();
-        let b = ca.sign_x509_svid(&c, Duration::from_secs(10 * 86400), now).unwrap();
+        let b = ca
+            .sign_x509_svid(&c, Duration::from_secs(10 * 86400), now)
+            .unwrap();
         assert_ne!(a.serial_hex, b.serial_hex);
         assert_eq!(b.not_after, ca.not_after());
     }
@@ -422,7 +467,11 @@ mod tests {
         let then = OffsetDateTime::now_utc() - Duration::from_secs(2 * 86400);
         let (_, ca) = root(then);
         let err = ca
-            .sign_x509_svid(&csr("spiffe://example.org/a"), Duration::from_secs(60), OffsetDateTime::now_utc())
+            .sign_x509_svid(
+                &csr("spiffe://example.org/a"),
+                Duration::from_secs(60),
+                OffsetDateTime::now_utc(),
+            )
             .unwrap_err();
         assert!(matches!(err, CaError::Expired(_)));
     }
@@ -441,22 +490,34 @@ mod tests {
             .sign_intermediate(&td(), "2", Duration::from_secs(86400), now)
             .unwrap();
         // The intermediate never outlives its upstream.
-        assert_eq!(m.not_after.unix_timestamp(), up_params.not_after.unix_timestamp());
+        assert_eq!(
+            m.not_after.unix_timestamp(),
+            up_params.not_after.unix_timestamp()
+        );
         assert_eq!(m.bundle_pem, vec![up_cert.pem()]);
         assert_eq!(m.chain_pem.len(), 1);
         let ca = CertificateAuthority::load(&m.cert_pem, &m.key_pkcs8, &m.chain_pem).unwrap();
-        let svid = ca.sign_x509_svid(&csr("spiffe://example.org/a"), Duration::from_secs(60), now).unwrap();
+        let svid = ca
+            .sign_x509_svid(&csr("spiffe://example.org/a"), Duration::from_secs(60), now)
+            .unwrap();
         assert_eq!(svid.chain_der.len(), 1);
         let inter = parse_pem(&m.cert_pem);
         let (_, inter_cert) = X509Certificate::from_der(&inter).unwrap();
         let up_der = up_cert.der().to_vec();
         let (_, up_parsed) = X509Certificate::from_der(&up_der).unwrap();
-        inter_cert.verify_signature(Some(up_parsed.public_key())).unwrap();
+        inter_cert
+            .verify_signature(Some(up_parsed.public_key()))
+            .unwrap();
         let (_, leaf) = X509Certificate::from_der(&svid.cert_der).unwrap();
-        leaf.verify_signature(Some(inter_cert.public_key())).unwrap();
+        leaf.verify_signature(Some(inter_cert.public_key()))
+            .unwrap();
         // Stored and reloaded, the upstream still signs.
         let again = UpstreamCa::from_stored(upstream.certs_pem(), &upstream.key_pkcs8()).unwrap();
-        assert!(again.sign_intermediate(&td(), "3", Duration::from_secs(60), now).is_ok());
+        assert!(
+            again
+                .sign_intermediate(&td(), "3", Duration::from_secs(60), now)
+                .is_ok()
+        );
     }
 
     #[test]

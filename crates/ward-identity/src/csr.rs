@@ -158,17 +158,26 @@ mod tests {
 
     #[test]
     fn refuses_garbage_and_truncation() {
-        assert_eq!(validate_csr(b"hello", &td()).unwrap_err(), CsrError::Malformed);
         assert_eq!(
-            validate_csr(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", &td())
-                .unwrap_err(),
+            validate_csr(b"hello", &td()).unwrap_err(),
+            CsrError::Malformed
+        );
+        assert_eq!(
+            validate_csr(
+                b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                &td()
+            )
+            .unwrap_err(),
             CsrError::Malformed
         );
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![uri("spiffe://example.org/a")];
         let der = params.serialize_request(&key).unwrap().der().to_vec();
-        assert_eq!(validate_csr(&der[..der.len() - 5], &td()).unwrap_err(), CsrError::Malformed);
+        assert_eq!(
+            validate_csr(&der[..der.len() - 5], &td()).unwrap_err(),
+            CsrError::Malformed
+        );
     }
 
     #[test]
@@ -179,7 +188,10 @@ mod tests {
         let mut der = params.serialize_request(&key).unwrap().der().to_vec();
         let last = der.len() - 3;
         der[last] ^= 0x55;
-        assert_eq!(validate_csr(&der, &td()).unwrap_err(), CsrError::BadSignature);
+        assert_eq!(
+            validate_csr(&der, &td()).unwrap_err(),
+            CsrError::BadSignature
+        );
     }
 
     #[test]
@@ -188,31 +200,54 @@ mod tests {
             uri("spiffe://example.org/a"),
             SanType::DnsName("a.example.org".try_into().unwrap()),
         ]);
-        assert!(matches!(validate_csr(both.as_bytes(), &td()), Err(CsrError::WrongSans(_))));
+        assert!(matches!(
+            validate_csr(both.as_bytes(), &td()),
+            Err(CsrError::WrongSans(_))
+        ));
         let dns = csr_with(vec![SanType::DnsName("example.org".try_into().unwrap())]);
-        assert!(matches!(validate_csr(dns.as_bytes(), &td()), Err(CsrError::WrongSans(_))));
-        let two = csr_with(vec![uri("spiffe://example.org/a"), uri("spiffe://example.org/b")]);
-        assert!(matches!(validate_csr(two.as_bytes(), &td()), Err(CsrError::WrongSans(_))));
-        assert_eq!(validate_csr(csr_with(vec![]).as_bytes(), &td()).unwrap_err(), CsrError::NoUriSan);
+        assert!(matches!(
+            validate_csr(dns.as_bytes(), &td()),
+            Err(CsrError::WrongSans(_))
+        ));
+        let two = csr_with(vec![
+            uri("spiffe://example.org/a"),
+            uri("spiffe://example.org/b"),
+        ]);
+        assert!(matches!(
+            validate_csr(two.as_bytes(), &td()),
+            Err(CsrError::WrongSans(_))
+        ));
+        assert_eq!(
+            validate_csr(csr_with(vec![]).as_bytes(), &td()).unwrap_err(),
+            CsrError::NoUriSan
+        );
     }
 
     #[test]
     fn refuses_bad_ids_other_domains_and_bare_domains() {
         let bad = csr_with(vec![uri("spiffe://example.org/a/../b")]);
-        assert!(matches!(validate_csr(bad.as_bytes(), &td()), Err(CsrError::BadSpiffeId(_))));
+        assert!(matches!(
+            validate_csr(bad.as_bytes(), &td()),
+            Err(CsrError::BadSpiffeId(_))
+        ));
         let other = csr_with(vec![uri("spiffe://evil.org/a")]);
         assert!(matches!(
             validate_csr(other.as_bytes(), &td()),
             Err(CsrError::WrongTrustDomain { .. })
         ));
         let bare = csr_with(vec![uri("spiffe://example.org")]);
-        assert!(matches!(validate_csr(bare.as_bytes(), &td()), Err(CsrError::NotWorkloadId(_))));
+        assert!(matches!(
+            validate_csr(bare.as_bytes(), &td()),
+            Err(CsrError::NotWorkloadId(_))
+        ));
     }
 }
 
 /// A new ECDSA P-256 key and a CSR for `id` signed by it, both PEM. The key
 /// stays with the caller; only the CSR goes to the server.
-pub fn generate_key_and_csr(id: &SpiffeId) -> Result<(zeroize::Zeroizing<String>, String), rcgen::Error> {
+pub fn generate_key_and_csr(
+    id: &SpiffeId,
+) -> Result<(zeroize::Zeroizing<String>, String), rcgen::Error> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();

@@ -55,10 +55,14 @@ impl JwtKey {
     /// Generates a new key with a random key ID; returns the key ID and the
     /// PKCS#8 DER private key to store (encrypted).
     pub fn generate() -> Result<(String, Zeroizing<Vec<u8>>), JwtError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| JwtError::Signing(e.to_string()))?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| JwtError::Signing(e.to_string()))?;
         let mut kid = [0u8; 16];
         aws_lc_rs::rand::fill(&mut kid).map_err(|_| JwtError::Signing("random key ID".into()))?;
-        Ok((URL_SAFE_NO_PAD.encode(kid), Zeroizing::new(key.serialize_der())))
+        Ok((
+            URL_SAFE_NO_PAD.encode(kid),
+            Zeroizing::new(key.serialize_der()),
+        ))
     }
 
     /// Loads a stored key.
@@ -104,7 +108,8 @@ impl JwtKey {
             exp: iat + ttl.as_secs() as i64,
             iat,
         };
-        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| JwtError::Signing(e.to_string()))
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| JwtError::Signing(e.to_string()))
     }
 
     /// The public key as a JWK with the given `use` (`jwt-svid` in SPIFFE
@@ -116,7 +121,11 @@ impl JwtKey {
 
 /// A JWK for an uncompressed P-256 point (`0x04 || x || y`).
 pub(crate) fn ec_p256_jwk(point: &[u8], kid: Option<&str>, key_use: &str) -> serde_json::Value {
-    let (x, y) = if point.len() == 65 { (&point[1..33], &point[33..65]) } else { (&[][..], &[][..]) };
+    let (x, y) = if point.len() == 65 {
+        (&point[1..33], &point[33..65])
+    } else {
+        (&[][..], &[][..])
+    };
     let mut jwk = serde_json::json!({
         "kty": "EC",
         "crv": "P-256",
@@ -141,13 +150,20 @@ mod tests {
         let key = JwtKey::load(&kid, &der).unwrap();
         let id = SpiffeId::parse("spiffe://example.org/a").unwrap();
         let token = key
-            .mint(&id, &["aud1".to_string()], Duration::from_secs(300), OffsetDateTime::now_utc())
+            .mint(
+                &id,
+                &["aud1".to_string()],
+                Duration::from_secs(300),
+                OffsetDateTime::now_utc(),
+            )
             .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::ES256);
         assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
         let jwk = key.jwk("jwt-svid");
-        let dk = DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap()).unwrap();
+        let dk =
+            DecodingKey::from_ec_components(jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap())
+                .unwrap();
         let mut v = Validation::new(Algorithm::ES256);
         v.set_audience(&["aud1"]);
         v.set_required_spec_claims(&["exp", "sub", "aud"]);
@@ -168,7 +184,10 @@ mod tests {
         let key = JwtKey::load(&kid, &der).unwrap();
         let id = SpiffeId::parse("spiffe://example.org/a").unwrap();
         let now = OffsetDateTime::now_utc();
-        assert!(matches!(key.mint(&id, &[], Duration::from_secs(1), now), Err(JwtError::NoAudience)));
+        assert!(matches!(
+            key.mint(&id, &[], Duration::from_secs(1), now),
+            Err(JwtError::NoAudience)
+        ));
         assert!(matches!(
             key.mint(&id, &[String::new()], Duration::from_secs(1), now),
             Err(JwtError::EmptyAudience)

@@ -222,7 +222,9 @@ fn validate_path(path: &str) -> Result<(), SpiffeIdError> {
         return Ok(());
     }
     let Some(rest) = path.strip_prefix('/') else {
-        return Err(SpiffeIdError::BadPathChar(path.chars().next().unwrap_or('?')));
+        return Err(SpiffeIdError::BadPathChar(
+            path.chars().next().unwrap_or('?'),
+        ));
     };
     for segment in rest.split('/') {
         if segment.is_empty() {
@@ -309,7 +311,10 @@ mod tests {
 
     #[test]
     fn trust_domain_parses_bare_and_as_id() {
-        assert_eq!(TrustDomain::parse("example.org").unwrap().as_str(), "example.org");
+        assert_eq!(
+            TrustDomain::parse("example.org").unwrap().as_str(),
+            "example.org"
+        );
         assert_eq!(
             TrustDomain::parse("spiffe://example.org").unwrap().as_str(),
             "example.org"

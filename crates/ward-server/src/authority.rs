@@ -113,19 +113,25 @@ impl Authority {
                     .map_err(|e| ApiError::Internal(format!("opening {name}: {e}")))
             };
             let jwt_der = open(jwt_key_name(&record.id), &record.jwt_key_sealed)?;
-            let jwt = JwtKey::load(&record.jwt_kid, &jwt_der).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let jwt = JwtKey::load(&record.jwt_kid, &jwt_der)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             if record.state == "active" {
                 let key = open(ca_key_name(&record.id), &record.key_sealed)?;
                 let ca = CertificateAuthority::load(&record.cert_pem, &key, &record.chain_pem)
                     .map_err(|e| ApiError::Internal(format!("loading CA {}: {e}", record.id)))?;
-                let signer_jwt =
-                    JwtKey::load(&record.jwt_kid, &jwt_der).map_err(|e| ApiError::Internal(e.to_string()))?;
+                let signer_jwt = JwtKey::load(&record.jwt_kid, &jwt_der)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
                 signer = Some((ca, signer_jwt));
             }
             let subject = subject_of(&record.cert_pem);
-            cas.push(BundledCa { record, subject, jwt });
+            cas.push(BundledCa {
+                record,
+                subject,
+                jwt,
+            });
         }
-        let (signer, signer_jwt) = signer.ok_or_else(|| ApiError::Internal("no active CA in the store".into()))?;
+        let (signer, signer_jwt) =
+            signer.ok_or_else(|| ApiError::Internal("no active CA in the store".into()))?;
         let mut bundle_pem = String::new();
         for ca in &cas {
             for pem in &ca.record.bundle_pem {
@@ -166,7 +172,11 @@ impl Authority {
 
     /// The SPIFFE bundle (JWKS) with every X.509 root and JWT key.
     pub fn spiffe_bundle(&self) -> serde_json::Value {
-        let roots: Vec<String> = self.cas.iter().flat_map(|c| c.record.bundle_pem.iter().cloned()).collect();
+        let roots: Vec<String> = self
+            .cas
+            .iter()
+            .flat_map(|c| c.record.bundle_pem.iter().cloned())
+            .collect();
         let mut seen = Vec::new();
         let roots: Vec<String> = roots
             .into_iter()
@@ -192,6 +202,10 @@ fn subject_of(pem: &str) -> String {
     use rustls_pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes())
         .ok()
-        .and_then(|der| X509Certificate::from_der(&der).ok().map(|(_, c)| c.subject().to_string()))
+        .and_then(|der| {
+            X509Certificate::from_der(&der)
+                .ok()
+                .map(|(_, c)| c.subject().to_string())
+        })
         .unwrap_or_default()
 }

@@ -149,7 +149,11 @@ impl ServerConfig {
     }
 
     /// The configuration of `ward server --dev`.
-    pub fn dev(data_dir: &Path, listen: Option<&str>, trust_domain: &str) -> Result<Self, ConfigError> {
+    pub fn dev(
+        data_dir: &Path,
+        listen: Option<&str>,
+        trust_domain: &str,
+    ) -> Result<Self, ConfigError> {
         let raw = RawConfig {
             trust_domain: trust_domain.to_owned(),
             listen: listen.map(str::to_owned),
@@ -171,11 +175,15 @@ impl ServerConfig {
             key,
             reason,
         };
-        let trust_domain = TrustDomain::parse(&raw.trust_domain).map_err(|e| invalid("trust_domain", e.to_string()))?;
+        let trust_domain = TrustDomain::parse(&raw.trust_domain)
+            .map_err(|e| invalid("trust_domain", e.to_string()))?;
         let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| invalid("listen", format!("{listen_text:?} is not an IP:port address")))?;
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen_text:?} is not an IP:port address"),
+            )
+        })?;
         if raw.data_dir.is_empty() {
             return Err(invalid("data_dir", "cannot be empty".into()));
         }
@@ -183,48 +191,85 @@ impl ServerConfig {
         let data_dir = if data_dir.is_absolute() {
             data_dir
         } else {
-            std::env::current_dir().map(|d| d.join(&data_dir)).unwrap_or(data_dir)
+            std::env::current_dir()
+                .map(|d| d.join(&data_dir))
+                .unwrap_or(data_dir)
         };
         let storage = raw
             .storage
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("ward.db").display()));
-        if !(storage.starts_with("sqlite://") || storage.starts_with("postgres://") || storage.starts_with("postgresql://")) {
-            return Err(invalid("storage", "must start with sqlite:// or postgres://".into()));
+        if !(storage.starts_with("sqlite://")
+            || storage.starts_with("postgres://")
+            || storage.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "storage",
+                "must start with sqlite:// or postgres://".into(),
+            ));
         }
         let defaults = CaConfig::default();
-        let dur = |key: &'static str, v: Option<String>, d: Duration| -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(d),
-                Some(s) => {
-                    let parsed = humantime::parse_duration(&s)
-                        .map_err(|e| invalid(key, format!("{s:?} is not a duration like \"1h\" or \"30m\": {e}")))?;
-                    if parsed < Duration::from_secs(1) {
-                        return Err(invalid(key, "must be at least 1s".into()));
+        let dur =
+            |key: &'static str, v: Option<String>, d: Duration| -> Result<Duration, ConfigError> {
+                match v {
+                    None => Ok(d),
+                    Some(s) => {
+                        let parsed = humantime::parse_duration(&s).map_err(|e| {
+                            invalid(
+                                key,
+                                format!("{s:?} is not a duration like \"1h\" or \"30m\": {e}"),
+                            )
+                        })?;
+                        if parsed < Duration::from_secs(1) {
+                            return Err(invalid(key, "must be at least 1s".into()));
+                        }
+                        Ok(parsed)
                     }
-                    Ok(parsed)
                 }
-            }
-        };
+            };
         let ca = CaConfig {
             validity: dur("ca.validity", raw.ca.validity, defaults.validity)?,
-            svid_default_ttl: dur("ca.svid_default_ttl", raw.ca.svid_default_ttl, defaults.svid_default_ttl)?,
-            svid_max_ttl: dur("ca.svid_max_ttl", raw.ca.svid_max_ttl, defaults.svid_max_ttl)?,
-            jwt_default_ttl: dur("ca.jwt_default_ttl", raw.ca.jwt_default_ttl, defaults.jwt_default_ttl)?,
+            svid_default_ttl: dur(
+                "ca.svid_default_ttl",
+                raw.ca.svid_default_ttl,
+                defaults.svid_default_ttl,
+            )?,
+            svid_max_ttl: dur(
+                "ca.svid_max_ttl",
+                raw.ca.svid_max_ttl,
+                defaults.svid_max_ttl,
+            )?,
+            jwt_default_ttl: dur(
+                "ca.jwt_default_ttl",
+                raw.ca.jwt_default_ttl,
+                defaults.jwt_default_ttl,
+            )?,
             jwt_max_ttl: dur("ca.jwt_max_ttl", raw.ca.jwt_max_ttl, defaults.jwt_max_ttl)?,
         };
         if ca.svid_default_ttl > ca.svid_max_ttl {
-            return Err(invalid("ca.svid_default_ttl", "is longer than ca.svid_max_ttl".into()));
+            return Err(invalid(
+                "ca.svid_default_ttl",
+                "is longer than ca.svid_max_ttl".into(),
+            ));
         }
         if ca.svid_max_ttl >= ca.validity {
-            return Err(invalid("ca.svid_max_ttl", "must be shorter than ca.validity".into()));
+            return Err(invalid(
+                "ca.svid_max_ttl",
+                "must be shorter than ca.validity".into(),
+            ));
         }
         if ca.jwt_default_ttl > ca.jwt_max_ttl {
-            return Err(invalid("ca.jwt_default_ttl", "is longer than ca.jwt_max_ttl".into()));
+            return Err(invalid(
+                "ca.jwt_default_ttl",
+                "is longer than ca.jwt_max_ttl".into(),
+            ));
         }
         let seal_shares = raw.seal.shares.unwrap_or(5);
         let seal_threshold = raw.seal.threshold.unwrap_or(3);
         if !(1..=255).contains(&seal_shares) {
-            return Err(invalid("seal.shares", format!("{seal_shares} is not between 1 and 255")));
+            return Err(invalid(
+                "seal.shares",
+                format!("{seal_shares} is not between 1 and 255"),
+            ));
         }
         if seal_threshold == 0 || seal_threshold > seal_shares {
             return Err(invalid(
@@ -273,17 +318,31 @@ mod tests {
             ("trust_domain = \"Bad.Org\"\n", "trust_domain"),
             ("trust_domain = \"a\"\nlisten = \"nope\"\n", "listen"),
             ("trust_domain = \"a\"\nstorage = \"mysql://x\"\n", "storage"),
-            ("trust_domain = \"a\"\n[ca]\nvalidity = \"forever\"\n", "ca.validity"),
-            ("trust_domain = \"a\"\n[ca]\nsvid_default_ttl = \"48h\"\n", "ca.svid_default_ttl"),
-            ("trust_domain = \"a\"\n[ca]\nvalidity = \"1h\"\n", "ca.svid_max_ttl"),
-            ("trust_domain = \"a\"\n[seal]\nthreshold = 6\n", "seal.threshold"),
+            (
+                "trust_domain = \"a\"\n[ca]\nvalidity = \"forever\"\n",
+                "ca.validity",
+            ),
+            (
+                "trust_domain = \"a\"\n[ca]\nsvid_default_ttl = \"48h\"\n",
+                "ca.svid_default_ttl",
+            ),
+            (
+                "trust_domain = \"a\"\n[ca]\nvalidity = \"1h\"\n",
+                "ca.svid_max_ttl",
+            ),
+            (
+                "trust_domain = \"a\"\n[seal]\nthreshold = 6\n",
+                "seal.threshold",
+            ),
             ("trust_domain = \"a\"\n[seal]\nshares = 0\n", "seal.shares"),
         ];
         for (text, key) in cases {
             let err = parse(&format!("{base}{text}")).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
-        let unknown = parse("trust_domain = \"a\"\ndata_dir = \"/x\"\nlsiten = \"1\"\n").unwrap_err().to_string();
+        let unknown = parse("trust_domain = \"a\"\ndata_dir = \"/x\"\nlsiten = \"1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(unknown.contains("lsiten"), "{unknown}");
         let missing = parse("data_dir = \"/x\"\n").unwrap_err().to_string();
         assert!(missing.contains("trust_domain"), "{missing}");

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use zeroize::Zeroizing;
 use ward_store::Store;
 use ward_store::seal::MasterKey;
+use zeroize::Zeroizing;
 
 use crate::config::ServerConfig;
 use crate::{ReadyServer, init, prepare_with_store};
@@ -63,13 +63,18 @@ pub async fn start(config: ServerConfig) -> Result<DevServer, String> {
     }
     let key_path = dir.join("dev-master.key");
     let token_path = dir.join("dev-token");
-    let store = Store::connect(&config.storage).await.map_err(|e| e.to_string())?;
+    let store = Store::connect(&config.storage)
+        .await
+        .map_err(|e| e.to_string())?;
     let (master, token) = if store.is_initialized().await.map_err(|e| e.to_string())? {
         let key = read_private(&key_path)?;
-        let master = MasterKey::from_base64(&key).map_err(|e| format!("{}: {e}", key_path.display()))?;
+        let master =
+            MasterKey::from_base64(&key).map_err(|e| format!("{}: {e}", key_path.display()))?;
         (master, read_private(&token_path)?)
     } else {
-        let out = init::initialize(&store, &config, None).await.map_err(|e| e.to_string())?;
+        let out = init::initialize(&store, &config, None)
+            .await
+            .map_err(|e| e.to_string())?;
         write_private(&key_path, &out.master.to_base64())?;
         write_private(&token_path, &out.admin_token)?;
         (out.master, out.admin_token)

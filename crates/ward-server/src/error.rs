@@ -56,7 +56,12 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        json_response(self.status(), &ErrorBody { errors: vec![message] })
+        json_response(
+            self.status(),
+            &ErrorBody {
+                errors: vec![message],
+            },
+        )
     }
 }
 
@@ -64,8 +69,10 @@ impl IntoResponse for ApiError {
 pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut resp = (status, bytes).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -111,7 +118,9 @@ mod tests {
         assert!(e.contains("field `name`"), "{e}");
         let e = parse_json::<T>(br#"{"ttl": 5}"#).unwrap_err().to_string();
         assert!(e.contains("missing field `name`"), "{e}");
-        let e = parse_json::<T>(br#"{"name": "a", "tll": 1}"#).unwrap_err().to_string();
+        let e = parse_json::<T>(br#"{"name": "a", "tll": 1}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tll"), "{e}");
         let e = parse_json::<T>(b"{not json").unwrap_err().to_string();
         assert!(e.contains("invalid JSON body"), "{e}");

@@ -5,10 +5,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use zeroize::Zeroizing;
 use ward_identity::UpstreamCa;
 use ward_store::seal::MasterKey;
 use ward_store::{AuditEvent, Initialization, Store, StoreError};
+use zeroize::Zeroizing;
 
 use crate::authority::{UPSTREAM_CERTS, UPSTREAM_KEY, new_ca_record};
 use crate::config::ServerConfig;
@@ -55,7 +55,11 @@ pub async fn initialize(
     config: &ServerConfig,
     upstream: Option<(&str, &str)>,
 ) -> Result<InitOutput, InitError> {
-    if store.is_initialized().await.map_err(|e| InitError::Failed(e.to_string()))? {
+    if store
+        .is_initialized()
+        .await
+        .map_err(|e| InitError::Failed(e.to_string()))?
+    {
         return Err(InitError::AlreadyInitialized);
     }
     let failed = |e: String| InitError::Failed(e);
@@ -64,8 +68,14 @@ pub async fn initialize(
         .map(|(cert, key)| UpstreamCa::from_pem(cert, key))
         .transpose()
         .map_err(|e| InitError::Upstream(e.to_string()))?;
-    let ca = new_ca_record(&config.trust_domain, &master, upstream.as_ref(), config.ca.validity, "active")
-        .map_err(|e| failed(e.to_string()))?;
+    let ca = new_ca_record(
+        &config.trust_domain,
+        &master,
+        upstream.as_ref(),
+        config.ca.validity,
+        "active",
+    )
+    .map_err(|e| failed(e.to_string()))?;
     let shares = master
         .split(config.seal_threshold as usize, config.seal_shares as usize)
         .map_err(|e| failed(e.to_string()))?;
@@ -74,7 +84,10 @@ pub async fn initialize(
     let mut meta = vec![
         ("trust_domain".to_owned(), config.trust_domain.to_string()),
         ("seal_shares".to_owned(), config.seal_shares.to_string()),
-        ("seal_threshold".to_owned(), config.seal_threshold.to_string()),
+        (
+            "seal_threshold".to_owned(),
+            config.seal_threshold.to_string(),
+        ),
         (
             "key_check".to_owned(),
             STANDARD.encode(master.key_check().map_err(|e| failed(e.to_string()))?),
@@ -82,10 +95,15 @@ pub async fn initialize(
     ];
     let mut sealed = Vec::new();
     if let Some(up) = &upstream {
-        meta.push((UPSTREAM_CERTS.to_owned(), serde_json::to_string(up.certs_pem()).unwrap_or_default()));
+        meta.push((
+            UPSTREAM_CERTS.to_owned(),
+            serde_json::to_string(up.certs_pem()).unwrap_or_default(),
+        ));
         sealed.push((
             UPSTREAM_KEY.to_owned(),
-            master.seal(UPSTREAM_KEY, &up.key_pkcs8()).map_err(|e| failed(e.to_string()))?,
+            master
+                .seal(UPSTREAM_KEY, &up.key_pkcs8())
+                .map_err(|e| failed(e.to_string()))?,
         ));
     }
     let audit = AuditEvent::new(

@@ -43,9 +43,15 @@ pub struct ReadyServer {
 
 /// Opens the store, loads the state (sealed), prepares TLS and binds.
 pub async fn prepare(config: ServerConfig) -> Result<ReadyServer, String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
-    let store = Store::connect(&config.storage).await.map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = Store::connect(&config.storage)
+        .await
+        .map_err(|e| e.to_string())?;
     if !store.is_initialized().await.map_err(|e| e.to_string())? {
         return Err(format!(
             "the store {} is not initialized: run `ward server init --config FILE` first (or use --dev)",
@@ -87,7 +93,10 @@ impl ReadyServer {
 
     /// Unseals with a master key (dev mode).
     pub async fn unseal(&self, master: MasterKey) -> Result<(), String> {
-        self.state.unseal_with(master).await.map_err(|e| e.to_string())
+        self.state
+            .unseal_with(master)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Serves until `shutdown` resolves.

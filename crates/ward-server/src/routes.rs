@@ -38,7 +38,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/svid/x509", post(sign_x509))
         .route("/v1/svid/jwt", post(sign_jwt))
         .route("/v1/entries", post(create_entry).get(list_entries))
-        .route("/v1/entries/{id}", get(show_entry).patch(update_entry).delete(delete_entry))
+        .route(
+            "/v1/entries/{id}",
+            get(show_entry).patch(update_entry).delete(delete_entry),
+        )
         .route("/v1/join-tokens", post(create_join_token))
         .route("/v1/ca", get(list_cas))
         .route("/v1/ca/prepare", post(prepare_ca))
@@ -55,7 +58,11 @@ fn ok<T: serde::Serialize>(body: &T) -> ApiResult {
 
 async fn health(State(s): S) -> Response {
     let st = s.seal_status();
-    let code = if st.sealed { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let code = if st.sealed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     json_response(code, &st)
 }
 
@@ -66,7 +73,9 @@ async fn seal_status(State(s): S) -> Response {
 async fn unseal(State(s): S, body: Bytes) -> ApiResult {
     let req: UnsealRequest = parse_json(&body)?;
     if req.key.is_none() && !req.reset {
-        return Err(ApiError::BadRequest("missing field `key`: pass one unseal share".into()));
+        return Err(ApiError::BadRequest(
+            "missing field `key`: pass one unseal share".into(),
+        ));
     }
     let status = s.submit_share(req.key, req.reset).await?;
     ok(&status)
@@ -76,7 +85,12 @@ async fn seal(State(s): S, headers: HeaderMap) -> ApiResult {
     let caller = s.authenticate(&headers).await?;
     s.authority()?;
     s.store
-        .append_audit(&[AuditEvent::new(caller.actor(), "server.seal", "-", serde_json::json!({}))])
+        .append_audit(&[AuditEvent::new(
+            caller.actor(),
+            "server.seal",
+            "-",
+            serde_json::json!({}),
+        )])
         .await?;
     s.seal();
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -98,8 +112,10 @@ async fn bundle(State(s): S, Query(q): Query<BundleQuery>, headers: HeaderMap) -
         None if wants_json => ok(&authority.spiffe_bundle()),
         Some("pem") | None => {
             let mut resp = authority.bundle_pem().to_owned().into_response();
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            );
             Ok(resp)
         }
         Some(other) => Err(ApiError::BadRequest(format!(
@@ -108,10 +124,17 @@ async fn bundle(State(s): S, Query(q): Query<BundleQuery>, headers: HeaderMap) -
     }
 }
 
-fn ttl_within(requested: Option<u64>, default: Duration, max: Duration, what: &str) -> Result<Duration, ApiError> {
+fn ttl_within(
+    requested: Option<u64>,
+    default: Duration,
+    max: Duration,
+    what: &str,
+) -> Result<Duration, ApiError> {
     let ttl = requested.map(Duration::from_secs).unwrap_or(default);
     if ttl.is_zero() {
-        return Err(ApiError::BadRequest(format!("{what} must be at least 1 second")));
+        return Err(ApiError::BadRequest(format!(
+            "{what} must be at least 1 second"
+        )));
     }
     if ttl > max {
         return Err(ApiError::BadRequest(format!(
@@ -127,7 +150,8 @@ async fn sign_x509(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
     let caller = s.authenticate(&headers).await?;
     let authority = s.authority()?;
     let req: X509SvidRequest = parse_json(&body)?;
-    let csr = validate_csr(req.csr.as_bytes(), &s.config.trust_domain).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let csr = validate_csr(req.csr.as_bytes(), &s.config.trust_domain)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut default_ttl = s.config.ca.svid_default_ttl;
     if let Some(entry_id) = &req.entry_id {
         let entry = s.store.entry(entry_id).await?;
@@ -164,7 +188,8 @@ async fn sign_x509(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
 }
 
 fn workload_id(s: &Server, field: &str, value: &str) -> Result<SpiffeId, ApiError> {
-    let id = SpiffeId::parse(value).map_err(|e| ApiError::BadRequest(format!("{field} {value:?}: {e}")))?;
+    let id = SpiffeId::parse(value)
+        .map_err(|e| ApiError::BadRequest(format!("{field} {value:?}: {e}")))?;
     if id.trust_domain() != &s.config.trust_domain {
         return Err(ApiError::BadRequest(format!(
             "{field} {value:?} is not in trust domain {}",
@@ -172,7 +197,9 @@ fn workload_id(s: &Server, field: &str, value: &str) -> Result<SpiffeId, ApiErro
         )));
     }
     if !id.is_workload() {
-        return Err(ApiError::BadRequest(format!("{field} {value:?} has no path")));
+        return Err(ApiError::BadRequest(format!(
+            "{field} {value:?} has no path"
+        )));
     }
     Ok(id)
 }
@@ -182,7 +209,12 @@ async fn sign_jwt(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
     let authority = s.authority()?;
     let req: JwtSvidRequest = parse_json(&body)?;
     let id = workload_id(&s, "spiffe_id", &req.spiffe_id)?;
-    let ttl = ttl_within(req.ttl, s.config.ca.jwt_default_ttl, s.config.ca.jwt_max_ttl, "ttl")?;
+    let ttl = ttl_within(
+        req.ttl,
+        s.config.ca.jwt_default_ttl,
+        s.config.ca.jwt_max_ttl,
+        "ttl",
+    )?;
     let now = OffsetDateTime::now_utc();
     let token = authority
         .signer_jwt()
@@ -211,11 +243,17 @@ async fn sign_jwt(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
 
 fn validate_selectors(selectors: &[String]) -> Result<(), ApiError> {
     if selectors.is_empty() {
-        return Err(ApiError::BadRequest("field `selectors`: at least one selector is required".into()));
+        return Err(ApiError::BadRequest(
+            "field `selectors`: at least one selector is required".into(),
+        ));
     }
     for sel in selectors {
         match sel.split_once(':') {
-            Some((t, v)) if !t.is_empty() && !v.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {}
+            Some((t, v))
+                if !t.is_empty()
+                    && !v.is_empty()
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {}
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "field `selectors`: {sel:?} is not TYPE:VALUE (such as unix:uid:1000)"
@@ -233,8 +271,18 @@ async fn create_entry(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult
     let id = workload_id(&s, "spiffe_id", &req.spiffe_id)?;
     let parent = workload_id(&s, "parent_id", &req.parent_id)?;
     validate_selectors(&req.selectors)?;
-    let x509 = ttl_within(req.x509_ttl, s.config.ca.svid_default_ttl, s.config.ca.svid_max_ttl, "x509_ttl")?;
-    let jwt = ttl_within(req.jwt_ttl, s.config.ca.jwt_default_ttl, s.config.ca.jwt_max_ttl, "jwt_ttl")?;
+    let x509 = ttl_within(
+        req.x509_ttl,
+        s.config.ca.svid_default_ttl,
+        s.config.ca.svid_max_ttl,
+        "x509_ttl",
+    )?;
+    let jwt = ttl_within(
+        req.jwt_ttl,
+        s.config.ca.jwt_default_ttl,
+        s.config.ca.jwt_max_ttl,
+        "jwt_ttl",
+    )?;
     let now = now_secs();
     let entry = EntryRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -264,11 +312,19 @@ struct ListQuery {
     since: Option<i64>,
 }
 
-async fn list_entries(State(s): S, headers: HeaderMap, q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult {
+async fn list_entries(
+    State(s): S,
+    headers: HeaderMap,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
     s.authenticate(&headers).await?;
     s.authority()?;
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
-    let changes = s.store.entry_changes(q.parent_id.as_deref(), q.since.unwrap_or(0).max(0)).await?;
+    let Query(q) =
+        q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
+    let changes = s
+        .store
+        .entry_changes(q.parent_id.as_deref(), q.since.unwrap_or(0).max(0))
+        .await?;
     ok(&EntryList {
         entries: changes.entries,
         deleted: changes.deleted,
@@ -282,7 +338,12 @@ async fn show_entry(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> 
     ok(&s.store.entry(&id).await?)
 }
 
-async fn update_entry(State(s): S, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> ApiResult {
+async fn update_entry(
+    State(s): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let caller = s.authenticate(&headers).await?;
     s.authority()?;
     let req: EntryUpdate = parse_json(&body)?;
@@ -298,10 +359,22 @@ async fn update_entry(State(s): S, headers: HeaderMap, Path(id): Path<String>, b
         entry.selectors = v;
     }
     if req.x509_ttl.is_some() {
-        entry.x509_ttl = ttl_within(req.x509_ttl, s.config.ca.svid_default_ttl, s.config.ca.svid_max_ttl, "x509_ttl")?.as_secs() as i64;
+        entry.x509_ttl = ttl_within(
+            req.x509_ttl,
+            s.config.ca.svid_default_ttl,
+            s.config.ca.svid_max_ttl,
+            "x509_ttl",
+        )?
+        .as_secs() as i64;
     }
     if req.jwt_ttl.is_some() {
-        entry.jwt_ttl = ttl_within(req.jwt_ttl, s.config.ca.jwt_default_ttl, s.config.ca.jwt_max_ttl, "jwt_ttl")?.as_secs() as i64;
+        entry.jwt_ttl = ttl_within(
+            req.jwt_ttl,
+            s.config.ca.jwt_default_ttl,
+            s.config.ca.jwt_max_ttl,
+            "jwt_ttl",
+        )?
+        .as_secs() as i64;
     }
     entry.updated_at = now_secs();
     let audit = AuditEvent::new(
@@ -316,7 +389,12 @@ async fn update_entry(State(s): S, headers: HeaderMap, Path(id): Path<String>, b
 async fn delete_entry(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let caller = s.authenticate(&headers).await?;
     s.authority()?;
-    let audit = AuditEvent::new(caller.actor(), "entry.delete", id.clone(), serde_json::json!({}));
+    let audit = AuditEvent::new(
+        caller.actor(),
+        "entry.delete",
+        id.clone(),
+        serde_json::json!({}),
+    );
     s.store.delete_entry(&id, audit).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -379,23 +457,42 @@ async fn prepare_ca(State(s): S, headers: HeaderMap) -> ApiResult {
     let upstream = match s.store.meta(crate::authority::UPSTREAM_CERTS).await? {
         None => None,
         Some(certs) => {
-            let certs: Vec<String> = serde_json::from_str(&certs).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let certs: Vec<String> =
+                serde_json::from_str(&certs).map_err(|e| ApiError::Internal(e.to_string()))?;
             let sealed = s
                 .store
                 .sealed_blob(crate::authority::UPSTREAM_KEY)
                 .await?
-                .ok_or_else(|| ApiError::Internal("the upstream key is missing from the store".into()))?;
+                .ok_or_else(|| {
+                    ApiError::Internal("the upstream key is missing from the store".into())
+                })?;
             let key = master
                 .open(crate::authority::UPSTREAM_KEY, &sealed)
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
-            Some(ward_identity::UpstreamCa::from_stored(&certs, &key).map_err(|e| ApiError::Internal(e.to_string()))?)
+            Some(
+                ward_identity::UpstreamCa::from_stored(&certs, &key)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            )
         }
     };
-    let record = new_ca_record(&s.config.trust_domain, &master, upstream.as_ref(), s.config.ca.validity, "prepared")?;
-    let audit = AuditEvent::new(caller.actor(), "ca.prepare", record.id.clone(), serde_json::json!({}));
+    let record = new_ca_record(
+        &s.config.trust_domain,
+        &master,
+        upstream.as_ref(),
+        s.config.ca.validity,
+        "prepared",
+    )?;
+    let audit = AuditEvent::new(
+        caller.actor(),
+        "ca.prepare",
+        record.id.clone(),
+        serde_json::json!({}),
+    );
     let record = s.store.insert_prepared_ca(record, audit).await?;
     s.reload_authority().await?;
-    ok(&serde_json::json!({"id": record.id, "generation": record.generation, "state": record.state}))
+    ok(
+        &serde_json::json!({"id": record.id, "generation": record.generation, "state": record.state}),
+    )
 }
 
 async fn activate_ca(State(s): S, headers: HeaderMap) -> ApiResult {
@@ -404,11 +501,26 @@ async fn activate_ca(State(s): S, headers: HeaderMap) -> ApiResult {
     let now = now_secs();
     // The old CA may have signed SVIDs up to the longest TTL just before
     // this moment; it stays in the bundle until they have all expired.
-    let linger = s.config.ca.svid_max_ttl.max(s.config.ca.jwt_max_ttl).as_secs() as i64;
-    let audit = AuditEvent::new(caller.actor(), "ca.activate", "-", serde_json::json!({"old_drop_after": now + linger}));
-    let record = s.store.activate_prepared_ca(now, now + linger, audit).await?;
+    let linger = s
+        .config
+        .ca
+        .svid_max_ttl
+        .max(s.config.ca.jwt_max_ttl)
+        .as_secs() as i64;
+    let audit = AuditEvent::new(
+        caller.actor(),
+        "ca.activate",
+        "-",
+        serde_json::json!({"old_drop_after": now + linger}),
+    );
+    let record = s
+        .store
+        .activate_prepared_ca(now, now + linger, audit)
+        .await?;
     s.reload_authority().await?;
-    ok(&serde_json::json!({"id": record.id, "generation": record.generation, "state": record.state}))
+    ok(
+        &serde_json::json!({"id": record.id, "generation": record.generation, "state": record.state}),
+    )
 }
 
 #[derive(Deserialize)]
@@ -418,14 +530,22 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
-async fn audit_page(State(s): S, headers: HeaderMap, q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult {
+async fn audit_page(
+    State(s): S,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
     s.authenticate(&headers).await?;
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
+    let Query(q) =
+        q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(500).clamp(1, 1000);
     // Read the head first: records appended meanwhile are beyond it and are
     // simply not part of this page's promise.
     let (head_seq, head_hash) = s.store.audit_head().await?;
-    let records = s.store.audit_records(q.after.unwrap_or(0).max(0), limit).await?;
+    let records = s
+        .store
+        .audit_records(q.after.unwrap_or(0).max(0), limit)
+        .await?;
     ok(&AuditPage {
         records,
         head_seq,

@@ -5,18 +5,23 @@
 use std::sync::{Arc, RwLock};
 
 use axum::http::HeaderMap;
-use zeroize::Zeroizing;
 use ward_api::SealStatus;
 use ward_store::seal::{MasterKey, SealError};
 use ward_store::{AuditWriter, Store, now_secs};
+use zeroize::Zeroizing;
 
 use crate::authority::Authority;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 
 enum Seal {
-    Sealed { shares: Vec<Zeroizing<String>> },
-    Unsealed { master: MasterKey, authority: Arc<Authority> },
+    Sealed {
+        shares: Vec<Zeroizing<String>>,
+    },
+    Unsealed {
+        master: MasterKey,
+        authority: Arc<Authority>,
+    },
 }
 
 /// Who made a request.
@@ -50,7 +55,10 @@ pub struct Server {
 /// The hash under which a token is stored: tokens are 256-bit random
 /// values, so a fast hash is enough (no dictionary to attack).
 pub fn token_hash(token: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()))
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.as_bytes(),
+    ))
 }
 
 impl Server {
@@ -63,7 +71,9 @@ impl Server {
                     .meta(k)
                     .await
                     .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("the store has no {k}; was it initialized by `ward server init`?"))
+                    .ok_or_else(|| {
+                        format!("the store has no {k}; was it initialized by `ward server init`?")
+                    })
             }
         };
         let td = meta("trust_domain").await?;
@@ -73,8 +83,14 @@ impl Server {
                 config.trust_domain.as_str()
             ));
         }
-        let threshold = meta("seal_threshold").await?.parse().map_err(|_| "bad seal_threshold".to_string())?;
-        let shares = meta("seal_shares").await?.parse().map_err(|_| "bad seal_shares".to_string())?;
+        let threshold = meta("seal_threshold")
+            .await?
+            .parse()
+            .map_err(|_| "bad seal_threshold".to_string())?;
+        let shares = meta("seal_shares")
+            .await?
+            .parse()
+            .map_err(|_| "bad seal_shares".to_string())?;
         use base64::Engine;
         let key_check = base64::engine::general_purpose::STANDARD
             .decode(meta("key_check").await?)
@@ -111,7 +127,11 @@ impl Server {
 
     /// Takes one unseal share; at the threshold, reconstructs the master
     /// key, checks it and loads the CAs. Wrong shares reset the progress.
-    pub async fn submit_share(&self, share: Option<String>, reset: bool) -> Result<SealStatus, ApiError> {
+    pub async fn submit_share(
+        &self,
+        share: Option<String>,
+        reset: bool,
+    ) -> Result<SealStatus, ApiError> {
         let ready = {
             let mut guard = self.seal.write().unwrap_or_else(|p| p.into_inner());
             match &mut *guard {
@@ -144,7 +164,11 @@ impl Server {
                         "unseal failed: the shares do not reconstruct the master key; progress was reset, start again with the right shares".into(),
                     ));
                 }
-                Err(e) => return Err(ApiError::BadRequest(format!("unseal failed: {e}; progress was reset"))),
+                Err(e) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unseal failed: {e}; progress was reset"
+                    )));
+                }
             };
             self.unseal_with(master).await?;
             tracing::info!("server unsealed");
@@ -155,10 +179,17 @@ impl Server {
     /// Unseals with a known master key (dev mode's key file).
     pub async fn unseal_with(&self, master: MasterKey) -> Result<(), ApiError> {
         if !master.verify_key_check(&self.key_check) {
-            return Err(ApiError::BadRequest("the master key does not match this store".into()));
+            return Err(ApiError::BadRequest(
+                "the master key does not match this store".into(),
+            ));
         }
-        let authority = Arc::new(Authority::load(self.store.cas().await?, &master, now_secs())?);
-        *self.seal.write().unwrap_or_else(|p| p.into_inner()) = Seal::Unsealed { master, authority };
+        let authority = Arc::new(Authority::load(
+            self.store.cas().await?,
+            &master,
+            now_secs(),
+        )?);
+        *self.seal.write().unwrap_or_else(|p| p.into_inner()) =
+            Seal::Unsealed { master, authority };
         Ok(())
     }
 
@@ -188,7 +219,11 @@ impl Server {
     /// replica, or when a retired CA leaves the bundle).
     pub async fn reload_authority(&self) -> Result<(), ApiError> {
         let master = self.master()?;
-        let fresh = Arc::new(Authority::load(self.store.cas().await?, &master, now_secs())?);
+        let fresh = Arc::new(Authority::load(
+            self.store.cas().await?,
+            &master,
+            now_secs(),
+        )?);
         let mut guard = self.seal.write().unwrap_or_else(|p| p.into_inner());
         if let Seal::Unsealed { authority, .. } = &mut *guard {
             *authority = fresh;
@@ -198,7 +233,9 @@ impl Server {
 
     /// Reloads the authority if the store's CAs changed; run periodically.
     pub async fn refresh_authority_if_stale(&self) -> Result<(), ApiError> {
-        let Ok(current) = self.authority() else { return Ok(()) };
+        let Ok(current) = self.authority() else {
+            return Ok(());
+        };
         let cas = self.store.cas().await?;
         let rev = cas.iter().map(|c| c.revision).max().unwrap_or(0);
         if current.is_stale(rev, now_secs()) {
@@ -229,15 +266,21 @@ impl Server {
             }
         };
         if token.is_empty() {
-            return Err(ApiError::Unauthorized("missing token: the token is empty".into()));
+            return Err(ApiError::Unauthorized(
+                "missing token: the token is empty".into(),
+            ));
         }
         let record = self.store.token_by_hash(&token_hash(token)).await?;
         match record {
-            Some(r) if r.expires_at.is_none_or(|t| t > now_secs()) && r.role == "admin" => Ok(Caller { token_id: r.id }),
-            Some(r) if r.expires_at.is_some_and(|t| t <= now_secs()) => {
-                Err(ApiError::Forbidden("permission denied: the token has expired".into()))
+            Some(r) if r.expires_at.is_none_or(|t| t > now_secs()) && r.role == "admin" => {
+                Ok(Caller { token_id: r.id })
             }
-            _ => Err(ApiError::Forbidden("permission denied: the token is not valid".into())),
+            Some(r) if r.expires_at.is_some_and(|t| t <= now_secs()) => Err(ApiError::Forbidden(
+                "permission denied: the token has expired".into(),
+            )),
+            _ => Err(ApiError::Forbidden(
+                "permission denied: the token is not valid".into(),
+            )),
         }
     }
 }

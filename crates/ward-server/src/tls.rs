@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -40,36 +40,53 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Loads or creates the TLS CA and issues a server certificate covering
 /// `listen`, loopback and `extra_names`; returns a rustls server config.
-pub fn server_tls(data_dir: &Path, listen: SocketAddr, extra_names: &[String]) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_tls(
+    data_dir: &Path,
+    listen: SocketAddr,
+    extra_names: &[String],
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let dir = data_dir.join("tls");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let ca_path = ca_cert_path(data_dir);
     let key_path = dir.join("ca-key.pem");
     let now = OffsetDateTime::now_utc();
     let (ca_pem, ca_key) = if ca_path.exists() && key_path.exists() {
-        let pem = std::fs::read_to_string(&ca_path).map_err(|e| format!("cannot read {}: {e}", ca_path.display()))?;
-        let key_pem =
-            std::fs::read_to_string(&key_path).map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| format!("{} is not a valid key: {e}", key_path.display()))?;
+        let pem = std::fs::read_to_string(&ca_path)
+            .map_err(|e| format!("cannot read {}: {e}", ca_path.display()))?;
+        let key_pem = std::fs::read_to_string(&key_path)
+            .map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| format!("{} is not a valid key: {e}", key_path.display()))?;
         (pem, key)
     } else {
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "Ward API TLS CA");
-        params.distinguished_name.push(DnType::OrganizationName, "Ward");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Ward API TLS CA");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Ward");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = now - Duration::from_secs(60);
         params.not_after = now + Duration::from_secs(10 * 365 * 86400);
         let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-        write_private(&key_path, key.serialize_pem().as_bytes()).map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
-        std::fs::write(&ca_path, cert.pem()).map_err(|e| format!("cannot write {}: {e}", ca_path.display()))?;
+        write_private(&key_path, key.serialize_pem().as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+        std::fs::write(&ca_path, cert.pem())
+            .map_err(|e| format!("cannot write {}: {e}", ca_path.display()))?;
         (cert.pem(), key)
     };
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| format!("{}: {e}", ca_path.display()))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
+        .map_err(|e| format!("{}: {e}", ca_path.display()))?;
 
     let mut sans = vec![
-        SanType::DnsName("localhost".try_into().map_err(|e: rcgen::Error| e.to_string())?),
+        SanType::DnsName(
+            "localhost"
+                .try_into()
+                .map_err(|e: rcgen::Error| e.to_string())?,
+        ),
         SanType::IpAddress(IpAddr::from([127, 0, 0, 1])),
         SanType::IpAddress("::1".parse().map_err(|_| "::1")?),
     ];
@@ -80,13 +97,17 @@ pub fn server_tls(data_dir: &Path, listen: SocketAddr, extra_names: &[String]) -
         match name.parse::<IpAddr>() {
             Ok(ip) => sans.push(SanType::IpAddress(ip)),
             Err(_) => sans.push(SanType::DnsName(
-                name.as_str().try_into().map_err(|_| format!("tls.names: {name:?} is not a DNS name"))?,
+                name.as_str()
+                    .try_into()
+                    .map_err(|_| format!("tls.names: {name:?} is not a DNS name"))?,
             )),
         }
     }
     let leaf_key = KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "ward server");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ward server");
     params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -94,15 +115,19 @@ pub fn server_tls(data_dir: &Path, listen: SocketAddr, extra_names: &[String]) -
     params.not_before = now - Duration::from_secs(60);
     params.not_after = now + Duration::from_secs(365 * 86400);
     params.use_authority_key_identifier_extension = true;
-    let leaf = params.signed_by(&leaf_key, &issuer).map_err(|e| e.to_string())?;
+    let leaf = params
+        .signed_by(&leaf_key, &issuer)
+        .map_err(|e| e.to_string())?;
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone(), ca_der], key_der)
-        .map_err(|e| e.to_string())?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone(), ca_der], key_der)
+    .map_err(|e| e.to_string())?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

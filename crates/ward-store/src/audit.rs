@@ -24,7 +24,12 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// A new event.
-    pub fn new(actor: impl Into<String>, action: impl Into<String>, target: impl Into<String>, detail: serde_json::Value) -> Self {
+    pub fn new(
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        detail: serde_json::Value,
+    ) -> Self {
         Self {
             actor: actor.into(),
             action: action.into(),
@@ -57,7 +62,15 @@ pub struct AuditRecord {
 
 /// Computes a record's hash over the previous hash and every field,
 /// length-prefixed so that no two different records hash the same input.
-pub fn record_hash(seq: i64, ts_ms: i64, actor: &str, action: &str, target: &str, detail: &str, prev_hash: &str) -> String {
+pub fn record_hash(
+    seq: i64,
+    ts_ms: i64,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+    prev_hash: &str,
+) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(b"ward-audit-v1");
     for field in [
@@ -117,7 +130,15 @@ impl ChainVerifier {
                 reason: "its prev_hash does not match the previous record's hash (a record was removed, replaced or reordered)".into(),
             });
         }
-        let want = record_hash(r.seq, r.ts_ms, &r.actor, &r.action, &r.target, &r.detail, &r.prev_hash);
+        let want = record_hash(
+            r.seq,
+            r.ts_ms,
+            &r.actor,
+            &r.action,
+            &r.target,
+            &r.detail,
+            &r.prev_hash,
+        );
         if r.hash != want {
             return Err(ChainError {
                 seq: r.seq,
@@ -136,7 +157,9 @@ impl ChainVerifier {
         if last != head_seq || self.prev_hash != head_hash {
             return Err(ChainError {
                 seq: last + 1,
-                reason: format!("the log ends at record {last} but its head says {head_seq} (records were truncated)"),
+                reason: format!(
+                    "the log ends at record {last} but its head says {head_seq} (records were truncated)"
+                ),
             });
         }
         Ok(last)
@@ -144,7 +167,11 @@ impl ChainVerifier {
 }
 
 /// Verifies a whole chain against its head; returns the number of records.
-pub fn verify_chain(records: &[AuditRecord], head_seq: i64, head_hash: &str) -> Result<i64, ChainError> {
+pub fn verify_chain(
+    records: &[AuditRecord],
+    head_seq: i64,
+    head_hash: &str,
+) -> Result<i64, ChainError> {
     let mut v = ChainVerifier::default();
     for r in records {
         v.push(r)?;
@@ -161,7 +188,15 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let detail = format!("{{\"n\":{seq}}}");
-                let hash = record_hash(seq, 1000 + seq, "token:a", "entry.create", "e", &detail, &prev);
+                let hash = record_hash(
+                    seq,
+                    1000 + seq,
+                    "token:a",
+                    "entry.create",
+                    "e",
+                    &detail,
+                    &prev,
+                );
                 let r = AuditRecord {
                     seq,
                     ts_ms: 1000 + seq,
@@ -204,7 +239,15 @@ mod tests {
         let mut c = chain(5);
         let (s, h) = head(&c);
         c[1].actor = "token:evil".into();
-        c[1].hash = record_hash(2, c[1].ts_ms, &c[1].actor, &c[1].action, &c[1].target, &c[1].detail, &c[1].prev_hash);
+        c[1].hash = record_hash(
+            2,
+            c[1].ts_ms,
+            &c[1].actor,
+            &c[1].action,
+            &c[1].target,
+            &c[1].detail,
+            &c[1].prev_hash,
+        );
         assert_eq!(verify_chain(&c, s, &h).unwrap_err().seq, 3);
     }
 

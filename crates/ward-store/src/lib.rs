@@ -50,7 +50,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The database file exists but is not a database (corrupted or foreign).
-    #[error("the store at {url} is not a valid database ({reason}); restore it from a backup or point the server at another path")]
+    #[error(
+        "the store at {url} is not a valid database ({reason}); restore it from a backup or point the server at another path"
+    )]
     Corrupt {
         /// The URL with any password removed.
         url: String,
@@ -231,7 +233,11 @@ impl Store {
                 return Err(StoreError::BadUrl(url.to_owned()));
             }
             let sep = if path.contains('?') { '&' } else { '?' };
-            let full = if path.contains("mode=") { url.to_owned() } else { format!("{url}{sep}mode=rwc") };
+            let full = if path.contains("mode=") {
+                url.to_owned()
+            } else {
+                format!("{url}{sep}mode=rwc")
+            };
             (Backend::Sqlite, full)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
@@ -239,10 +245,13 @@ impl Store {
             return Err(StoreError::BadUrl(redact(url)));
         };
         let shown = redact(url);
-        let opts: AnyConnectOptions = url_full.parse().map_err(|e: sqlx::Error| StoreError::Open {
-            url: shown.clone(),
-            reason: e.to_string(),
-        })?;
+        let opts: AnyConnectOptions =
+            url_full
+                .parse()
+                .map_err(|e: sqlx::Error| StoreError::Open {
+                    url: shown.clone(),
+                    reason: e.to_string(),
+                })?;
         if backend == Backend::Sqlite {
             // Open one connection first: a pool retries failed connections
             // until its timeout and would hide "file is not a database".
@@ -296,11 +305,15 @@ impl Store {
         let mut conn = self.pool.acquire().await?;
         if self.backend == Backend::Postgres {
             // Several replicas may start at once: one migrates, the others wait.
-            sqlx::query("SELECT pg_advisory_lock(7161001)").execute(&mut *conn).await?;
+            sqlx::query("SELECT pg_advisory_lock(7161001)")
+                .execute(&mut *conn)
+                .await?;
         }
         let result = self.migrate_locked(&mut conn).await;
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_unlock(7161001)").execute(&mut *conn).await?;
+            sqlx::query("SELECT pg_advisory_unlock(7161001)")
+                .execute(&mut *conn)
+                .await?;
         }
         result
     }
@@ -311,19 +324,26 @@ impl Store {
         )
         .execute(&mut *conn)
         .await?;
-        let applied: Vec<i64> = sqlx::query("SELECT version FROM ward_schema_migrations ORDER BY version")
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<i64, _>(0))
-            .collect::<Result<_, _>>()?;
-        let known = migrations::MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+        let applied: Vec<i64> =
+            sqlx::query("SELECT version FROM ward_schema_migrations ORDER BY version")
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<i64, _>(0))
+                .collect::<Result<_, _>>()?;
+        let known = migrations::MIGRATIONS
+            .last()
+            .map(|m| m.version)
+            .unwrap_or(0);
         if let Some(&newest) = applied.last()
             && newest > known
         {
             return Err(StoreError::SchemaTooNew(newest));
         }
-        for m in migrations::MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        for m in migrations::MIGRATIONS
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+        {
             let script = match self.backend {
                 Backend::Sqlite => m.sqlite,
                 Backend::Postgres => m.postgres,
@@ -334,7 +354,10 @@ impl Store {
                 reason: e.to_string(),
             };
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            sqlx::raw_sql(script).execute(&mut *tx).await.map_err(fail)?;
+            sqlx::raw_sql(script)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
             sqlx::query("INSERT INTO ward_schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
                 .bind(m.version)
                 .bind(m.name)
@@ -343,14 +366,20 @@ impl Store {
                 .await
                 .map_err(fail)?;
             tx.commit().await.map_err(fail)?;
-            tracing::info!(version = m.version, name = m.name, "applied schema migration");
+            tracing::info!(
+                version = m.version,
+                name = m.name,
+                "applied schema migration"
+            );
         }
         Ok(())
     }
 
     /// The newest applied schema version.
     pub async fn schema_version(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT MAX(version) FROM ward_schema_migrations").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT MAX(version) FROM ward_schema_migrations")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
     }
 
@@ -408,7 +437,14 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        insert_token(&mut tx, &init.admin_token.0, &init.admin_token.1, "admin", None).await?;
+        insert_token(
+            &mut tx,
+            &init.admin_token.0,
+            &init.admin_token.1,
+            "admin",
+            None,
+        )
+        .await?;
         let mut ca = init.ca;
         ca.revision = rev;
         insert_ca(&mut tx, &ca).await?;
@@ -436,16 +472,24 @@ impl Store {
     }
 
     /// Stores a new join token (its hash only).
-    pub async fn create_join_token(&self, id: &str, hash: &str, expires_at: i64, audit: AuditEvent) -> Result<()> {
+    pub async fn create_join_token(
+        &self,
+        id: &str,
+        hash: &str,
+        expires_at: i64,
+        audit: AuditEvent,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         bump_revision(&mut tx).await?;
-        sqlx::query("INSERT INTO join_tokens (id, hash, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(hash)
-            .bind(now_secs())
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO join_tokens (id, hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(hash)
+        .bind(now_secs())
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
         append_in_tx(&mut tx, &[audit]).await?;
         tx.commit().await?;
         Ok(())
@@ -453,7 +497,12 @@ impl Store {
 
     /// Spends a join token: succeeds once, before its expiry; says why not
     /// otherwise. Atomic, so two agents racing with one token get one success.
-    pub async fn consume_join_token(&self, hash: &str, now: i64, audit: AuditEvent) -> Result<JoinTokenUse> {
+    pub async fn consume_join_token(
+        &self,
+        hash: &str,
+        now: i64,
+        audit: AuditEvent,
+    ) -> Result<JoinTokenUse> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE join_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING id",
@@ -482,7 +531,11 @@ impl Store {
     // ---- entries ----------------------------------------------------------
 
     /// Creates an entry; its `revision` is set by the store.
-    pub async fn create_entry(&self, mut entry: EntryRecord, audit: AuditEvent) -> Result<EntryRecord> {
+    pub async fn create_entry(
+        &self,
+        mut entry: EntryRecord,
+        audit: AuditEvent,
+    ) -> Result<EntryRecord> {
         let mut tx = self.pool.begin().await?;
         entry.revision = bump_revision(&mut tx).await?;
         sqlx::query(
@@ -506,7 +559,11 @@ impl Store {
     }
 
     /// Replaces an entry's mutable fields.
-    pub async fn update_entry(&self, mut entry: EntryRecord, audit: AuditEvent) -> Result<EntryRecord> {
+    pub async fn update_entry(
+        &self,
+        mut entry: EntryRecord,
+        audit: AuditEvent,
+    ) -> Result<EntryRecord> {
         let mut tx = self.pool.begin().await?;
         entry.revision = bump_revision(&mut tx).await?;
         let done = sqlx::query(
@@ -537,7 +594,10 @@ impl Store {
     pub async fn delete_entry(&self, id: &str, audit: AuditEvent) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let rev = bump_revision(&mut tx).await?;
-        let done = sqlx::query("DELETE FROM entries WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM entries WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound {
                 what: "entry",
@@ -556,10 +616,12 @@ impl Store {
 
     /// Reads one entry.
     pub async fn entry(&self, id: &str) -> Result<EntryRecord> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         match row {
             Some(r) => entry_from_row(&r),
             None => Err(StoreError::NotFound {
@@ -596,7 +658,10 @@ impl Store {
                     .await?
             }
         };
-        let entries = rows.iter().map(entry_from_row).collect::<Result<Vec<_>>>()?;
+        let entries = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let deleted = if since > 0 {
             sqlx::query("SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY id")
                 .bind(since)
@@ -620,14 +685,20 @@ impl Store {
 
     /// All CA generations, oldest first.
     pub async fn cas(&self) -> Result<Vec<CaRecord>> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {CA_COLUMNS} FROM cas ORDER BY generation")))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CA_COLUMNS} FROM cas ORDER BY generation"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(ca_from_row).collect()
     }
 
     /// Adds a prepared CA (in the bundle, not yet signing).
-    pub async fn insert_prepared_ca(&self, mut ca: CaRecord, audit: AuditEvent) -> Result<CaRecord> {
+    pub async fn insert_prepared_ca(
+        &self,
+        mut ca: CaRecord,
+        audit: AuditEvent,
+    ) -> Result<CaRecord> {
         let mut tx = self.pool.begin().await?;
         ca.revision = bump_revision(&mut tx).await?;
         let pending = sqlx::query("SELECT id FROM cas WHERE state = 'prepared'")
@@ -652,14 +723,23 @@ impl Store {
 
     /// Makes the prepared CA the signing one; the previous active CA is
     /// retired and stays in the bundle until `old_drop_after`.
-    pub async fn activate_prepared_ca(&self, now: i64, old_drop_after: i64, audit: AuditEvent) -> Result<CaRecord> {
+    pub async fn activate_prepared_ca(
+        &self,
+        now: i64,
+        old_drop_after: i64,
+        audit: AuditEvent,
+    ) -> Result<CaRecord> {
         let mut tx = self.pool.begin().await?;
         let rev = bump_revision(&mut tx).await?;
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {CA_COLUMNS} FROM cas WHERE state = 'prepared'")))
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CA_COLUMNS} FROM cas WHERE state = 'prepared'"
+        )))
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
-            return Err(StoreError::Conflict("no CA is prepared; run `ward ca prepare` first".into()));
+            return Err(StoreError::Conflict(
+                "no CA is prepared; run `ward ca prepare` first".into(),
+            ));
         };
         let mut ca = ca_from_row(&row)?;
         sqlx::query("UPDATE cas SET state = 'retired', drop_after = $1, revision = $2 WHERE state = 'active'")
@@ -667,12 +747,14 @@ impl Store {
             .bind(rev)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE cas SET state = 'active', activated_at = $1, revision = $2 WHERE id = $3")
-            .bind(now)
-            .bind(rev)
-            .bind(&ca.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE cas SET state = 'active', activated_at = $1, revision = $2 WHERE id = $3",
+        )
+        .bind(now)
+        .bind(rev)
+        .bind(&ca.id)
+        .execute(&mut *tx)
+        .await?;
         append_in_tx(&mut tx, &[audit]).await?;
         tx.commit().await?;
         ca.state = "active".into();
@@ -718,14 +800,19 @@ impl Store {
 
     /// The chain's head: last sequence number and hash.
     pub async fn audit_head(&self) -> Result<(i64, String)> {
-        let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&self.pool).await?;
+        let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
         Ok((r.try_get(0)?, r.try_get(1)?))
     }
 }
 
 fn classify_open_error(url: &str, e: sqlx::Error) -> StoreError {
     let msg = e.to_string();
-    if msg.contains("not a database") || msg.contains("malformed") || msg.contains("file is encrypted") {
+    if msg.contains("not a database")
+        || msg.contains("malformed")
+        || msg.contains("file is encrypted")
+    {
         StoreError::Corrupt {
             url: url.to_owned(),
             reason: msg,
@@ -767,22 +854,33 @@ async fn bump_revision(tx: &mut Transaction<'_, Any>) -> Result<i64> {
     Ok(row.try_get(0)?)
 }
 
-async fn insert_token(tx: &mut Transaction<'_, Any>, id: &str, hash: &str, role: &str, expires_at: Option<i64>) -> Result<()> {
-    sqlx::query("INSERT INTO tokens (id, hash, role, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(hash)
-        .bind(role)
-        .bind(now_secs())
-        .bind(expires_at)
-        .execute(&mut **tx)
-        .await?;
+async fn insert_token(
+    tx: &mut Transaction<'_, Any>,
+    id: &str,
+    hash: &str,
+    role: &str,
+    expires_at: Option<i64>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tokens (id, hash, role, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(hash)
+    .bind(role)
+    .bind(now_secs())
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 /// Appends events to the chain inside `tx`. The first statement locks the
 /// head row, so concurrent appenders (other connections, other replicas)
 /// queue instead of forking the chain.
-pub(crate) async fn append_in_tx(tx: &mut Transaction<'_, Any>, events: &[AuditEvent]) -> Result<Vec<i64>> {
+pub(crate) async fn append_in_tx(
+    tx: &mut Transaction<'_, Any>,
+    events: &[AuditEvent],
+) -> Result<Vec<i64>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -822,7 +920,8 @@ pub(crate) async fn append_in_tx(tx: &mut Transaction<'_, Any>, events: &[AuditE
     Ok(seqs)
 }
 
-const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision";
+const ENTRY_COLUMNS: &str =
+    "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision";
 
 fn entry_from_row(r: &AnyRow) -> Result<EntryRecord> {
     let selectors: String = r.try_get(3)?;
@@ -830,7 +929,8 @@ fn entry_from_row(r: &AnyRow) -> Result<EntryRecord> {
         id: r.try_get(0)?,
         spiffe_id: r.try_get(1)?,
         parent_id: r.try_get(2)?,
-        selectors: serde_json::from_str(&selectors).map_err(|e| StoreError::Invalid(format!("entry selectors: {e}")))?,
+        selectors: serde_json::from_str(&selectors)
+            .map_err(|e| StoreError::Invalid(format!("entry selectors: {e}")))?,
         x509_ttl: r.try_get(4)?,
         jwt_ttl: r.try_get(5)?,
         created_at: r.try_get(6)?,
@@ -844,7 +944,8 @@ const CA_COLUMNS: &str = "id, generation, state, cert_pem, chain_pem, bundle_pem
 fn ca_from_row(r: &AnyRow) -> Result<CaRecord> {
     let list = |i: usize| -> Result<Vec<String>> {
         let s: String = r.try_get(i)?;
-        serde_json::from_str(&s).map_err(|e| StoreError::Invalid(format!("CA certificate list: {e}")))
+        serde_json::from_str(&s)
+            .map_err(|e| StoreError::Invalid(format!("CA certificate list: {e}")))
     };
     Ok(CaRecord {
         id: r.try_get(0)?,

@@ -34,10 +34,14 @@ pub enum SealError {
     #[error("share {0} is malformed: expected the base64 text printed by `ward server init`")]
     BadShare(usize),
     /// Shares do not reconstruct the master key.
-    #[error("the shares do not reconstruct the master key (wrong shares, or shares from another server)")]
+    #[error(
+        "the shares do not reconstruct the master key (wrong shares, or shares from another server)"
+    )]
     WrongShares,
     /// The split parameters are out of range.
-    #[error("invalid share parameters: need 1 <= threshold <= shares <= 255, got threshold {threshold}, shares {shares}")]
+    #[error(
+        "invalid share parameters: need 1 <= threshold <= shares <= 255, got threshold {threshold}, shares {shares}"
+    )]
     BadParameters {
         /// Shares needed.
         threshold: usize,
@@ -69,8 +73,15 @@ impl MasterKey {
 
     /// Reads a key from its base64 form (the dev-mode key file).
     pub fn from_base64(s: &str) -> Result<Self, SealError> {
-        let bytes = Zeroizing::new(STANDARD.decode(s.trim()).map_err(|_| SealError::Malformed)?);
-        let k: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| SealError::Malformed)?;
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(s.trim())
+                .map_err(|_| SealError::Malformed)?,
+        );
+        let k: [u8; KEY_LEN] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| SealError::Malformed)?;
         Ok(Self(k))
     }
 
@@ -114,7 +125,11 @@ impl MasterKey {
     /// Splits the key into `shares` Shamir shares, any `threshold` of which
     /// reconstruct it (byte-wise over GF(2^8), as Vault does). Each share is
     /// returned as base64 text.
-    pub fn split(&self, threshold: usize, shares: usize) -> Result<Vec<Zeroizing<String>>, SealError> {
+    pub fn split(
+        &self,
+        threshold: usize,
+        shares: usize,
+    ) -> Result<Vec<Zeroizing<String>>, SealError> {
         if threshold == 0 || threshold > shares || shares > 255 {
             return Err(SealError::BadParameters { threshold, shares });
         }
@@ -147,7 +162,9 @@ impl MasterKey {
     pub fn combine(shares: &[Zeroizing<String>]) -> Result<Self, SealError> {
         let mut raw: Vec<Vec<u8>> = Vec::with_capacity(shares.len());
         for (i, s) in shares.iter().enumerate() {
-            let bytes = STANDARD.decode(s.trim()).map_err(|_| SealError::BadShare(i + 1))?;
+            let bytes = STANDARD
+                .decode(s.trim())
+                .map_err(|_| SealError::BadShare(i + 1))?;
             if bytes.len() != KEY_LEN + 1 {
                 return Err(SealError::BadShare(i + 1));
             }
@@ -162,7 +179,10 @@ impl MasterKey {
             r.zeroize();
         }
         let secret = Zeroizing::new(secret?);
-        let k: [u8; KEY_LEN] = secret.as_slice().try_into().map_err(|_| SealError::WrongShares)?;
+        let k: [u8; KEY_LEN] = secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| SealError::WrongShares)?;
         Ok(Self(k))
     }
 }
@@ -176,12 +196,17 @@ pub fn check_share_format(share: &str) -> Result<(), SealError> {
 }
 
 fn aead_seal(key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| SealError::Crypto("key"))?);
+    let key =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| SealError::Crypto("key"))?);
     let mut nonce = [0u8; NONCE_LEN];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| SealError::Crypto("random"))?;
     let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
-        .map_err(|_| SealError::Crypto("seal"))?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| SealError::Crypto("seal"))?;
     let mut out = nonce.to_vec();
     out.extend(buf);
     Ok(out)
@@ -191,7 +216,8 @@ fn aead_open(key: &[u8], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(SealError::Malformed);
     }
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| SealError::Crypto("key"))?);
+    let key =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| SealError::Crypto("key"))?);
     let (nonce, body) = sealed.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Malformed)?;
     let mut buf = Zeroizing::new(body.to_vec());
@@ -212,15 +238,27 @@ mod tests {
         let k = MasterKey::generate().unwrap();
         let sealed = k.seal("ca/1/key", b"secret key bytes").unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
-        assert_eq!(k.open("ca/1/key", &sealed).unwrap().as_slice(), b"secret key bytes");
+        assert_eq!(
+            k.open("ca/1/key", &sealed).unwrap().as_slice(),
+            b"secret key bytes"
+        );
         assert_eq!(k.open("ca/2/key", &sealed).unwrap_err(), SealError::Decrypt);
         let other = MasterKey::generate().unwrap();
-        assert_eq!(other.open("ca/1/key", &sealed).unwrap_err(), SealError::Decrypt);
+        assert_eq!(
+            other.open("ca/1/key", &sealed).unwrap_err(),
+            SealError::Decrypt
+        );
         let mut tampered = sealed.clone();
         let n = tampered.len() - 1;
         tampered[n] ^= 1;
-        assert_eq!(k.open("ca/1/key", &tampered).unwrap_err(), SealError::Decrypt);
-        assert_eq!(k.open("ca/1/key", &sealed[..10]).unwrap_err(), SealError::Malformed);
+        assert_eq!(
+            k.open("ca/1/key", &tampered).unwrap_err(),
+            SealError::Decrypt
+        );
+        assert_eq!(
+            k.open("ca/1/key", &sealed[..10]).unwrap_err(),
+            SealError::Malformed
+        );
     }
 
     #[test]
@@ -236,10 +274,16 @@ mod tests {
         }
         let two: Vec<_> = shares[..2].to_vec();
         let wrong = MasterKey::combine(&two).map(|m| m.verify_key_check(&check));
-        assert!(!matches!(wrong, Ok(true)), "two of three shares must not open");
+        assert!(
+            !matches!(wrong, Ok(true)),
+            "two of three shares must not open"
+        );
         let foreign = MasterKey::generate().unwrap().split(3, 5).unwrap();
         let mixed = vec![shares[0].clone(), shares[1].clone(), foreign[2].clone()];
-        assert!(!matches!(MasterKey::combine(&mixed).map(|m| m.verify_key_check(&check)), Ok(true)));
+        assert!(!matches!(
+            MasterKey::combine(&mixed).map(|m| m.verify_key_check(&check)),
+            Ok(true)
+        ));
     }
 
     #[test]
@@ -259,10 +303,20 @@ mod tests {
             SealError::BadShare(1)
         );
         let k = MasterKey::generate().unwrap();
-        assert!(matches!(k.split(4, 3), Err(SealError::BadParameters { .. })));
-        assert!(matches!(k.split(0, 3), Err(SealError::BadParameters { .. })));
+        assert!(matches!(
+            k.split(4, 3),
+            Err(SealError::BadParameters { .. })
+        ));
+        assert!(matches!(
+            k.split(0, 3),
+            Err(SealError::BadParameters { .. })
+        ));
         assert!(format!("{k:?}").contains("redacted"));
         let b = k.to_base64();
-        assert!(MasterKey::from_base64(&b).unwrap().verify_key_check(&k.key_check().unwrap()));
+        assert!(
+            MasterKey::from_base64(&b)
+                .unwrap()
+                .verify_key_check(&k.key_check().unwrap())
+        );
     }
 }

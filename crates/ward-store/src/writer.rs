@@ -51,7 +51,10 @@ impl AuditWriter {
     /// sequence number.
     pub async fn append(&self, event: AuditEvent) -> Result<i64, StoreError> {
         let (reply, wait) = oneshot::channel();
-        self.tx.send((event, reply)).await.map_err(|_| StoreError::WriterGone)?;
+        self.tx
+            .send((event, reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         match wait.await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) => Err(StoreError::Invalid(format!("audit append failed: {e}"))),

@@ -4,8 +4,8 @@
 //! printed reason; CI always sets it.
 
 use ward_store::{
-    AuditEvent, AuditWriter, CaRecord, EntryRecord, Initialization, JoinTokenUse, Store, StoreError, now_secs,
-    verify_chain,
+    AuditEvent, AuditWriter, CaRecord, EntryRecord, Initialization, JoinTokenUse, Store,
+    StoreError, now_secs, verify_chain,
 };
 
 struct Db {
@@ -21,10 +21,12 @@ impl Db {
         if let Some((base, name)) = self.pg {
             use sqlx::Connection;
             let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         }
     }
 }
@@ -48,7 +50,9 @@ async fn postgres() -> Option<Db> {
     };
     let (url, name) = fresh_pg_database(&base).await;
     Some(Db {
-        store: Store::connect(&url).await.expect("connect to the fresh PostgreSQL database"),
+        store: Store::connect(&url)
+            .await
+            .expect("connect to the fresh PostgreSQL database"),
         _dir: None,
         pg: Some((base, name)),
     })
@@ -60,7 +64,9 @@ async fn fresh_pg_database(base: &str) -> (String, String) {
     getrandom(&mut name_bytes);
     let name = format!("ward_test_{}", hex(&name_bytes));
     sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(base).await.expect("WARD_TEST_POSTGRES_URL must be reachable");
+    let mut conn = sqlx::AnyConnection::connect(base)
+        .await
+        .expect("WARD_TEST_POSTGRES_URL must be reachable");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -75,7 +81,10 @@ async fn fresh_pg_database(base: &str) -> (String, String) {
 
 fn getrandom(buf: &mut [u8]) {
     use std::io::Read;
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(buf).unwrap();
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(buf)
+        .unwrap();
 }
 
 fn hex(b: &[u8]) -> String {
@@ -113,7 +122,12 @@ both_backends!(
 );
 
 fn ev(action: &str, target: &str) -> AuditEvent {
-    AuditEvent::new("token:test", action, target, serde_json::json!({"k": target}))
+    AuditEvent::new(
+        "token:test",
+        action,
+        target,
+        serde_json::json!({"k": target}),
+    )
 }
 
 fn entry(id: &str, parent: &str) -> EntryRecord {
@@ -137,27 +151,54 @@ async fn migrations_are_recorded_and_idempotent(store: Store) {
 }
 
 async fn entries_advance_the_revision_and_report_changes(store: Store) {
-    let a = store.create_entry(entry("a", "spiffe://td/agent/n1"), ev("entry.create", "a")).await.unwrap();
-    let b = store.create_entry(entry("b", "spiffe://td/agent/n2"), ev("entry.create", "b")).await.unwrap();
+    let a = store
+        .create_entry(entry("a", "spiffe://td/agent/n1"), ev("entry.create", "a"))
+        .await
+        .unwrap();
+    let b = store
+        .create_entry(entry("b", "spiffe://td/agent/n2"), ev("entry.create", "b"))
+        .await
+        .unwrap();
     assert!(b.revision > a.revision);
-    let dup = store.create_entry(entry("a", "x"), ev("entry.create", "a")).await.unwrap_err();
+    let dup = store
+        .create_entry(entry("a", "x"), ev("entry.create", "a"))
+        .await
+        .unwrap_err();
     assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
 
     let all = store.entry_changes(None, 0).await.unwrap();
     assert_eq!(all.entries.len(), 2);
     assert_eq!(all.revision, b.revision);
-    let n1 = store.entry_changes(Some("spiffe://td/agent/n1"), 0).await.unwrap();
-    assert_eq!(n1.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["a"]);
+    let n1 = store
+        .entry_changes(Some("spiffe://td/agent/n1"), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        n1.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
 
     let mut a2 = a.clone();
     a2.selectors = vec!["unix:uid:0".into()];
-    let a2 = store.update_entry(a2, ev("entry.update", "a")).await.unwrap();
-    store.delete_entry("b", ev("entry.delete", "b")).await.unwrap();
+    let a2 = store
+        .update_entry(a2, ev("entry.update", "a"))
+        .await
+        .unwrap();
+    store
+        .delete_entry("b", ev("entry.delete", "b"))
+        .await
+        .unwrap();
     let since = store.entry_changes(None, b.revision).await.unwrap();
     assert_eq!(since.entries, vec![a2.clone()]);
     assert_eq!(since.deleted, vec!["b".to_string()]);
-    assert_eq!(store.entry("a").await.unwrap().selectors, vec!["unix:uid:0"]);
-    assert!(matches!(store.entry("b").await, Err(StoreError::NotFound { .. })));
+    assert_eq!(
+        store.entry("a").await.unwrap().selectors,
+        vec!["unix:uid:0"]
+    );
+    assert!(matches!(
+        store.entry("b").await,
+        Err(StoreError::NotFound { .. })
+    ));
     assert!(matches!(
         store.delete_entry("b", ev("entry.delete", "b")).await,
         Err(StoreError::NotFound { .. })
@@ -171,15 +212,42 @@ async fn entries_advance_the_revision_and_report_changes(store: Store) {
 
 async fn join_tokens_are_single_use_and_expire(store: Store) {
     let now = now_secs();
-    store.create_join_token("j1", "hash1", now + 600, ev("jointoken.create", "j1")).await.unwrap();
-    store.create_join_token("j2", "hash2", now - 1, ev("jointoken.create", "j2")).await.unwrap();
+    store
+        .create_join_token("j1", "hash1", now + 600, ev("jointoken.create", "j1"))
+        .await
+        .unwrap();
+    store
+        .create_join_token("j2", "hash2", now - 1, ev("jointoken.create", "j2"))
+        .await
+        .unwrap();
     assert_eq!(
-        store.consume_join_token("hash1", now, ev("jointoken.use", "j1")).await.unwrap(),
+        store
+            .consume_join_token("hash1", now, ev("jointoken.use", "j1"))
+            .await
+            .unwrap(),
         JoinTokenUse::Consumed("j1".into())
     );
-    assert_eq!(store.consume_join_token("hash1", now, ev("x", "j1")).await.unwrap(), JoinTokenUse::Spent);
-    assert_eq!(store.consume_join_token("hash2", now, ev("x", "j2")).await.unwrap(), JoinTokenUse::Expired);
-    assert_eq!(store.consume_join_token("nope", now, ev("x", "n")).await.unwrap(), JoinTokenUse::Unknown);
+    assert_eq!(
+        store
+            .consume_join_token("hash1", now, ev("x", "j1"))
+            .await
+            .unwrap(),
+        JoinTokenUse::Spent
+    );
+    assert_eq!(
+        store
+            .consume_join_token("hash2", now, ev("x", "j2"))
+            .await
+            .unwrap(),
+        JoinTokenUse::Expired
+    );
+    assert_eq!(
+        store
+            .consume_join_token("nope", now, ev("x", "n"))
+            .await
+            .unwrap(),
+        JoinTokenUse::Unknown
+    );
     // Only the successful use was audited.
     assert_eq!(store.audit_head().await.unwrap().0, 3);
 }
@@ -189,12 +257,20 @@ async fn audit_chain_stays_intact_under_concurrent_writers(store: Store) {
     let mut tasks = Vec::new();
     for i in 0..200 {
         let w = writer.clone();
-        tasks.push(tokio::spawn(async move { w.append(ev("svid.x509", &format!("w{i}"))).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            w.append(ev("svid.x509", &format!("w{i}"))).await.unwrap()
+        }));
     }
     for i in 0..10 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.create_entry(entry(&format!("e{i}"), "p"), ev("entry.create", &format!("e{i}"))).await.unwrap().revision
+            s.create_entry(
+                entry(&format!("e{i}"), "p"),
+                ev("entry.create", &format!("e{i}")),
+            )
+            .await
+            .unwrap()
+            .revision
         }));
     }
     for t in tasks {
@@ -205,7 +281,10 @@ async fn audit_chain_stays_intact_under_concurrent_writers(store: Store) {
     let records = store.audit_records(0, 1000).await.unwrap();
     assert_eq!(verify_chain(&records, seq, &hash), Ok(210));
     let page = store.audit_records(200, 5).await.unwrap();
-    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [201, 202, 203, 204, 205]);
+    assert_eq!(
+        page.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [201, 202, 203, 204, 205]
+    );
 }
 
 fn ca(id: &str, state: &str) -> CaRecord {
@@ -236,29 +315,54 @@ async fn initialization_happens_once_and_ca_rotation_keeps_one_active(store: Sto
         audit: ev("server.init", "td"),
     };
     store.initialize(init()).await.unwrap();
-    assert!(matches!(store.initialize(init()).await, Err(StoreError::AlreadyInitialized)));
+    assert!(matches!(
+        store.initialize(init()).await,
+        Err(StoreError::AlreadyInitialized)
+    ));
     assert!(store.is_initialized().await.unwrap());
-    assert_eq!(store.meta("trust_domain").await.unwrap().as_deref(), Some("td"));
-    assert_eq!(store.sealed_blob("upstream_key").await.unwrap(), Some(vec![9, 9]));
+    assert_eq!(
+        store.meta("trust_domain").await.unwrap().as_deref(),
+        Some("td")
+    );
+    assert_eq!(
+        store.sealed_blob("upstream_key").await.unwrap(),
+        Some(vec![9, 9])
+    );
     let tok = store.token_by_hash("tokenhash").await.unwrap().unwrap();
     assert_eq!((tok.id.as_str(), tok.role.as_str()), ("t1", "admin"));
     assert!(store.token_by_hash("other").await.unwrap().is_none());
 
     assert!(matches!(
-        store.activate_prepared_ca(now_secs(), 0, ev("ca.activate", "-")).await,
+        store
+            .activate_prepared_ca(now_secs(), 0, ev("ca.activate", "-"))
+            .await,
         Err(StoreError::Conflict(_))
     ));
-    let p = store.insert_prepared_ca(ca("ca2", "prepared"), ev("ca.prepare", "ca2")).await.unwrap();
+    let p = store
+        .insert_prepared_ca(ca("ca2", "prepared"), ev("ca.prepare", "ca2"))
+        .await
+        .unwrap();
     assert_eq!(p.generation, 2);
     assert!(matches!(
-        store.insert_prepared_ca(ca("ca3", "prepared"), ev("ca.prepare", "ca3")).await,
+        store
+            .insert_prepared_ca(ca("ca3", "prepared"), ev("ca.prepare", "ca3"))
+            .await,
         Err(StoreError::Conflict(_))
     ));
-    let active = store.activate_prepared_ca(now_secs(), 12345, ev("ca.activate", "ca2")).await.unwrap();
+    let active = store
+        .activate_prepared_ca(now_secs(), 12345, ev("ca.activate", "ca2"))
+        .await
+        .unwrap();
     assert_eq!(active.id, "ca2");
     let cas = store.cas().await.unwrap();
-    let states: Vec<_> = cas.iter().map(|c| (c.id.as_str(), c.state.as_str(), c.drop_after)).collect();
-    assert_eq!(states, [("ca1", "retired", Some(12345)), ("ca2", "active", None)]);
+    let states: Vec<_> = cas
+        .iter()
+        .map(|c| (c.id.as_str(), c.state.as_str(), c.drop_after))
+        .collect();
+    assert_eq!(
+        states,
+        [("ca1", "retired", Some(12345)), ("ca2", "active", None)]
+    );
     assert_eq!(cas[0].key_sealed, vec![1, 2, 3]);
 }
 
@@ -268,7 +372,10 @@ async fn sqlite_keeps_committed_writes_across_reopen() {
     let url = format!("sqlite://{}/ward.db", dir.path().display());
     {
         let store = Store::connect(&url).await.unwrap();
-        store.create_entry(entry("kept", "p"), ev("entry.create", "kept")).await.unwrap();
+        store
+            .create_entry(entry("kept", "p"), ev("entry.create", "kept"))
+            .await
+            .unwrap();
         store.close().await;
     }
     let store = Store::connect(&url).await.unwrap();
@@ -281,7 +388,9 @@ async fn a_corrupted_sqlite_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ward.db");
     std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
-    let err = Store::connect(&format!("sqlite://{}", path.display())).await.unwrap_err();
+    let err = Store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("not a valid database"), "{err}");
 }

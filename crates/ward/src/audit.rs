@@ -63,7 +63,11 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 Err(e) => bail!("{e}"),
             }
         }
-        AuditCommand::Tail { lines, follow, client } => {
+        AuditCommand::Tail {
+            lines,
+            follow,
+            client,
+        } => {
             let c = client.client()?;
             let head = c.audit_page(0, 1).await?.head_seq;
             let mut after = (head - lines.max(0)).max(0);
@@ -72,7 +76,15 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 for r in &page.records {
                     client.print(r, |r| {
                         let secs = r.ts_ms / 1000;
-                        println!("{:>6}  {}  {:<20}  {:<18}  {}  {}", r.seq, crate::client::rfc3339(secs), r.actor, r.action, r.target, r.detail);
+                        println!(
+                            "{:>6}  {}  {:<20}  {:<18}  {}  {}",
+                            r.seq,
+                            crate::client::rfc3339(secs),
+                            r.actor,
+                            r.action,
+                            r.target,
+                            r.detail
+                        );
                     });
                     after = r.seq;
                 }

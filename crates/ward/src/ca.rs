@@ -48,13 +48,20 @@ pub async fn run(cmd: CaCommand) -> anyhow::Result<()> {
         CaCommand::Activate { client } => {
             let r = client.client()?.activate_ca().await?;
             client.print(&r, |r| {
-                println!("CA {} (generation {}) now signs", r["id"].as_str().unwrap_or(""), r["generation"]);
+                println!(
+                    "CA {} (generation {}) now signs",
+                    r["id"].as_str().unwrap_or(""),
+                    r["generation"]
+                );
             });
         }
         CaCommand::List { client } => {
             let list = client.client()?.cas().await?;
             client.print(&list, |l| {
-                println!("{:<4}  {:<9}  {:<20}  {:<20}  SUBJECT", "GEN", "STATE", "NOT AFTER", "LEAVES BUNDLE");
+                println!(
+                    "{:<4}  {:<9}  {:<20}  {:<20}  SUBJECT",
+                    "GEN", "STATE", "NOT AFTER", "LEAVES BUNDLE"
+                );
                 for c in &l.cas {
                     println!(
                         "{:<4}  {:<9}  {:<20}  {:<20}  {}",

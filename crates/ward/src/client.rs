@@ -37,10 +37,14 @@ impl ClientArgs {
     /// A client from the flags; says which one is missing.
     pub fn client(&self) -> anyhow::Result<Client> {
         let Some(addr) = &self.addr else {
-            bail!("no server address: set WARD_ADDR or pass --addr https://HOST:PORT (for a dev server: source DATA_DIR/dev.env)");
+            bail!(
+                "no server address: set WARD_ADDR or pass --addr https://HOST:PORT (for a dev server: source DATA_DIR/dev.env)"
+            );
         };
         let Some(cacert) = &self.cacert else {
-            bail!("no CA certificate: set WARD_CACERT or pass --cacert FILE (the server's DATA_DIR/tls/ca.pem)");
+            bail!(
+                "no CA certificate: set WARD_CACERT or pass --cacert FILE (the server's DATA_DIR/tls/ca.pem)"
+            );
         };
         Client::new(addr, self.token.clone(), cacert).context("configuring the client")
     }
@@ -48,7 +52,10 @@ impl ClientArgs {
     /// Prints `value` as JSON when asked, else runs `text`.
     pub fn print<T: serde::Serialize>(&self, value: &T, text: impl FnOnce(&T)) {
         match self.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            ),
             Output::Text => text(value),
         }
     }

@@ -12,7 +12,9 @@ use crate::client::{ClientArgs, parse_duration, rfc3339};
 #[derive(Subcommand)]
 pub enum EntryCommand {
     /// Register a workload: matching processes on the parent node get SPIFFE-ID
-    #[command(after_help = "Example:\n  ward entry create --spiffe-id spiffe://ward.test/ns/shop/sa/orders \\\n    --parent spiffe://ward.test/ward/agent/node1 --selector unix:uid:1000 --x509-ttl 1h")]
+    #[command(
+        after_help = "Example:\n  ward entry create --spiffe-id spiffe://ward.test/ns/shop/sa/orders \\\n    --parent spiffe://ward.test/ward/agent/node1 --selector unix:uid:1000 --x509-ttl 1h"
+    )]
     Create {
         /// The SPIFFE ID to issue
         #[arg(long)]
@@ -109,7 +111,10 @@ fn print_entries(entries: &[Entry]) {
         println!("no entries");
         return;
     }
-    println!("{:<36}  {:<44}  {:<36}  {:<6}  SELECTORS", "ID", "SPIFFE ID", "PARENT", "TTL");
+    println!(
+        "{:<36}  {:<44}  {:<36}  {:<6}  SELECTORS",
+        "ID", "SPIFFE ID", "PARENT", "TTL"
+    );
     for e in entries {
         println!(
             "{:<36}  {:<44}  {:<36}  {:<6}  {}",
@@ -127,15 +132,28 @@ fn print_entry(e: &Entry) {
     println!("SPIFFE ID   {}", e.spiffe_id);
     println!("parent      {}", e.parent_id);
     println!("selectors   {}", e.selectors.join(", "));
-    println!("x509 TTL    {}", humantime::format_duration(Duration::from_secs(e.x509_ttl as u64)));
-    println!("JWT TTL     {}", humantime::format_duration(Duration::from_secs(e.jwt_ttl as u64)));
+    println!(
+        "x509 TTL    {}",
+        humantime::format_duration(Duration::from_secs(e.x509_ttl as u64))
+    );
+    println!(
+        "JWT TTL     {}",
+        humantime::format_duration(Duration::from_secs(e.jwt_ttl as u64))
+    );
     println!("revision    {}", e.revision);
     println!("updated     {}", rfc3339(e.updated_at));
 }
 
 pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
     match cmd {
-        EntryCommand::Create { spiffe_id, parent, selectors, x509_ttl, jwt_ttl, client } => {
+        EntryCommand::Create {
+            spiffe_id,
+            parent,
+            selectors,
+            x509_ttl,
+            jwt_ttl,
+            client,
+        } => {
             check_id("--spiffe-id", &spiffe_id)?;
             check_id("--parent", &parent)?;
             let e = client
@@ -158,7 +176,15 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             let e = client.client()?.entry(&id).await?;
             client.print(&e, print_entry);
         }
-        EntryCommand::Update { id, spiffe_id, parent, selectors, x509_ttl, jwt_ttl, client } => {
+        EntryCommand::Update {
+            id,
+            spiffe_id,
+            parent,
+            selectors,
+            x509_ttl,
+            jwt_ttl,
+            client,
+        } => {
             if let Some(s) = &spiffe_id {
                 check_id("--spiffe-id", s)?;
             }
@@ -177,7 +203,9 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
         }
         EntryCommand::Delete { id, client } => {
             client.client()?.delete_entry(&id).await?;
-            client.print(&serde_json::json!({"deleted": id}), |_| println!("deleted {id}"));
+            client.print(&serde_json::json!({"deleted": id}), |_| {
+                println!("deleted {id}")
+            });
         }
     }
     Ok(())
@@ -189,7 +217,11 @@ pub async fn run_agent(cmd: AgentCommand) -> anyhow::Result<()> {
             let t = client.client()?.create_join_token(ttl.as_secs()).await?;
             client.print(&t, |t| {
                 println!("{}", t.token);
-                eprintln!("single use, expires {} (token ID {})", rfc3339(t.expires_at), t.id);
+                eprintln!(
+                    "single use, expires {} (token ID {})",
+                    rfc3339(t.expires_at),
+                    t.id
+                );
             });
         }
     }

@@ -35,17 +35,27 @@ pub enum OperatorCommand {
 
 pub async fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
     match cmd {
-        OperatorCommand::Unseal { share, reset, client } => {
+        OperatorCommand::Unseal {
+            share,
+            reset,
+            client,
+        } => {
             let key = match share.as_deref() {
                 Some("-") | None if !reset => {
                     let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line).context("reading the share from stdin")?;
+                    std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .context("reading the share from stdin")?;
                     Some(line.trim().to_owned())
                 }
                 Some(s) => Some(s.to_owned()),
                 None => None,
             };
-            let st = client.client()?.unseal(&UnsealRequest { key, reset }).await?;
+            let st = client
+                .client()?
+                .unseal(&UnsealRequest { key, reset })
+                .await?;
             client.print(&st, |st| {
                 if st.sealed {
                     println!("sealed: {}/{} shares received", st.progress, st.t);
@@ -63,7 +73,10 @@ pub async fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
             client.print(&st, |st| {
                 println!("trust domain  {}", st.trust_domain);
                 println!("sealed        {}", st.sealed);
-                println!("shares        {} of {} needed, {} received", st.t, st.n, st.progress);
+                println!(
+                    "shares        {} of {} needed, {} received",
+                    st.t, st.n, st.progress
+                );
                 println!("version       {}", st.version);
             });
         }

@@ -81,7 +81,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         bail!("pass --config FILE (or --dev --data-dir DIR for development)");
     };
     let config = ServerConfig::from_file(&path)?;
-    let ready = ward_server::prepare(config).await.map_err(anyhow::Error::msg)?;
+    let ready = ward_server::prepare(config)
+        .await
+        .map_err(anyhow::Error::msg)?;
     tracing::info!(addr = %ready.url(), "server listening, sealed: unseal it with `ward operator unseal`");
     ready.run(crate::shutdown_signal()).await;
     Ok(())
@@ -94,15 +96,23 @@ async fn run_init(args: InitArgs) -> anyhow::Result<()> {
     let upstream = match (&args.upstream_cert, &args.upstream_key) {
         (Some(c), Some(k)) => Some((
             std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?,
-            zeroize::Zeroizing::new(std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?),
+            zeroize::Zeroizing::new(
+                std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?,
+            ),
         )),
         _ => None,
     };
     let store = Store::connect(&config.storage).await?;
-    let out = init::initialize(&store, &config, upstream.as_ref().map(|(c, k)| (c.as_str(), k.as_str()))).await?;
+    let out = init::initialize(
+        &store,
+        &config,
+        upstream.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+    )
+    .await?;
     store.close().await;
     // Also make the API's TLS CA now, so operators can hand out WARD_CACERT.
-    ward_server::tls::server_tls(&config.data_dir, config.listen, &config.tls_names).map_err(anyhow::Error::msg)?;
+    ward_server::tls::server_tls(&config.data_dir, config.listen, &config.tls_names)
+        .map_err(anyhow::Error::msg)?;
     let cacert = ward_server::tls::ca_cert_path(&config.data_dir);
     match args.output {
         Output::Json => {
@@ -119,7 +129,10 @@ async fn run_init(args: InitArgs) -> anyhow::Result<()> {
             );
         }
         Output::Text => {
-            println!("Ward initialized for trust domain {}.\n", config.trust_domain);
+            println!(
+                "Ward initialized for trust domain {}.\n",
+                config.trust_domain
+            );
             for (i, s) in out.shares.iter().enumerate() {
                 println!("Unseal share {}: {}", i + 1, s.as_str());
             }

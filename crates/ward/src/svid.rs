@@ -62,12 +62,18 @@ fn write_file(path: &Path, data: &str, mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(data.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    f.write_all(data.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Generates a key, has the server sign a CSR for `id`, and writes
 /// `svid.pem`, `key.pem` and `bundle.pem` into `out`.
-pub async fn mint_x509_to(client: &Client, id: &str, out: &Path, ttl: Option<Duration>) -> anyhow::Result<X509SvidResponse> {
+pub async fn mint_x509_to(
+    client: &Client,
+    id: &str,
+    out: &Path,
+    ttl: Option<Duration>,
+) -> anyhow::Result<X509SvidResponse> {
     let id = SpiffeId::parse(id).map_err(|e| anyhow::anyhow!("--spiffe-id {id:?}: {e}"))?;
     let (key_pem, csr_pem) = generate_key_and_csr(&id).context("generating the key and CSR")?;
     let resp = client
@@ -85,19 +91,34 @@ pub async fn mint_x509_to(client: &Client, id: &str, out: &Path, ttl: Option<Dur
 }
 
 pub async fn run_x509(cmd: X509Command) -> anyhow::Result<()> {
-    let X509Command::Mint { spiffe_id, out, ttl, client } = cmd;
+    let X509Command::Mint {
+        spiffe_id,
+        out,
+        ttl,
+        client,
+    } = cmd;
     // Refuse a malformed ID before touching the network.
     SpiffeId::parse(&spiffe_id).map_err(|e| anyhow::anyhow!("--spiffe-id {spiffe_id:?}: {e}"))?;
     let resp = mint_x509_to(&client.client()?, &spiffe_id, &out, ttl).await?;
     client.print(&resp, |r| {
-        println!("{} (serial {}, expires {})", r.spiffe_id, r.serial, rfc3339(r.expires_at));
+        println!(
+            "{} (serial {}, expires {})",
+            r.spiffe_id,
+            r.serial,
+            rfc3339(r.expires_at)
+        );
         println!("wrote {}/svid.pem, key.pem, bundle.pem", out.display());
     });
     Ok(())
 }
 
 pub async fn run_jwt(cmd: JwtCommand) -> anyhow::Result<()> {
-    let JwtCommand::Mint { spiffe_id, audience, ttl, client } = cmd;
+    let JwtCommand::Mint {
+        spiffe_id,
+        audience,
+        ttl,
+        client,
+    } = cmd;
     SpiffeId::parse(&spiffe_id).map_err(|e| anyhow::anyhow!("--spiffe-id {spiffe_id:?}: {e}"))?;
     let resp = client
         .client()?

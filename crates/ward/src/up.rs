@@ -24,7 +24,11 @@ pub struct UpArgs {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     crate::init_logging("warn", false);
-    let config = ServerConfig::dev(&args.data_dir.join("server"), Some(&args.listen), &args.trust_domain)?;
+    let config = ServerConfig::dev(
+        &args.data_dir.join("server"),
+        Some(&args.listen),
+        &args.trust_domain,
+    )?;
     let td = config.trust_domain.clone();
     let devsrv = dev::start(config).await.map_err(anyhow::Error::msg)?;
     let env = devsrv.write_env_file().map_err(anyhow::Error::msg)?;
@@ -45,10 +49,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         "server": {"addr": url, "token": token, "cacert": cacert},
         "services": {},
     });
-    std::fs::write(data_dir.join("up.json"), serde_json::to_vec_pretty(&up_json)?)?;
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "ward".into());
+    std::fs::write(
+        data_dir.join("up.json"),
+        serde_json::to_vec_pretty(&up_json)?,
+    )?;
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "ward".into());
     println!(
-        r#"Ward is up (dev mode; {warning})
+        r#"Ward is up (dev mode; never for production)
 
   control plane  {url}   trust domain {td}
   data           {data}   (dev.env, up.json; kept for the next `ward up`)
@@ -66,7 +75,6 @@ Try it, in another shell:
   {exe} audit verify                        # the tamper-evident log of all of the above
 
 Press Ctrl-C to stop."#,
-        warning = "never for production",
         data = data_dir.display(),
         demo = demo_dir.display(),
         env = env.display(),

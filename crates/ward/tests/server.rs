@@ -16,7 +16,12 @@ fn missing_token_is_401_and_a_wrong_one_403() {
     assert!(body.contains("missing token"), "{body}");
     let (code, body) = s.curl("GET", "/v1/entries", Some("ward_not-a-real-token"), None);
     assert_eq!(code, 403, "{body}");
-    let (code, _) = s.curl("POST", "/v1/svid/jwt", Some("wrong"), Some(r#"{"spiffe_id":"spiffe://td.test/a","audience":["x"]}"#));
+    let (code, _) = s.curl(
+        "POST",
+        "/v1/svid/jwt",
+        Some("wrong"),
+        Some(r#"{"spiffe_id":"spiffe://td.test/a","audience":["x"]}"#),
+    );
     assert_eq!(code, 403);
     let out = Command::new(ward_bin())
         .args(["entry", "list"])
@@ -28,7 +33,17 @@ fn missing_token_is_401_and_a_wrong_one_403() {
     assert!(stderr(&out).contains("403"), "{}", stderr(&out));
     // Two different tokens in one request are refused, not resolved by precedence.
     let out = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "--cacert", s.cacert(), "-H", &format!("Authorization: Bearer {}", s.token()), "-H", "X-Vault-Token: other"])
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            s.cacert(),
+            "-H",
+            &format!("Authorization: Bearer {}", s.token()),
+            "-H",
+            "X-Vault-Token: other",
+        ])
         .arg(format!("{}/v1/entries", s.addr()))
         .output()
         .unwrap();
@@ -41,7 +56,10 @@ fn missing_token_is_401_and_a_wrong_one_403() {
         .output()
         .unwrap();
     let headers = String::from_utf8_lossy(&out.stdout).to_lowercase();
-    assert!(headers.contains("content-type: application/json\r\n"), "{headers}");
+    assert!(
+        headers.contains("content-type: application/json\r\n"),
+        "{headers}"
+    );
 }
 
 #[test]
@@ -50,12 +68,30 @@ fn malformed_json_is_400_naming_the_field_and_changes_nothing() {
     let s = Server::dev(tmp.path(), "td.test");
     let before = s.audit_head();
     let cases = [
-        (r#"{"spiffe_id": 5, "parent_id": "spiffe://td.test/n", "selectors": ["a:b"]}"#, "spiffe_id"),
-        (r#"{"parent_id": "spiffe://td.test/n", "selectors": ["a:b"]}"#, "missing field `spiffe_id`"),
-        (r#"{"spiffe_id": "spiffe://td.test/a", "parent_id": "spiffe://td.test/n", "selectors": ["a:b"], "ttl": 5}"#, "unknown field `ttl`"),
-        (r#"{"spiffe_id": "spiffe://td.test/a", "parent_id": "spiffe://td.test/n", "selectors": []}"#, "selectors"),
-        (r#"{"spiffe_id": "spiffe://td.test/a", "parent_id": "spiffe://td.test/n", "selectors": ["nocolon"]}"#, "selectors"),
-        (r#"{"spiffe_id": "spiffe://td.test/a", "parent_id": "spiffe://td.test/n", "selectors": ["a:b"], "x509_ttl": 99999999}"#, "x509_ttl"),
+        (
+            r#"{"spiffe_id": 5, "parent_id": "spiffe://td.test/n", "selectors": ["a:b"]}"#,
+            "spiffe_id",
+        ),
+        (
+            r#"{"parent_id": "spiffe://td.test/n", "selectors": ["a:b"]}"#,
+            "missing field `spiffe_id`",
+        ),
+        (
+            r#"{"spiffe_id": "spiffe://td.test/a", "parent_id": "spiffe://td.test/n", "selectors": ["a:b"], "ttl": 5}"#,
+            "unknown field `ttl`",
+        ),
+        (
+            r#"{"spiffe_id": "spiffe://td.test/a", "parent_id": "spiffe://td.test/n", "selectors": []}"#,
+            "selectors",
+        ),
+        (
+            r#"{"spiffe_id": "spiffe://td.test/a", "parent_id": "spiffe://td.test/n", "selectors": ["nocolon"]}"#,
+            "selectors",
+        ),
+        (
+            r#"{"spiffe_id": "spiffe://td.test/a", "parent_id": "spiffe://td.test/n", "selectors": ["a:b"], "x509_ttl": 99999999}"#,
+            "x509_ttl",
+        ),
         (r#"{"spiffe_id": "#, "invalid JSON body"),
     ];
     for (body, want) in cases {
@@ -63,7 +99,12 @@ fn malformed_json_is_400_naming_the_field_and_changes_nothing() {
         assert_eq!(code, 400, "{body}: {text}");
         assert!(text.contains(want), "{body}: wanted {want:?} in {text}");
     }
-    let (code, text) = s.curl("POST", "/v1/join-tokens", Some(s.token()), Some(r#"{"ttl": 0}"#));
+    let (code, text) = s.curl(
+        "POST",
+        "/v1/join-tokens",
+        Some(s.token()),
+        Some(r#"{"ttl": 0}"#),
+    );
     assert_eq!(code, 400, "{text}");
     let (code, _) = s.curl("GET", "/v1/entries/does-not-exist", Some(s.token()), None);
     assert_eq!(code, 404);
@@ -82,8 +123,18 @@ fn entries_can_be_created_listed_updated_and_deleted() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::dev(tmp.path(), "td.test");
     let e = s.ward_json(&[
-        "entry", "create", "--spiffe-id", "spiffe://td.test/ns/a/sa/web", "--parent", "spiffe://td.test/ward/agent/n1",
-        "--selector", "unix:uid:1000", "--selector", "unix:gid:1000", "--x509-ttl", "30m",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://td.test/ns/a/sa/web",
+        "--parent",
+        "spiffe://td.test/ward/agent/n1",
+        "--selector",
+        "unix:uid:1000",
+        "--selector",
+        "unix:gid:1000",
+        "--x509-ttl",
+        "30m",
     ]);
     let id = e["id"].as_str().unwrap().to_string();
     assert_eq!(e["x509_ttl"], 1800);
@@ -93,14 +144,24 @@ fn entries_can_be_created_listed_updated_and_deleted() {
     let updated = s.ward_json(&["entry", "update", &id, "--selector", "unix:uid:0"]);
     assert_eq!(updated["selectors"], serde_json::json!(["unix:uid:0"]));
     assert!(updated["revision"].as_i64() > e["revision"].as_i64());
-    let under_n2 = s.ward_json(&["entry", "list", "--parent", "spiffe://td.test/ward/agent/n2"]);
+    let under_n2 = s.ward_json(&[
+        "entry",
+        "list",
+        "--parent",
+        "spiffe://td.test/ward/agent/n2",
+    ]);
     assert_eq!(under_n2.as_array().unwrap().len(), 0);
     s.ward_json(&["entry", "delete", &id]);
     let out = s.ward(&["entry", "show", &id]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("404"), "{}", stderr(&out));
     // The changes feed reports the deletion.
-    let (code, body) = s.curl("GET", &format!("/v1/entries?since={}", updated["revision"]), Some(s.token()), None);
+    let (code, body) = s.curl(
+        "GET",
+        &format!("/v1/entries?since={}", updated["revision"]),
+        Some(s.token()),
+        None,
+    );
     assert_eq!(code, 200);
     assert!(body.contains(&id), "{body}");
 }
@@ -117,8 +178,14 @@ fn join_tokens_are_printed_once_as_json() {
     // The token never appears in the audit log.
     let (_, audit) = s.curl("GET", "/v1/audit", Some(s.token()), None);
     assert!(audit.contains("jointoken.create"));
-    assert!(!audit.contains(token), "a join token leaked into the audit log");
-    assert!(!audit.contains(s.token()), "the admin token leaked into the audit log");
+    assert!(
+        !audit.contains(token),
+        "a join token leaked into the audit log"
+    );
+    assert!(
+        !audit.contains(s.token()),
+        "the admin token leaked into the audit log"
+    );
     let out = s.ward(&["agent", "token", "create", "--ttl", "48h"]);
     assert!(!out.status.success());
 }
@@ -137,11 +204,25 @@ fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn init(cfg: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(ward_bin()).args(["server", "init", "--config", cfg.to_str().unwrap(), "--output", "json"]).output().unwrap();
+    let out = Command::new(ward_bin())
+        .args([
+            "server",
+            "init",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -152,19 +233,41 @@ fn a_sealed_server_refuses_requests_until_the_threshold_of_right_shares() {
     let port = free_port();
     let cfg = write_config(tmp.path(), port);
     let init_out = init(&cfg);
-    let shares: Vec<String> = init_out["unseal_shares"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let shares: Vec<String> = init_out["unseal_shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(shares.len(), 5);
     let token = init_out["admin_token"].as_str().unwrap().to_string();
     // Init twice is refused and changes nothing.
-    let again = Command::new(ward_bin()).args(["server", "init", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let again = Command::new(ward_bin())
+        .args(["server", "init", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("already initialized"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already initialized"),
+        "{}",
+        stderr(&again)
+    );
     // Shares from another server.
     let other_dir = tempfile::tempdir().unwrap();
     let other_cfg = write_config(other_dir.path(), free_port());
-    let foreign: Vec<String> = init(&other_cfg)["unseal_shares"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let foreign: Vec<String> = init(&other_cfg)["unseal_shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
 
-    let mut s = Server::configured(tmp.path(), &cfg, &format!("https://127.0.0.1:{port}"), std::path::Path::new(init_out["cacert"].as_str().unwrap()));
+    let mut s = Server::configured(
+        tmp.path(),
+        &cfg,
+        &format!("https://127.0.0.1:{port}"),
+        std::path::Path::new(init_out["cacert"].as_str().unwrap()),
+    );
     s.env.insert("WARD_TOKEN".into(), token.clone());
     let (code, body) = s.curl("GET", "/v1/entries", Some(&token), None);
     assert_eq!(code, 503, "{body}");
@@ -173,20 +276,44 @@ fn a_sealed_server_refuses_requests_until_the_threshold_of_right_shares() {
     assert_eq!(code, 503);
 
     let status = s.ward_json(&["operator", "status"]);
-    assert_eq!((status["sealed"].as_bool(), status["t"].as_u64(), status["n"].as_u64()), (Some(true), Some(3), Some(5)));
+    assert_eq!(
+        (
+            status["sealed"].as_bool(),
+            status["t"].as_u64(),
+            status["n"].as_u64()
+        ),
+        (Some(true), Some(3), Some(5))
+    );
     let out = s.ward(&["operator", "unseal", "not-base64!"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("malformed"), "{}", stderr(&out));
 
     // Two right shares and a foreign one: refused, progress reset.
-    assert_eq!(s.ward_json(&["operator", "unseal", &shares[0]])["progress"], 1);
-    assert_eq!(s.ward_json(&["operator", "unseal", &shares[0]])["progress"], 1, "a repeated share does not count twice");
-    assert_eq!(s.ward_json(&["operator", "unseal", &shares[1]])["progress"], 2);
+    assert_eq!(
+        s.ward_json(&["operator", "unseal", &shares[0]])["progress"],
+        1
+    );
+    assert_eq!(
+        s.ward_json(&["operator", "unseal", &shares[0]])["progress"],
+        1,
+        "a repeated share does not count twice"
+    );
+    assert_eq!(
+        s.ward_json(&["operator", "unseal", &shares[1]])["progress"],
+        2
+    );
     let out = s.ward(&["operator", "unseal", &foreign[2]]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("do not reconstruct"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("do not reconstruct"),
+        "{}",
+        stderr(&out)
+    );
     let status = s.ward_json(&["operator", "status"]);
-    assert_eq!((status["sealed"].as_bool(), status["progress"].as_u64()), (Some(true), Some(0)));
+    assert_eq!(
+        (status["sealed"].as_bool(), status["progress"].as_u64()),
+        (Some(true), Some(0))
+    );
 
     // Any three right shares open it.
     for share in [&shares[4], &shares[2], &shares[1]] {
@@ -195,26 +322,54 @@ fn a_sealed_server_refuses_requests_until_the_threshold_of_right_shares() {
     let status = s.ward_json(&["operator", "status"]);
     assert_eq!(status["sealed"].as_bool(), Some(false));
     let out_dir = tmp.path().join("svid");
-    s.ward_json(&["x509", "mint", "--spiffe-id", "spiffe://sealed.test/w", "--out", out_dir.to_str().unwrap()]);
-    let (ok, text) = openssl(&["verify", "-CAfile", out_dir.join("bundle.pem").to_str().unwrap(), out_dir.join("svid.pem").to_str().unwrap()]);
+    s.ward_json(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        "spiffe://sealed.test/w",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        out_dir.join("bundle.pem").to_str().unwrap(),
+        out_dir.join("svid.pem").to_str().unwrap(),
+    ]);
     assert!(ok, "{text}");
 
     // Sealing needs the admin token, then everything is refused again.
-    let out = Command::new(ward_bin()).args(["operator", "seal"]).envs(&s.env).env("WARD_TOKEN", "bad").output().unwrap();
+    let out = Command::new(ward_bin())
+        .args(["operator", "seal"])
+        .envs(&s.env)
+        .env("WARD_TOKEN", "bad")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     s.ward_json(&["operator", "seal"]);
-    let (code, body) = s.curl("POST", "/v1/svid/jwt", Some(&token), Some(r#"{"spiffe_id":"spiffe://sealed.test/w","audience":["a"]}"#));
+    let (code, body) = s.curl(
+        "POST",
+        "/v1/svid/jwt",
+        Some(&token),
+        Some(r#"{"spiffe_id":"spiffe://sealed.test/w","audience":["a"]}"#),
+    );
     assert_eq!(code, 503, "{body}");
     // The stored database holds no share, token or private key in the clear.
     let db = std::fs::read(tmp.path().join("data").join("ward.db")).unwrap_or_default();
     let wal = std::fs::read(tmp.path().join("data").join("ward.db-wal")).unwrap_or_default();
     for secret in shares.iter().chain([&token]) {
         for bytes in [&db, &wal] {
-            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "a secret is stored in the clear");
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a secret is stored in the clear"
+            );
         }
     }
     for bytes in [&db, &wal] {
-        assert!(!bytes.windows(11).any(|w| w == b"PRIVATE KEY"), "a PEM private key is stored in the clear");
+        assert!(
+            !bytes.windows(11).any(|w| w == b"PRIVATE KEY"),
+            "a PEM private key is stored in the clear"
+        );
     }
     s.kill9();
 }
@@ -223,27 +378,63 @@ fn a_sealed_server_refuses_requests_until_the_threshold_of_right_shares() {
 fn bad_configuration_and_corrupted_storage_fail_start_up_clearly() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("bad.toml");
-    std::fs::write(&cfg, "trust_domain = \"x.test\"\ndata_dir = \"/tmp/x\"\n[ca]\nvalidity = \"soon\"\n").unwrap();
-    let out = Command::new(ward_bin()).args(["server", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &cfg,
+        "trust_domain = \"x.test\"\ndata_dir = \"/tmp/x\"\n[ca]\nvalidity = \"soon\"\n",
+    )
+    .unwrap();
+    let out = Command::new(ward_bin())
+        .args(["server", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("ca.validity") && stderr(&out).contains("bad.toml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ca.validity") && stderr(&out).contains("bad.toml"),
+        "{}",
+        stderr(&out)
+    );
 
-    let out = Command::new(ward_bin()).args(["server", "--config", "/nonexistent/ward.toml"]).output().unwrap();
+    let out = Command::new(ward_bin())
+        .args(["server", "--config", "/nonexistent/ward.toml"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("/nonexistent/ward.toml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/ward.toml"),
+        "{}",
+        stderr(&out)
+    );
 
     let dir = tmp.path().join("corrupt");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ward.db"), vec![0x5a; 16384]).unwrap();
     let out = Command::new(ward_bin())
-        .args(["server", "--dev", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args([
+            "server",
+            "--dev",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not a valid database"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a valid database"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir.join("dev.env").exists());
 
-    let out = Command::new(ward_bin()).args(["server", "--config", write_config(tmp.path(), free_port()).to_str().unwrap()]).output().unwrap();
+    let out = Command::new(ward_bin())
+        .args([
+            "server",
+            "--config",
+            write_config(tmp.path(), free_port()).to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not initialized"), "{}", stderr(&out));
 }
@@ -252,24 +443,66 @@ fn bad_configuration_and_corrupted_storage_fail_start_up_clearly() {
 fn every_command_has_complete_help() {
     let top = Command::new(ward_bin()).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&top.stdout).to_string();
-    for cmd in ["server", "up", "operator", "entry", "agent", "x509", "jwt", "ca", "bundle", "audit"] {
+    for cmd in [
+        "server", "up", "operator", "entry", "agent", "x509", "jwt", "ca", "bundle", "audit",
+    ] {
         assert!(text.contains(cmd), "ward --help does not list {cmd}");
     }
     let paths: &[&[&str]] = &[
-        &["server"], &["server", "init"], &["up"], &["operator", "unseal"], &["operator", "seal"], &["operator", "status"],
-        &["entry", "create"], &["entry", "list"], &["entry", "show"], &["entry", "update"], &["entry", "delete"],
-        &["agent", "token", "create"], &["x509", "mint"], &["jwt", "mint"], &["ca", "prepare"], &["ca", "activate"],
-        &["ca", "list"], &["bundle", "show"], &["audit", "verify"], &["audit", "tail"],
+        &["server"],
+        &["server", "init"],
+        &["up"],
+        &["operator", "unseal"],
+        &["operator", "seal"],
+        &["operator", "status"],
+        &["entry", "create"],
+        &["entry", "list"],
+        &["entry", "show"],
+        &["entry", "update"],
+        &["entry", "delete"],
+        &["agent", "token", "create"],
+        &["x509", "mint"],
+        &["jwt", "mint"],
+        &["ca", "prepare"],
+        &["ca", "activate"],
+        &["ca", "list"],
+        &["bundle", "show"],
+        &["audit", "verify"],
+        &["audit", "tail"],
     ];
     for path in paths {
-        let out = Command::new(ward_bin()).args(*path).arg("--help").output().unwrap();
+        let out = Command::new(ward_bin())
+            .args(*path)
+            .arg("--help")
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{path:?} --help failed");
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(help.contains("Usage:"), "{path:?}");
-        assert!(help.lines().next().is_some_and(|l| !l.trim().is_empty() && !l.starts_with("Usage")), "{path:?} has no description: {help}");
+        assert!(
+            help.lines()
+                .next()
+                .is_some_and(|l| !l.trim().is_empty() && !l.starts_with("Usage")),
+            "{path:?} has no description: {help}"
+        );
     }
-    let client_help = String::from_utf8_lossy(&Command::new(ward_bin()).args(["entry", "list", "--help"]).output().unwrap().stdout).to_string();
-    for flag in ["--addr", "--token", "--cacert", "--output", "WARD_ADDR", "WARD_TOKEN", "WARD_CACERT"] {
+    let client_help = String::from_utf8_lossy(
+        &Command::new(ward_bin())
+            .args(["entry", "list", "--help"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    for flag in [
+        "--addr",
+        "--token",
+        "--cacert",
+        "--output",
+        "WARD_ADDR",
+        "WARD_TOKEN",
+        "WARD_CACERT",
+    ] {
         assert!(client_help.contains(flag), "entry list --help lacks {flag}");
     }
 }

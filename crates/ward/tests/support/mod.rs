@@ -63,7 +63,11 @@ impl Server {
     pub fn start(&mut self) {
         let env_file = self.dir.join("dev.env");
         let _ = std::fs::remove_file(&env_file);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(ward_bin())
             .args(&self.args)
             .stdout(Stdio::null())
@@ -87,7 +91,11 @@ impl Server {
                 ("WARD_ADDR".to_string(), addr.to_string()),
                 ("WARD_CACERT".to_string(), cacert.display().to_string()),
             ]),
-            args: vec!["server".into(), "--config".into(), config.display().to_string()],
+            args: vec![
+                "server".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
         };
         let log = std::fs::File::create(&s.log).unwrap();
         s.child = Some(
@@ -98,8 +106,16 @@ impl Server {
                 .spawn()
                 .unwrap(),
         );
-        let up = wait_for(Duration::from_secs(30), || s.ward(&["operator", "status", "--output", "json"]).status.success());
-        assert!(up, "configured server did not answer; log:\n{}", s.log_text());
+        let up = wait_for(Duration::from_secs(30), || {
+            s.ward(&["operator", "status", "--output", "json"])
+                .status
+                .success()
+        });
+        assert!(
+            up,
+            "configured server did not answer; log:\n{}",
+            s.log_text()
+        );
         s
     }
 
@@ -147,22 +163,62 @@ impl Server {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--output", "json"]);
         let out = self.ward(&all);
-        assert!(out.status.success(), "ward {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ward {args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        assert!(
+            out.status.success(),
+            "ward {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ward {args:?}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// `curl` against the API: returns (status, body).
-    pub fn curl(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
         let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert", self.cacert(), "-X", method]);
+        cmd.args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            self.cacert(),
+            "-X",
+            method,
+        ]);
         if let Some(t) = token {
             cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
         }
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        if body.is_some() {
+            // Through stdin: a large body would not fit in one argument.
+            cmd.args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                "@-",
+            ]);
         }
         cmd.arg(format!("{}{path}", self.addr()));
-        let out = cmd.output().expect("curl");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("curl");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            let _ = stdin.write_all(body.unwrap_or("").as_bytes());
+        }
+        let out = child.wait_with_output().expect("curl");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
@@ -171,7 +227,9 @@ impl Server {
     pub fn audit_head(&self) -> i64 {
         let (code, body) = self.curl("GET", "/v1/audit?limit=1", Some(self.token()), None);
         assert_eq!(code, 200, "{body}");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["head_seq"].as_i64().unwrap()
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["head_seq"]
+            .as_i64()
+            .unwrap()
     }
 }
 
@@ -194,7 +252,10 @@ pub fn parse_env(text: &str) -> HashMap<String, String> {
 
 /// Runs openssl; returns (success, stdout + stderr).
 pub fn openssl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl").args(args).output().expect("openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
     let mut text = String::from_utf8_lossy(&out.stdout).to_string();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
