@@ -2,12 +2,14 @@
 //! authority. Sealed, the server knows only hashes and ciphertext; unsealed,
 //! it holds the master key and the CA keys in memory (zeroed on seal).
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use ward_api::SealStatus;
 use ward_store::seal::{MasterKey, SealError};
-use ward_store::{AuditWriter, Store, now_secs};
+use ward_store::{AuditWriter, Store, TokenRecord, now_secs};
 use zeroize::Zeroizing;
 
 use crate::authority::Authority;
@@ -50,7 +52,14 @@ pub struct Server {
     shares: u32,
     key_check: Vec<u8>,
     seal: RwLock<Seal>,
+    token_cache: Mutex<HashMap<String, (TokenRecord, Instant)>>,
 }
+
+/// How long a token lookup is trusted without asking the store again. A
+/// token removed from the store (on any replica) stops working within this.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Bound on cached tokens, so that a flood of requests cannot grow it.
+const TOKEN_CACHE_MAX: usize = 10_000;
 
 /// The hash under which a token is stored: tokens are 256-bit random
 /// values, so a fast hash is enough (no dictionary to attack).
@@ -104,6 +113,7 @@ impl Server {
             shares,
             key_check,
             seal: RwLock::new(Seal::Sealed { shares: Vec::new() }),
+            token_cache: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -244,6 +254,29 @@ impl Server {
         Ok(())
     }
 
+    /// Finds a token by hash, through a short-lived cache of known tokens
+    /// (unknown ones always go to the store, so nothing can fill the cache
+    /// but real tokens).
+    async fn lookup_token(&self, hash: &str) -> Result<Option<TokenRecord>, ApiError> {
+        {
+            let cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((record, at)) = cache.get(hash)
+                && at.elapsed() < TOKEN_CACHE_TTL
+            {
+                return Ok(Some(record.clone()));
+            }
+        }
+        let record = self.store.token_by_hash(hash).await?;
+        if let Some(r) = &record {
+            let mut cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= TOKEN_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(hash.to_owned(), (r.clone(), Instant::now()));
+        }
+        Ok(record)
+    }
+
     /// Checks the request's token (`Authorization: Bearer …` or Vault's
     /// `X-Vault-Token`). Missing: 401; unknown or expired: 403.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -270,7 +303,7 @@ impl Server {
                 "missing token: the token is empty".into(),
             ));
         }
-        let record = self.store.token_by_hash(&token_hash(token)).await?;
+        let record = self.lookup_token(&token_hash(token)).await?;
         match record {
             Some(r) if r.expires_at.is_none_or(|t| t > now_secs()) && r.role == "admin" => {
                 Ok(Caller { token_id: r.id })

@@ -892,27 +892,54 @@ pub(crate) async fn append_in_tx(
     let last_seq: i64 = head.try_get(0)?;
     let mut prev: String = head.try_get(1)?;
     let ts = now_ms();
-    let mut seqs = Vec::with_capacity(events.len());
+    let mut rows = Vec::with_capacity(events.len());
     for (i, ev) in events.iter().enumerate() {
         let seq = last_seq - n + 1 + i as i64;
         let detail = ev.detail.to_string();
         let hash = audit::record_hash(seq, ts, &ev.actor, &ev.action, &ev.target, &detail, &prev);
-        sqlx::query(
-            "INSERT INTO audit (seq, ts_ms, actor, action, target, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(seq)
-        .bind(ts)
-        .bind(&ev.actor)
-        .bind(&ev.action)
-        .bind(&ev.target)
-        .bind(&detail)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut **tx)
-        .await?;
-        prev = hash;
-        seqs.push(seq);
+        rows.push((seq, detail, std::mem::replace(&mut prev, hash)));
     }
+    // One multi-row INSERT per batch: a round trip per record would cost
+    // more than the records themselves under load.
+    let placeholders: Vec<String> = (0..rows.len())
+        .map(|i| {
+            let b = i * 8;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO audit (seq, ts_ms, actor, action, target, detail, prev_hash, hash) VALUES {}",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    let mut seqs = Vec::with_capacity(rows.len());
+    for (i, ((seq, detail, prev_hash), ev)) in rows.iter().zip(events).enumerate() {
+        let hash = rows
+            .get(i + 1)
+            .map(|r| r.2.as_str())
+            .unwrap_or(prev.as_str());
+        query = query
+            .bind(*seq)
+            .bind(ts)
+            .bind(&ev.actor)
+            .bind(&ev.action)
+            .bind(&ev.target)
+            .bind(detail)
+            .bind(prev_hash)
+            .bind(hash);
+        seqs.push(*seq);
+    }
+    query.execute(&mut **tx).await?;
     sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
         .bind(&prev)
         .execute(&mut **tx)

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Whole-system benchmarks against the real release binaries. Usage:
+#   scripts/bench.sh issuance   SVIDs/s through POST /v1/svid/x509 (SQLite and PostgreSQL
+#                               backends), beside the raw ECDSA P-256 signing rate measured
+#                               in the same run, interleaved A,B,C,A,B,C.
+# Env: WARD_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
+#      DURATION (seconds per pass, default 8), CONNS (default 16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-issuance}
+[ "$what" = issuance ] || { echo "usage: scripts/bench.sh issuance"; exit 2; }
+
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-16}
+PG_URL=${WARD_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y wrk >/dev/null; }
+echo "building release binaries..."
+cargo build --release -q -p ward -p ward-benches
+WARD=$PWD/target/release/ward
+RAW=$PWD/target/release/raw-sign
+
+TMP=$(mktemp -d /tmp/ward-bench.XXXXXX)
+PGDB=ward_bench_$$
+cleanup() {
+  [ -n "${PIDS:-}" ] && kill $PIDS 2>/dev/null || true
+  sleep 0.3
+  psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+PIDS=""
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 150); do eval "$1" && return 0; sleep 0.2; done; echo "timed out: $1"; exit 1; }
+
+# SQLite: a dev server.
+"$WARD" server --dev --data-dir "$TMP/sqlite" --listen 127.0.0.1:0 --trust-domain bench.test 2>"$TMP/sqlite.log" &
+PIDS="$PIDS $!"
+wait_for "[ -s $TMP/sqlite/dev.env ]"
+( . "$TMP/sqlite/dev.env"; echo "$WARD_ADDR $WARD_TOKEN $WARD_CACERT" ) > "$TMP/sqlite.addr"
+
+# PostgreSQL: a configured server on a fresh database, initialized and unsealed.
+psql -q "$PG_URL" -c "CREATE DATABASE $PGDB" >/dev/null
+PG_DB_URL="${PG_URL%/*}/$PGDB"
+PORT=$(free_port)
+cat > "$TMP/pg.toml" <<TOML
+trust_domain = "bench.test"
+listen = "127.0.0.1:$PORT"
+data_dir = "$TMP/pg"
+storage = "$PG_DB_URL"
+[seal]
+shares = 1
+threshold = 1
+TOML
+"$WARD" server init --config "$TMP/pg.toml" --output json > "$TMP/pg.init"
+"$WARD" server --config "$TMP/pg.toml" 2>"$TMP/pg.log" &
+PIDS="$PIDS $!"
+PG_ADDR=https://127.0.0.1:$PORT
+PG_CACERT=$(jq -r .cacert "$TMP/pg.init")
+PG_TOKEN=$(jq -r .admin_token "$TMP/pg.init")
+wait_for "curl -s --cacert $PG_CACERT $PG_ADDR/v1/sys/seal-status >/dev/null"
+jq -r '.unseal_shares[0]' "$TMP/pg.init" | WARD_ADDR=$PG_ADDR WARD_CACERT=$PG_CACERT "$WARD" operator unseal >/dev/null
+echo "$PG_ADDR $PG_TOKEN $PG_CACERT" > "$TMP/pg.addr"
+
+# One CSR, signed again and again: each request still parses and verifies it,
+# signs a new certificate and appends a durable audit record.
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/k.pem" \
+  -subj /CN=bench -addext "subjectAltName=URI:spiffe://bench.test/ns/bench/sa/load" -out "$TMP/csr.pem" 2>/dev/null
+jq -Rs '{csr: .}' "$TMP/csr.pem" > "$TMP/body.json"
+cat > "$TMP/post.lua" <<'LUA'
+wrk.method = "POST"
+local f = io.open(os.getenv("BODY_FILE")); wrk.body = f:read("*a"); f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f non2xx=%d sockerr=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+LUA
+
+check_200() { # addr token cacert
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$3" -H "Authorization: Bearer $2" \
+    -H 'Content-Type: application/json' --data-binary @"$TMP/body.json" "$1/v1/svid/x509")
+  [ "$code" = 200 ] || { echo "target $1 answered $code, not 200"; exit 1; }
+}
+read -r A T C < "$TMP/sqlite.addr"; check_200 "$A" "$T" "$C"
+read -r A T C < "$TMP/pg.addr"; check_200 "$A" "$T" "$C"
+
+run_wrk() { # name addrfile
+  local A T C line
+  read -r A T C < "$2"
+  line=$(BODY_FILE="$TMP/body.json" BENCH_TOKEN="$T" wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$TMP/post.lua" "$A/v1/svid/x509" | grep '^RESULT')
+  echo "$1 $line"
+}
+
+echo "issuance benchmark: $DURATION s per pass, $CONNS connections, $(nproc) cores"
+for round in 1 2; do
+  raw=$("$RAW" 2 "$DURATION" sign | awk '{print $2}')
+  echo "raw-sign round=$round ops_per_second=$raw"
+  rawvs=$("$RAW" 2 "$DURATION" verify-sign | awk '{print $2}')
+  echo "raw-verify-sign round=$round ops_per_second=$rawvs"
+  run_wrk "sqlite round=$round" "$TMP/sqlite.addr"
+  run_wrk "postgres round=$round" "$TMP/pg.addr"
+done | tee "$TMP/results"
+
+echo
+awk '
+  /^raw-sign/ { split($3, a, "="); raw += a[2]; nraw++ }
+  /^raw-verify-sign/ { split($3, a, "="); rvs += a[2]; nrvs++ }
+  /^sqlite/ { for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { split($i, a, "="); s[++ns] = a[2] } }
+  /^postgres/ { for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { split($i, a, "="); p[++np] = a[2] } }
+  END {
+    r = raw / nraw
+    printf "raw ECDSA P-256 signing (2 threads): %.0f/s (mean of %d)\n", r, nraw
+    v = rvs / nrvs
+    printf "raw verify+sign pairs (2 threads):   %.0f/s (mean of %d)\n", v, nrvs
+    printf "SQLite issuance:     %s, %s /s -> %.1f%% of raw signing, %.1f%% of raw verify+sign\n", s[1], s[2], 100 * (s[1] + s[2]) / 2 / r, 100 * (s[1] + s[2]) / 2 / v
+    printf "PostgreSQL issuance: %s, %s /s -> %.1f%% of raw signing, %.1f%% of raw verify+sign\n", p[1], p[2], 100 * (p[1] + p[2]) / 2 / r, 100 * (p[1] + p[2]) / 2 / v
+  }' "$TMP/results"
+if grep -q 'non2xx=[1-9]\|sockerr=[1-9]' "$TMP/results"; then echo "FAILED PASSES: some requests were not 200"; exit 1; fi
