@@ -42,6 +42,10 @@ pub async fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
         } => {
             let key = match share.as_deref() {
                 Some("-") | None if !reset => {
+                    use std::io::IsTerminal;
+                    if std::io::stdin().is_terminal() {
+                        eprint!("Unseal share: ");
+                    }
                     let mut line = String::new();
                     std::io::stdin()
                         .lock()
