@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The request body is larger than the API accepts (413).
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
     /// The server is sealed (503).
     #[error("the server is sealed; unseal it with `ward operator unseal SHARE`")]
     Sealed,
@@ -41,6 +44,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Sealed => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -49,7 +49,23 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/audit", get(audit_page))
         .fallback(|| async { ApiError::NotFound("no such API path".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(reject_oversized))
         .with_state(server)
+}
+
+/// Refuses a body whose declared length is over the limit before anything
+/// reads it (and before hyper answers `Expect: 100-continue`); bodies without
+/// a length are cut off at the limit by `DefaultBodyLimit`.
+async fn reject_oversized(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return ApiError::TooLarge(MAX_BODY).into_response();
+    }
+    next.run(req).await
 }
 
 fn ok<T: serde::Serialize>(body: &T) -> ApiResult {

@@ -344,17 +344,14 @@ impl Store {
             .iter()
             .filter(|m| !applied.contains(&m.version))
         {
-            let script = match self.backend {
-                Backend::Sqlite => m.sqlite,
-                Backend::Postgres => m.postgres,
-            };
+            let script = m.script(self.backend);
             let fail = |e: sqlx::Error| StoreError::Migration {
                 version: m.version,
                 name: m.name,
                 reason: e.to_string(),
             };
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            sqlx::raw_sql(script)
+            sqlx::raw_sql(AssertSqlSafe(script))
                 .execute(&mut *tx)
                 .await
                 .map_err(fail)?;

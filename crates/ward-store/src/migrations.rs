@@ -1,22 +1,33 @@
 //! Versioned schema migrations, applied in order at start-up. Each version
-//! has one script per backend (their SQL dialects differ in column types);
+//! has one script for both backends (see [`Migration::script`]);
 //! the applied versions are recorded in `ward_schema_migrations`. Never edit
 //! a released migration: add a new version.
 
-/// One schema version.
+/// One schema version. The script is shared by both backends; the only
+/// dialect difference, the binary column type, is written `{blob}`.
 pub(crate) struct Migration {
     pub version: i64,
     pub name: &'static str,
-    pub sqlite: &'static str,
-    pub postgres: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// The script for one backend.
+    pub fn script(&self, backend: crate::Backend) -> String {
+        let blob = match backend {
+            crate::Backend::Sqlite => "BLOB",
+            crate::Backend::Postgres => "BYTEA",
+        };
+        self.sql.replace("{blob}", blob)
+    }
 }
 
 pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "foundation",
-    sqlite: r#"
+    sql: r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE sealed_blobs (name TEXT PRIMARY KEY, blob BLOB NOT NULL);
+CREATE TABLE sealed_blobs (name TEXT PRIMARY KEY, blob {blob} NOT NULL);
 CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), value BIGINT NOT NULL);
 INSERT INTO revision (id, value) VALUES (1, 0);
 CREATE TABLE entries (
@@ -33,35 +44,8 @@ CREATE TABLE tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT N
 CREATE TABLE join_tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL,
   expires_at BIGINT NOT NULL, used_at BIGINT);
 CREATE TABLE cas (id TEXT PRIMARY KEY, generation BIGINT NOT NULL UNIQUE, state TEXT NOT NULL,
-  cert_pem TEXT NOT NULL, chain_pem TEXT NOT NULL, bundle_pem TEXT NOT NULL, key_sealed BLOB NOT NULL,
-  jwt_kid TEXT NOT NULL, jwt_key_sealed BLOB NOT NULL, not_after BIGINT NOT NULL, created_at BIGINT NOT NULL,
-  activated_at BIGINT, drop_after BIGINT, revision BIGINT NOT NULL);
-CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL);
-INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
-CREATE TABLE audit (seq BIGINT PRIMARY KEY, ts_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-  target TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-"#,
-    postgres: r#"
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE sealed_blobs (name TEXT PRIMARY KEY, blob BYTEA NOT NULL);
-CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), value BIGINT NOT NULL);
-INSERT INTO revision (id, value) VALUES (1, 0);
-CREATE TABLE entries (
-  id TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL, parent_id TEXT NOT NULL, selectors TEXT NOT NULL,
-  x509_ttl BIGINT NOT NULL, jwt_ttl BIGINT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
-  revision BIGINT NOT NULL);
-CREATE INDEX entries_parent ON entries (parent_id);
-CREATE INDEX entries_revision ON entries (revision);
-CREATE INDEX entries_spiffe_id ON entries (spiffe_id);
-CREATE TABLE entry_tombstones (id TEXT PRIMARY KEY, revision BIGINT NOT NULL);
-CREATE INDEX entry_tombstones_revision ON entry_tombstones (revision);
-CREATE TABLE tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
-  created_at BIGINT NOT NULL, expires_at BIGINT);
-CREATE TABLE join_tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL,
-  expires_at BIGINT NOT NULL, used_at BIGINT);
-CREATE TABLE cas (id TEXT PRIMARY KEY, generation BIGINT NOT NULL UNIQUE, state TEXT NOT NULL,
-  cert_pem TEXT NOT NULL, chain_pem TEXT NOT NULL, bundle_pem TEXT NOT NULL, key_sealed BYTEA NOT NULL,
-  jwt_kid TEXT NOT NULL, jwt_key_sealed BYTEA NOT NULL, not_after BIGINT NOT NULL, created_at BIGINT NOT NULL,
+  cert_pem TEXT NOT NULL, chain_pem TEXT NOT NULL, bundle_pem TEXT NOT NULL, key_sealed {blob} NOT NULL,
+  jwt_kid TEXT NOT NULL, jwt_key_sealed {blob} NOT NULL, not_after BIGINT NOT NULL, created_at BIGINT NOT NULL,
   activated_at BIGINT, drop_after BIGINT, revision BIGINT NOT NULL);
 CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL);
 INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');

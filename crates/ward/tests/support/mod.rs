@@ -264,3 +264,24 @@ pub fn openssl(args: &[&str]) -> (bool, String) {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
+
+/// A free loopback port (bound, read back, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `ward server init --config CFG EXTRA… --output json`, asserted to succeed.
+pub fn ward_init(cfg: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(ward_bin())
+        .args(["server", "init", "--config", cfg.to_str().unwrap()])
+        .args(extra)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ward server init: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
