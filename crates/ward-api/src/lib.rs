@@ -209,3 +209,90 @@ pub struct AuditPage {
     /// The chain's last hash.
     pub head_hash: String,
 }
+
+/// `POST /v1/agent/attest`: a new node spends a join token for its node
+/// SVID. The CSR's URI SAN must be `spiffe://<td>/ward/agent/<node-name>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    /// The single-use join token.
+    pub join_token: String,
+    /// CSR for the node SVID, PEM.
+    pub csr: String,
+}
+
+/// `POST /v1/agent/renew` (mutual TLS with the current node SVID).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// CSR for the same node SPIFFE ID, PEM.
+    pub csr: String,
+}
+
+/// `GET /v1/agent/sync?since=R&wait=S` (mutual TLS): what changed for this
+/// node after revision R; waits up to S seconds for a change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSync {
+    /// Entries whose parent is this node, changed after `since` (all of them
+    /// when `since` is 0).
+    pub entries: Vec<Entry>,
+    /// Entries this node must stop serving: deleted, or moved to another parent.
+    pub deleted: Vec<String>,
+    /// The revision to pass as `since` next time.
+    pub revision: i64,
+    /// The trust bundle's CA certificates, PEM.
+    pub bundle_pem: String,
+    /// The JWT-SVID keys, as the SPIFFE bundle (JWKS) JSON.
+    pub jwt_bundle: serde_json::Value,
+}
+
+/// One CSR in `POST /v1/agent/svids`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSvidRequest {
+    /// The entry the SVID is for; its parent must be the calling node.
+    pub entry_id: String,
+    /// CSR, PEM; its URI SAN must be the entry's SPIFFE ID.
+    pub csr: String,
+}
+
+/// `POST /v1/agent/svids`: several SVIDs in one round trip (rotation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSvidBatch {
+    /// The CSRs; at most 1000.
+    pub requests: Vec<AgentSvidRequest>,
+}
+
+/// One result of a batch: an SVID, or why not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSvidResult {
+    /// The entry.
+    pub entry_id: String,
+    /// Leaf then intermediates, PEM (absent on error).
+    #[serde(default)]
+    pub cert_chain_pem: Option<String>,
+    /// Expiry, Unix seconds.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Why this one was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Answer to `POST /v1/agent/svids`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSvidBatchResponse {
+    /// One result per request, in order.
+    pub svids: Vec<AgentSvidResult>,
+}
+
+/// `POST /v1/agent/jwt` (mutual TLS).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentJwtRequest {
+    /// The entry; its parent must be the calling node.
+    pub entry_id: String,
+    /// Audiences; at least one.
+    pub audience: Vec<String>,
+}

@@ -378,6 +378,38 @@ fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The SPIFFE ID in a certificate's single URI SAN, if it has exactly one
+/// SAN and it is a valid SPIFFE ID (how a peer's identity is read from its
+/// SVID; DNS SANs are never consulted).
+pub fn spiffe_id_of_cert(der: &[u8]) -> Option<SpiffeId> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    match san.value.general_names.as_slice() {
+        [x509_parser::extensions::GeneralName::URI(uri)] => SpiffeId::parse(uri).ok(),
+        _ => None,
+    }
+}
+
+/// A certificate's `notAfter`, Unix seconds.
+pub fn not_after_of_cert(der: &[u8]) -> Option<i64> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Splits concatenated DER certificates (as the Workload API sends chains
+/// and bundles); stops at the first thing that is not a certificate.
+pub fn split_der_certs(mut der: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !der.is_empty() {
+        let Ok((rest, _)) = X509Certificate::from_der(der) else {
+            break;
+        };
+        out.push(der[..der.len() - rest.len()].to_vec());
+        der = rest;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ pub mod csr;
 pub mod jwt;
 pub mod spiffe_id;
 
-pub use ca::{CaError, CaMaterial, CertificateAuthority, UpstreamCa, X509Svid};
+pub use ca::{CaError, CaMaterial, CertificateAuthority, UpstreamCa, X509Svid, spiffe_id_of_cert};
 pub use csr::{CsrError, ValidatedCsr, validate_csr};
 pub use jwt::{JwtError, JwtKey};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -4,11 +4,13 @@
 //! chain. All state is in the store, so replicas sharing one PostgreSQL are
 //! interchangeable; each replica is unsealed on its own.
 
+mod agent_routes;
 pub mod authority;
 pub mod config;
 pub mod dev;
 pub mod error;
 pub mod init;
+pub mod peer;
 mod routes;
 mod serve;
 pub mod state;
@@ -63,13 +65,20 @@ pub async fn prepare(config: ServerConfig) -> Result<ReadyServer, String> {
 
 /// As [`prepare`], with a store already open and initialized.
 pub async fn prepare_with_store(config: ServerConfig, store: Store) -> Result<ReadyServer, String> {
-    let tls = tls::server_tls(&config.data_dir, config.listen, &config.tls_names)?;
+    let verifier =
+        peer::BundleClientVerifier::new(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let tls = tls::server_tls(
+        &config.data_dir,
+        config.listen,
+        &config.tls_names,
+        verifier.clone(),
+    )?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let cacert = tls::ca_cert_path(&config.data_dir);
-    let state = Server::open(config, store).await?;
+    let state = Server::open(config, store, verifier).await?;
     Ok(ReadyServer {
         addr,
         cacert,

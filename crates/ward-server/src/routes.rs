@@ -47,6 +47,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/ca/prepare", post(prepare_ca))
         .route("/v1/ca/activate", post(activate_ca))
         .route("/v1/audit", get(audit_page))
+        .merge(crate::agent_routes::router())
         .fallback(|| async { ApiError::NotFound("no such API path".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(reject_oversized))
@@ -68,7 +69,7 @@ async fn reject_oversized(req: axum::extract::Request, next: axum::middleware::N
     next.run(req).await
 }
 
-fn ok<T: serde::Serialize>(body: &T) -> ApiResult {
+pub(crate) fn ok<T: serde::Serialize>(body: &T) -> ApiResult {
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -140,7 +141,7 @@ async fn bundle(State(s): S, Query(q): Query<BundleQuery>, headers: HeaderMap) -
     }
 }
 
-fn ttl_within(
+pub(crate) fn ttl_within(
     requested: Option<u64>,
     default: Duration,
     max: Duration,
@@ -318,6 +319,7 @@ async fn create_entry(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult
         serde_json::json!({"spiffe_id": entry.spiffe_id, "parent_id": entry.parent_id, "selectors": entry.selectors}),
     );
     let entry = s.store.create_entry(entry, audit).await?;
+    s.changes.notify_waiters();
     ok(&entry)
 }
 
@@ -399,7 +401,9 @@ async fn update_entry(
         id.clone(),
         serde_json::json!({"spiffe_id": entry.spiffe_id, "parent_id": entry.parent_id, "selectors": entry.selectors}),
     );
-    ok(&s.store.update_entry(entry, audit).await?)
+    let entry = s.store.update_entry(entry, audit).await?;
+    s.changes.notify_waiters();
+    ok(&entry)
 }
 
 async fn delete_entry(State(s): S, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
@@ -412,6 +416,7 @@ async fn delete_entry(State(s): S, headers: HeaderMap, Path(id): Path<String>) -
         serde_json::json!({}),
     );
     s.store.delete_entry(&id, audit).await?;
+    s.changes.notify_waiters();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

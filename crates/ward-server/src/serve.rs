@@ -11,6 +11,9 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::peer::PeerId;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +46,7 @@ pub async fn serve_tls(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let service = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -58,6 +61,21 @@ pub async fn serve_tls(
                     return;
                 }
             };
+            // The client certificate, if any, was verified against the trust
+            // bundle in the handshake; handlers read its SPIFFE ID.
+            let peer_id = PeerId(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| ward_identity::spiffe_id_of_cert(leaf)),
+            );
+            let service = TowerToHyperService::new(service.map_request(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer_id.clone());
+                    req
+                },
+            ));
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

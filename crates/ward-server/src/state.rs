@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use crate::authority::Authority;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::peer::BundleClientVerifier;
 
 enum Seal {
     Sealed {
@@ -53,6 +54,10 @@ pub struct Server {
     key_check: Vec<u8>,
     seal: RwLock<Seal>,
     token_cache: Mutex<HashMap<String, (TokenRecord, Instant)>>,
+    client_verifier: Arc<BundleClientVerifier>,
+    /// Woken when this replica changes entries or CAs, so that waiting
+    /// agent syncs answer at once (other replicas' changes are polled).
+    pub changes: tokio::sync::Notify,
 }
 
 /// How long a token lookup is trusted without asking the store again. A
@@ -72,7 +77,11 @@ pub fn token_hash(token: &str) -> String {
 
 impl Server {
     /// Builds the state of an initialized store; the server starts sealed.
-    pub async fn open(config: ServerConfig, store: Store) -> Result<Arc<Self>, String> {
+    pub async fn open(
+        config: ServerConfig,
+        store: Store,
+        client_verifier: Arc<BundleClientVerifier>,
+    ) -> Result<Arc<Self>, String> {
         let meta = |k: &'static str| {
             let store = store.clone();
             async move {
@@ -114,6 +123,8 @@ impl Server {
             key_check,
             seal: RwLock::new(Seal::Sealed { shares: Vec::new() }),
             token_cache: Mutex::new(HashMap::new()),
+            client_verifier,
+            changes: tokio::sync::Notify::new(),
         }))
     }
 
@@ -198,6 +209,7 @@ impl Server {
             &master,
             now_secs(),
         )?);
+        self.client_verifier.set_bundle(authority.bundle_pem());
         *self.seal.write().unwrap_or_else(|p| p.into_inner()) =
             Seal::Unsealed { master, authority };
         Ok(())
@@ -206,6 +218,7 @@ impl Server {
     /// Seals: forgets the master key and every CA key.
     pub fn seal(&self) {
         *self.seal.write().unwrap_or_else(|p| p.into_inner()) = Seal::Sealed { shares: Vec::new() };
+        self.client_verifier.clear();
         tracing::warn!("server sealed");
     }
 
@@ -234,10 +247,13 @@ impl Server {
             &master,
             now_secs(),
         )?);
+        self.client_verifier.set_bundle(fresh.bundle_pem());
         let mut guard = self.seal.write().unwrap_or_else(|p| p.into_inner());
         if let Seal::Unsealed { authority, .. } = &mut *guard {
             *authority = fresh;
         }
+        drop(guard);
+        self.changes.notify_waiters();
         Ok(())
     }
 

@@ -38,13 +38,9 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Loads or creates the TLS CA and issues a server certificate covering
-/// `listen`, loopback and `extra_names`; returns a rustls server config.
-pub fn server_tls(
-    data_dir: &Path,
-    listen: SocketAddr,
-    extra_names: &[String],
-) -> Result<Arc<rustls::ServerConfig>, String> {
+/// Loads the API's TLS CA from `DATA_DIR/tls/`, creating it on first use;
+/// returns its certificate (PEM) and key.
+pub fn ensure_ca(data_dir: &Path) -> Result<(String, KeyPair), String> {
     let dir = data_dir.join("tls");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let ca_path = ca_cert_path(data_dir);
@@ -78,6 +74,20 @@ pub fn server_tls(
             .map_err(|e| format!("cannot write {}: {e}", ca_path.display()))?;
         (cert.pem(), key)
     };
+    Ok((ca_pem, ca_key))
+}
+
+/// Loads or creates the TLS CA and issues a server certificate covering
+/// `listen`, loopback and `extra_names`; returns a rustls server config.
+pub fn server_tls(
+    data_dir: &Path,
+    listen: SocketAddr,
+    extra_names: &[String],
+    client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (ca_pem, ca_key) = ensure_ca(data_dir)?;
+    let ca_path = ca_cert_path(data_dir);
+    let now = OffsetDateTime::now_utc();
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
         .map_err(|e| format!("{}: {e}", ca_path.display()))?;
 
@@ -125,9 +135,12 @@ pub fn server_tls(
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| e.to_string())?
-    .with_no_client_auth()
+    .with_client_cert_verifier(client_verifier)
     .with_single_cert(vec![leaf.der().clone(), ca_der], key_der)
     .map_err(|e| e.to_string())?;
+    // No session resumption: a resumed session would carry a client
+    // certificate verified against a bundle that may have changed since.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -80,27 +80,6 @@ pub enum EntryCommand {
     },
 }
 
-/// Agent administration commands.
-#[derive(Subcommand)]
-pub enum AgentCommand {
-    /// Single-use join tokens that let a new node attest to the server
-    #[command(subcommand)]
-    Token(TokenCommand),
-}
-
-/// Join token commands.
-#[derive(Subcommand)]
-pub enum TokenCommand {
-    /// Create a single-use join token (printed once)
-    Create {
-        /// How long the token stays valid
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
-        ttl: Duration,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
-}
-
 fn check_id(flag: &str, value: &str) -> anyhow::Result<()> {
     SpiffeId::parse(value).map_err(|e| anyhow::anyhow!("{flag} {value:?}: {e}"))?;
     Ok(())
@@ -205,23 +184,6 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             client.client()?.delete_entry(&id).await?;
             client.print(&serde_json::json!({"deleted": id}), |_| {
                 println!("deleted {id}")
-            });
-        }
-    }
-    Ok(())
-}
-
-pub async fn run_agent(cmd: AgentCommand) -> anyhow::Result<()> {
-    match cmd {
-        AgentCommand::Token(TokenCommand::Create { ttl, client }) => {
-            let t = client.client()?.create_join_token(ttl.as_secs()).await?;
-            client.print(&t, |t| {
-                println!("{}", t.token);
-                eprintln!(
-                    "single use, expires {} (token ID {})",
-                    rfc3339(t.expires_at),
-                    t.id
-                );
             });
         }
     }

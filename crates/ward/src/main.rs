@@ -1,6 +1,7 @@
 //! The `ward` binary: argument parsing and one module per role; the work
 //! itself lives in the library crates.
 
+mod agent;
 mod audit;
 mod ca;
 mod client;
@@ -21,7 +22,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Zero-trust security for microservices: workload identity (SPIFFE), a certificate authority and a tamper-evident audit log, in one binary",
     long_about = None,
-    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit\n\nStart here: `ward up`, then follow what it prints."
+    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit\n\nStart here: `ward up`, then follow what it prints."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,9 +41,8 @@ enum Command {
     /// Manage registration entries (which workload gets which SPIFFE ID)
     #[command(subcommand)]
     Entry(entry::EntryCommand),
-    /// Node agent administration (join tokens for attesting new nodes)
-    #[command(subcommand)]
-    Agent(entry::AgentCommand),
+    /// Run the node agent (SPIFFE Workload API), create join tokens, query the Workload API
+    Agent(agent::AgentArgs),
     /// Mint X.509-SVIDs (the key is generated locally; only a CSR is sent)
     #[command(subcommand)]
     X509(svid::X509Command),
@@ -78,7 +78,7 @@ fn main() -> std::process::ExitCode {
             Command::Up(a) => up::run(a).await,
             Command::Operator(c) => operator::run(c).await,
             Command::Entry(c) => entry::run(c).await,
-            Command::Agent(c) => entry::run_agent(c).await,
+            Command::Agent(a) => agent::run(a).await,
             Command::X509(c) => svid::run_x509(c).await,
             Command::Jwt(c) => svid::run_jwt(c).await,
             Command::Ca(c) => ca::run(c).await,

@@ -111,8 +111,7 @@ async fn run_init(args: InitArgs) -> anyhow::Result<()> {
     .await?;
     store.close().await;
     // Also make the API's TLS CA now, so operators can hand out WARD_CACERT.
-    ward_server::tls::server_tls(&config.data_dir, config.listen, &config.tls_names)
-        .map_err(anyhow::Error::msg)?;
+    ward_server::tls::ensure_ca(&config.data_dir).map_err(anyhow::Error::msg)?;
     let cacert = ward_server::tls::ca_cert_path(&config.data_dir);
     match args.output {
         Output::Json => {

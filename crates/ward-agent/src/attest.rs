@@ -1,0 +1,197 @@
+//! Workload attestation: who is calling, from the kernel, not from anything
+//! the caller says. The peer's pid, uid and gid come from SO_PEERCRED on the
+//! Workload API socket; the rest is read from /proc and turned into
+//! selectors: `unix:uid:`, `unix:gid:`, `unix:user:`, `unix:group:`,
+//! `unix:path:` (the executable) and `unix:sha256:` (its digest).
+//!
+//! A pid can be reused between connect and attestation. The process start
+//! time is read before and after, and the uid in /proc is checked against
+//! the kernel's; if either changed, the call is refused.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+
+/// Why a caller could not be attested.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestError {
+    /// The kernel gave no credentials (not a unix socket peer).
+    #[error("the caller's credentials are not available")]
+    NoCredentials,
+    /// The process went away or its pid was reused during attestation.
+    #[error("the calling process changed during attestation (exited, or its pid was reused)")]
+    Raced,
+    /// /proc could not be read.
+    #[error("cannot inspect the calling process: {0}")]
+    Proc(String),
+}
+
+/// The attested facts about a caller.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Process ID at attestation.
+    pub pid: i32,
+    /// Its selectors, `type:value`.
+    pub selectors: Vec<String>,
+}
+
+/// Digests of executables, keyed by (device, inode, size, mtime), so that a
+/// busy workload does not make the agent hash its binary on every call.
+#[derive(Default)]
+pub struct DigestCache {
+    map: Mutex<HashMap<(u64, u64, u64, i64), String>>,
+}
+
+fn start_time(pid: i32) -> Result<String, AttestError> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| AttestError::Raced)?;
+    // Field 22, counted after the parenthesised command name (which may
+    // itself contain spaces and parentheses).
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or(AttestError::Raced)?;
+    after
+        .split_whitespace()
+        .nth(19)
+        .map(str::to_owned)
+        .ok_or(AttestError::Raced)
+}
+
+fn proc_uid(pid: i32) -> Result<u32, AttestError> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| AttestError::Raced)?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or(AttestError::Raced)
+}
+
+impl DigestCache {
+    fn sha256_of_exe(&self, pid: i32) -> Result<String, AttestError> {
+        let exe = format!("/proc/{pid}/exe");
+        let meta = std::fs::metadata(&exe).map_err(|e| AttestError::Proc(format!("{exe}: {e}")))?;
+        let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
+        if let Some(d) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(d.clone());
+        }
+        let mut file =
+            std::fs::File::open(&exe).map_err(|e| AttestError::Proc(format!("{exe}: {e}")))?;
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            use std::io::Read;
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| AttestError::Proc(format!("{exe}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+        }
+        let digest: String = ctx
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.insert(key, digest.clone());
+        Ok(digest)
+    }
+
+    /// Attests the process with these kernel credentials. Blocking (reads
+    /// /proc and may hash a binary): call from a blocking thread.
+    pub fn attest(&self, pid: Option<i32>, uid: u32, gid: u32) -> Result<Workload, AttestError> {
+        let pid = pid.ok_or(AttestError::NoCredentials)?;
+        let before = start_time(pid)?;
+        let mut selectors = vec![format!("unix:uid:{uid}"), format!("unix:gid:{gid}")];
+        if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            selectors.push(format!("unix:user:{}", user.name));
+        }
+        if let Ok(Some(group)) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+            selectors.push(format!("unix:group:{}", group.name));
+        }
+        if let Ok(path) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+            selectors.push(format!("unix:path:{}", path.display()));
+            selectors.push(format!("unix:sha256:{}", self.sha256_of_exe(pid)?));
+        }
+        if start_time(pid)? != before || proc_uid(pid)? != uid {
+            return Err(AttestError::Raced);
+        }
+        Ok(Workload { pid, selectors })
+    }
+}
+
+/// True when every selector of an entry is among the workload's.
+pub fn matches(entry_selectors: &[String], workload: &[String]) -> bool {
+    !entry_selectors.is_empty() && entry_selectors.iter().all(|s| workload.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attests_this_process_with_all_selector_kinds() {
+        let cache = DigestCache::default();
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let w = cache
+            .attest(Some(std::process::id() as i32), uid, gid)
+            .unwrap();
+        for prefix in ["unix:uid:", "unix:gid:", "unix:path:", "unix:sha256:"] {
+            assert!(
+                w.selectors.iter().any(|s| s.starts_with(prefix)),
+                "{prefix} missing: {:?}",
+                w.selectors
+            );
+        }
+        assert!(w.selectors.contains(&format!("unix:uid:{uid}")));
+        let exe = std::env::current_exe().unwrap();
+        assert!(
+            w.selectors
+                .contains(&format!("unix:path:{}", exe.display()))
+        );
+        // The digest is cached and stable.
+        let again = cache
+            .attest(Some(std::process::id() as i32), uid, gid)
+            .unwrap();
+        assert_eq!(w.selectors, again.selectors);
+    }
+
+    #[test]
+    fn a_kernel_uid_that_differs_from_proc_is_refused() {
+        let cache = DigestCache::default();
+        let uid = nix::unistd::getuid().as_raw();
+        let err = cache
+            .attest(Some(std::process::id() as i32), uid + 1, 0)
+            .unwrap_err();
+        assert!(matches!(err, AttestError::Raced));
+        assert!(matches!(
+            cache.attest(None, uid, 0),
+            Err(AttestError::NoCredentials)
+        ));
+        assert!(matches!(
+            cache.attest(Some(i32::MAX), uid, 0),
+            Err(AttestError::Raced)
+        ));
+    }
+
+    #[test]
+    fn all_entry_selectors_must_match() {
+        let w = vec!["unix:uid:1".to_string(), "unix:gid:2".to_string()];
+        assert!(matches(&["unix:uid:1".into()], &w));
+        assert!(matches(&["unix:uid:1".into(), "unix:gid:2".into()], &w));
+        assert!(!matches(&["unix:uid:1".into(), "unix:gid:3".into()], &w));
+        assert!(
+            !matches(&[], &w),
+            "an entry without selectors matches nothing"
+        );
+    }
+}

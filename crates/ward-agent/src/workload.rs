@@ -1,0 +1,401 @@
+//! The SPIFFE Workload API over a unix socket. Every call must carry the
+//! `workload.spiffe.io: true` header (else InvalidArgument), and every caller
+//! is attested from the kernel; a caller no entry matches gets
+//! PermissionDenied, never an empty answer. Streams send a new message
+//! whenever what the caller is entitled to changes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::attest::{Workload, matches};
+use crate::cache::State;
+use crate::proto::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
+use crate::proto::*;
+use crate::{Agent, now};
+
+/// How long a first fetch waits for an SVID that is being issued.
+const FIRST_SVID_WAIT: Duration = Duration::from_secs(10);
+
+/// Binds the socket, replacing a stale one, reachable by every local uid
+/// (identity comes from attestation, not from file permissions).
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("cannot open up {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| format!("cannot open up {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the Workload API until `shutdown` resolves.
+pub async fn serve(
+    agent: Arc<Agent>,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    tonic::transport::Server::builder()
+        .add_service(SpiffeWorkloadApiServer::new(WorkloadApi { agent }))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+struct WorkloadApi {
+    agent: Arc<Agent>,
+}
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
+    match req
+        .metadata()
+        .get("workload.spiffe.io")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("true") => Ok(()),
+        _ => Err(Status::invalid_argument(
+            "security header missing from request",
+        )),
+    }
+}
+
+fn denied() -> Status {
+    Status::permission_denied("no identity issued")
+}
+
+impl WorkloadApi {
+    async fn attest<T>(&self, req: &Request<T>) -> Result<Workload, Status> {
+        check_header(req)?;
+        let cred = req
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|i| i.peer_cred)
+            .ok_or_else(|| Status::internal("caller credentials unavailable"))?;
+        let agent = self.agent.clone();
+        let workload = tokio::task::spawn_blocking(move || {
+            agent.attestor.attest(cred.pid(), cred.uid(), cred.gid())
+        })
+        .await
+        .map_err(|_| Status::internal("attestation failed"))?
+        .map_err(|e| {
+            tracing::debug!(error = %e, "workload attestation failed");
+            denied()
+        })?;
+        Ok(workload)
+    }
+
+    /// The entries (with their current, unexpired SVIDs) a workload matches.
+    fn entitled(state: &State, w: &Workload) -> (usize, Vec<X509svid>) {
+        let now = now();
+        let bundle: Vec<u8> = state.bundle_der.concat();
+        let mut matched = 0;
+        let mut svids: Vec<X509svid> = Vec::new();
+        let mut entries: Vec<_> = state
+            .entries
+            .values()
+            .filter(|e| matches(&e.selectors, &w.selectors))
+            .collect();
+        entries.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id).then(a.id.cmp(&b.id)));
+        for e in entries {
+            matched += 1;
+            if let Some(s) = state
+                .svids
+                .get(&e.id)
+                .filter(|s| s.expires_at > now && s.spiffe_id == e.spiffe_id)
+            {
+                svids.push(X509svid {
+                    spiffe_id: s.spiffe_id.clone(),
+                    x509_svid: s.chain_der.concat(),
+                    x509_svid_key: s.key_der.to_vec(),
+                    bundle: bundle.clone(),
+                    hint: String::new(),
+                });
+            }
+        }
+        (matched, svids)
+    }
+
+    fn td_key(state: &State) -> String {
+        format!("spiffe://{}", state.trust_domain)
+    }
+
+    /// Streams `build(state)` now and after every change, until the client
+    /// goes away or `build` fails (which ends the stream with that status).
+    fn stream<T, F>(&self, build: F) -> Stream_<T>
+    where
+        T: Clone + PartialEq + Send + 'static,
+        F: Fn(&State) -> Result<T, Status> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(4);
+        let mut changes = self.agent.cache.subscribe();
+        let agent = self.agent.clone();
+        tokio::spawn(async move {
+            let mut last: Option<T> = None;
+            loop {
+                changes.mark_unchanged();
+                let next = agent.cache.read(&build);
+                match next {
+                    Ok(msg) => {
+                        if last.as_ref() != Some(&msg) {
+                            if tx.send(Ok(msg.clone())).await.is_err() {
+                                return;
+                            }
+                            last = Some(msg);
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+
+    /// Waits (bounded) until a matched workload's first SVID is issued.
+    async fn wait_for_svids(&self, w: &Workload) -> Result<(), Status> {
+        let mut changes = self.agent.cache.subscribe();
+        let deadline = tokio::time::Instant::now() + FIRST_SVID_WAIT;
+        loop {
+            let (matched, svids) = self.agent.cache.read(|s| Self::entitled(s, w));
+            if matched == 0 {
+                return Err(denied());
+            }
+            if !svids.is_empty() {
+                return Ok(());
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return Err(Status::unavailable("agent stopping")) },
+                _ = tokio::time::sleep_until(deadline) => return Err(Status::unavailable("the SVID is not issued yet (is the server reachable?); retry")),
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = Stream_<X509svidResponse>;
+    type FetchX509BundlesStream = Stream_<X509BundlesResponse>;
+    type FetchJWTBundlesStream = Stream_<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        req: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let w = self.attest(&req).await?;
+        self.wait_for_svids(&w).await?;
+        Ok(Response::new(self.stream(move |state| {
+            let (matched, svids) = Self::entitled(state, &w);
+            if matched == 0 || svids.is_empty() {
+                return Err(denied());
+            }
+            Ok(X509svidResponse {
+                svids,
+                crl: Vec::new(),
+                federated_bundles: HashMap::new(),
+            })
+        })))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let w = self.attest(&req).await?;
+        if self.agent.cache.read(|s| Self::entitled(s, &w).0) == 0 {
+            return Err(denied());
+        }
+        Ok(Response::new(self.stream(move |state| {
+            if Self::entitled(state, &w).0 == 0 {
+                return Err(denied());
+            }
+            Ok(X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: HashMap::from([(Self::td_key(state), state.bundle_der.concat())]),
+            })
+        })))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        let w = self.attest(&req).await?;
+        let body = req.into_inner();
+        if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        let entries: Vec<(String, String)> = self.agent.cache.read(|s| {
+            let mut v: Vec<_> = s
+                .entries
+                .values()
+                .filter(|e| matches(&e.selectors, &w.selectors))
+                .filter(|e| body.spiffe_id.is_empty() || e.spiffe_id == body.spiffe_id)
+                .map(|e| (e.id.clone(), e.spiffe_id.clone()))
+                .collect();
+            v.sort();
+            v
+        });
+        if entries.is_empty() {
+            return Err(denied());
+        }
+        let mut svids = Vec::new();
+        for (entry_id, spiffe_id) in entries {
+            let token = self
+                .agent
+                .jwt_svid(&entry_id, &body.audience)
+                .await
+                .map_err(|e| Status::unavailable(format!("cannot mint a JWT-SVID: {e}")))?;
+            svids.push(Jwtsvid {
+                spiffe_id,
+                svid: token,
+                hint: String::new(),
+            });
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let w = self.attest(&req).await?;
+        if self.agent.cache.read(|s| Self::entitled(s, &w).0) == 0 {
+            return Err(denied());
+        }
+        Ok(Response::new(self.stream(move |state| {
+            if Self::entitled(state, &w).0 == 0 {
+                return Err(denied());
+            }
+            let jwks = serde_json::to_vec(&state.jwt_bundle).unwrap_or_default();
+            Ok(JwtBundlesResponse {
+                bundles: HashMap::from([(Self::td_key(state), jwks)]),
+            })
+        })))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        let w = self.attest(&req).await?;
+        if self.agent.cache.read(|s| Self::entitled(s, &w).0) == 0 {
+            return Err(denied());
+        }
+        let body = req.into_inner();
+        if body.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if body.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let (jwks, td) = self
+            .agent
+            .cache
+            .read(|s| (s.jwt_bundle.clone(), s.trust_domain.clone()));
+        let (spiffe_id, claims) =
+            crate::workload::validate_jwt(&body.svid, &body.audience, &jwks, &td)
+                .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id,
+            claims: Some(to_struct(&claims)),
+        }))
+    }
+}
+
+/// Validates a JWT-SVID (RFC 8725): ES256 only, the key chosen by `kid` from
+/// the bundle, `exp`, `sub` and `aud` required, `aud` must contain
+/// `audience`, `sub` must be a SPIFFE ID of our trust domain.
+pub fn validate_jwt(
+    token: &str,
+    audience: &str,
+    jwks: &serde_json::Value,
+    td: &str,
+) -> Result<(String, serde_json::Value), String> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    if header.alg != Algorithm::ES256 {
+        return Err(format!("algorithm {:?} is not allowed", header.alg));
+    }
+    if let Some(typ) = &header.typ
+        && typ != "JWT"
+        && typ != "JOSE"
+    {
+        return Err(format!("typ {typ:?} is not JWT or JOSE"));
+    }
+    let kid = header.kid.ok_or("the token has no kid")?;
+    let key = jwks["keys"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|k| k["kid"] == kid.as_str()))
+        .ok_or_else(|| format!("no key {kid:?} in the trust bundle"))?;
+    let dk = DecodingKey::from_ec_components(
+        key["x"].as_str().unwrap_or(""),
+        key["y"].as_str().unwrap_or(""),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&[audience]);
+    v.set_required_spec_claims(&["exp", "sub", "aud"]);
+    v.leeway = 5;
+    let data =
+        jsonwebtoken::decode::<serde_json::Value>(token, &dk, &v).map_err(|e| e.to_string())?;
+    let sub = data.claims["sub"].as_str().unwrap_or_default();
+    let id = ward_identity::SpiffeId::parse(sub).map_err(|e| format!("sub {sub:?}: {e}"))?;
+    if id.trust_domain().as_str() != td {
+        return Err(format!("sub {sub:?} is not in trust domain {td}"));
+    }
+    Ok((id.to_string(), data.claims))
+}
+
+fn to_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_value).collect(),
+        }),
+        serde_json::Value::Object(_) => Kind::StructValue(to_struct(v)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+fn to_struct(v: &serde_json::Value) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: v
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), to_value(v))).collect())
+            .unwrap_or_default(),
+    }
+}

@@ -1,0 +1,334 @@
+//! The API of node agents, `/v1/agent/...`. A new node attests once with a
+//! single-use join token; after that it authenticates with its node SVID
+//! (mutual TLS) and may only see and obtain what its own entries allow:
+//! entries whose parent is its SPIFFE ID.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use ward_api::*;
+use ward_identity::{SpiffeId, validate_csr};
+use ward_store::{AuditEvent, JoinTokenUse, now_secs};
+
+use crate::error::{ApiError, parse_json};
+use crate::peer::PeerId;
+use crate::routes::{ok, ttl_within};
+use crate::state::{Server, token_hash};
+
+type S = State<Arc<Server>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// The most SVIDs signed in one batch request.
+const MAX_BATCH: usize = 1000;
+/// The longest a sync request waits for a change.
+const MAX_WAIT: u64 = 30;
+/// How often a waiting sync looks for changes made by other replicas.
+const POLL: Duration = Duration::from_millis(500);
+
+pub(crate) fn router() -> Router<Arc<Server>> {
+    Router::new()
+        .route("/v1/agent/attest", post(attest))
+        .route("/v1/agent/renew", post(renew))
+        .route("/v1/agent/sync", get(sync))
+        .route("/v1/agent/svids", post(svids))
+        .route("/v1/agent/jwt", post(jwt))
+}
+
+/// True for `spiffe://<td>/ward/agent/<node-name>`.
+fn is_agent_id(s: &Server, id: &SpiffeId) -> bool {
+    id.trust_domain() == &s.config.trust_domain
+        && id
+            .path()
+            .strip_prefix("/ward/agent/")
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
+/// The calling node, from its verified client certificate.
+fn node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
+    match &peer.0 {
+        Some(id) if is_agent_id(s, id) => Ok(id.clone()),
+        Some(id) => Err(ApiError::Forbidden(format!(
+            "{id} is not a node agent identity"
+        ))),
+        None => Err(ApiError::Unauthorized(
+            "this endpoint needs the node's SVID as a TLS client certificate".into(),
+        )),
+    }
+}
+
+fn actor(id: &SpiffeId) -> String {
+    format!("agent:{id}")
+}
+
+async fn attest(State(s): S, body: Bytes) -> ApiResult {
+    let authority = s.authority()?;
+    let req: AttestRequest = parse_json(&body)?;
+    // Check the CSR before spending the token: a typo must not burn it.
+    let csr = validate_csr(req.csr.as_bytes(), &s.config.trust_domain)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !is_agent_id(&s, csr.spiffe_id()) {
+        return Err(ApiError::BadRequest(format!(
+            "the CSR's SPIFFE ID {} is not a node ID (spiffe://{}/ward/agent/NODE-NAME)",
+            csr.spiffe_id(),
+            s.config.trust_domain
+        )));
+    }
+    let audit = AuditEvent::new(
+        actor(csr.spiffe_id()),
+        "agent.attest",
+        csr.spiffe_id().to_string(),
+        serde_json::json!({"method": "join_token"}),
+    );
+    match s
+        .store
+        .consume_join_token(&token_hash(req.join_token.trim()), now_secs(), audit)
+        .await?
+    {
+        JoinTokenUse::Consumed(_) => {}
+        JoinTokenUse::Unknown => {
+            return Err(ApiError::Forbidden(
+                "the join token is not valid; create one with `ward agent token create`".into(),
+            ));
+        }
+        JoinTokenUse::Spent => {
+            return Err(ApiError::Forbidden(
+                "the join token was already used; join tokens are single-use, create a new one"
+                    .into(),
+            ));
+        }
+        JoinTokenUse::Expired => {
+            return Err(ApiError::Forbidden(
+                "the join token has expired; create a new one".into(),
+            ));
+        }
+    }
+    let svid = authority
+        .signer()
+        .sign_x509_svid(
+            &csr,
+            s.config.ca.svid_default_ttl,
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(node = %svid.spiffe_id, "node attested");
+    ok(&X509SvidResponse {
+        spiffe_id: svid.spiffe_id.to_string(),
+        cert_chain_pem: svid.chain_pem(),
+        bundle_pem: authority.bundle_pem().to_owned(),
+        serial: svid.serial_hex,
+        expires_at: svid.not_after.unix_timestamp(),
+    })
+}
+
+async fn renew(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> ApiResult {
+    let node = node(&s, &peer)?;
+    let authority = s.authority()?;
+    let req: RenewRequest = parse_json(&body)?;
+    let csr = validate_csr(req.csr.as_bytes(), &s.config.trust_domain)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if csr.spiffe_id() != &node {
+        return Err(ApiError::Forbidden(format!(
+            "{node} may only renew its own SVID, not {}",
+            csr.spiffe_id()
+        )));
+    }
+    let svid = authority
+        .signer()
+        .sign_x509_svid(
+            &csr,
+            s.config.ca.svid_default_ttl,
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let expires_at = svid.not_after.unix_timestamp();
+    s.audit
+        .append(AuditEvent::new(
+            actor(&node),
+            "agent.renew",
+            node.to_string(),
+            serde_json::json!({"serial": svid.serial_hex, "expires_at": expires_at}),
+        ))
+        .await?;
+    ok(&X509SvidResponse {
+        spiffe_id: svid.spiffe_id.to_string(),
+        cert_chain_pem: svid.chain_pem(),
+        bundle_pem: authority.bundle_pem().to_owned(),
+        serial: svid.serial_hex,
+        expires_at,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncQuery {
+    since: Option<i64>,
+    wait: Option<u64>,
+}
+
+async fn sync(
+    State(s): S,
+    Extension(peer): Extension<PeerId>,
+    q: Result<Query<SyncQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let node = node(&s, &peer)?;
+    s.authority()?;
+    let Query(q) =
+        q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
+    let since = q.since.unwrap_or(0).max(0);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
+    let node_str = node.to_string();
+    loop {
+        let changes = if since == 0 {
+            s.store.entry_changes(Some(&node_str), 0).await?
+        } else {
+            s.store.entry_changes(None, since).await?
+        };
+        if changes.revision > since || tokio::time::Instant::now() >= deadline {
+            // Entries that moved to another parent are gone for this node.
+            let (mine, moved): (Vec<_>, Vec<_>) = changes
+                .entries
+                .into_iter()
+                .partition(|e| e.parent_id == node_str);
+            let mut deleted = changes.deleted;
+            deleted.extend(moved.into_iter().map(|e| e.id));
+            let authority = s.authority()?;
+            return ok(&AgentSync {
+                entries: mine,
+                deleted,
+                revision: changes.revision,
+                bundle_pem: authority.bundle_pem().to_owned(),
+                jwt_bundle: authority.spiffe_bundle(),
+            });
+        }
+        let wake = s.changes.notified();
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+async fn svids(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> ApiResult {
+    let node = node(&s, &peer)?;
+    let authority = s.authority()?;
+    let req: AgentSvidBatch = parse_json(&body)?;
+    if req.requests.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "field `requests`: at most {MAX_BATCH} per batch"
+        )));
+    }
+    let entries: HashMap<String, ward_store::EntryRecord> = s
+        .store
+        .entry_changes(Some(&node.to_string()), 0)
+        .await?
+        .entries
+        .into_iter()
+        .map(|e| (e.id.clone(), e))
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    let mut results = Vec::with_capacity(req.requests.len());
+    let mut events = Vec::new();
+    for r in &req.requests {
+        let result = (|| {
+            let entry = entries.get(&r.entry_id).ok_or_else(|| {
+                format!("entry {} does not exist or is not under {node}", r.entry_id)
+            })?;
+            let csr = validate_csr(r.csr.as_bytes(), &s.config.trust_domain)
+                .map_err(|e| e.to_string())?;
+            if csr.spiffe_id().to_string() != entry.spiffe_id {
+                return Err(format!(
+                    "the CSR's SPIFFE ID {} differs from the entry's {}",
+                    csr.spiffe_id(),
+                    entry.spiffe_id
+                ));
+            }
+            let ttl = ttl_within(
+                Some(entry.x509_ttl as u64),
+                s.config.ca.svid_default_ttl,
+                s.config.ca.svid_max_ttl,
+                "x509_ttl",
+            )
+            .map_err(|e| e.to_string())?;
+            authority
+                .signer()
+                .sign_x509_svid(&csr, ttl, now)
+                .map_err(|e| e.to_string())
+        })();
+        match result {
+            Ok(svid) => {
+                let expires_at = svid.not_after.unix_timestamp();
+                events.push(AuditEvent::new(
+                    actor(&node),
+                    "svid.x509",
+                    svid.spiffe_id.to_string(),
+                    serde_json::json!({"serial": svid.serial_hex, "expires_at": expires_at, "entry_id": r.entry_id}),
+                ));
+                results.push(AgentSvidResult {
+                    entry_id: r.entry_id.clone(),
+                    cert_chain_pem: Some(svid.chain_pem()),
+                    expires_at: Some(expires_at),
+                    error: None,
+                });
+            }
+            Err(e) => results.push(AgentSvidResult {
+                entry_id: r.entry_id.clone(),
+                cert_chain_pem: None,
+                expires_at: None,
+                error: Some(e),
+            }),
+        }
+    }
+    // Every SVID handed out is in the audit log before the answer leaves.
+    s.store.append_audit(&events).await?;
+    ok(&AgentSvidBatchResponse { svids: results })
+}
+
+async fn jwt(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> ApiResult {
+    let node = node(&s, &peer)?;
+    let authority = s.authority()?;
+    let req: AgentJwtRequest = parse_json(&body)?;
+    let entry = s.store.entry(&req.entry_id).await?;
+    if entry.parent_id != node.to_string() {
+        return Err(ApiError::Forbidden(format!(
+            "entry {} is not under {node}",
+            req.entry_id
+        )));
+    }
+    let id = SpiffeId::parse(&entry.spiffe_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ttl = Duration::from_secs(entry.jwt_ttl as u64);
+    let now = OffsetDateTime::now_utc();
+    let token = authority
+        .signer_jwt()
+        .mint(&id, &req.audience, ttl, now)
+        .map_err(|e| match e {
+            ward_identity::JwtError::NoAudience | ward_identity::JwtError::EmptyAudience => {
+                ApiError::BadRequest(format!("field `audience`: {e}"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    let expires_at = now.unix_timestamp() + ttl.as_secs() as i64;
+    s.audit
+        .append(AuditEvent::new(
+            actor(&node),
+            "svid.jwt",
+            id.to_string(),
+            serde_json::json!({"audience": req.audience, "expires_at": expires_at, "entry_id": req.entry_id}),
+        ))
+        .await?;
+    ok(&JwtSvidResponse {
+        token,
+        spiffe_id: id.to_string(),
+        expires_at,
+    })
+}

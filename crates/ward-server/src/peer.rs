@@ -1,0 +1,156 @@
+//! Who is on the other end of a TLS connection to the API. Agents
+//! authenticate with their node SVID (mutual TLS); operators with a token and
+//! no client certificate. The verifier accepts client certificates that
+//! chain to the current trust bundle, and follows CA rotations: the bundle
+//! is swapped in when the authority is (re)loaded. While sealed it accepts
+//! none.
+
+use std::sync::{Arc, RwLock};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use ward_identity::SpiffeId;
+
+/// The verified SPIFFE ID of the client certificate, if one was presented.
+#[derive(Debug, Clone, Default)]
+pub struct PeerId(pub Option<SpiffeId>);
+
+/// A client certificate verifier over the current trust bundle.
+#[derive(Debug)]
+pub struct BundleClientVerifier {
+    provider: Arc<CryptoProvider>,
+    inner: RwLock<Option<Arc<dyn ClientCertVerifier>>>,
+}
+
+impl BundleClientVerifier {
+    /// A verifier that accepts no client certificate until [`Self::set_bundle`].
+    pub fn new(provider: Arc<CryptoProvider>) -> Arc<Self> {
+        Arc::new(Self {
+            provider,
+            inner: RwLock::new(None),
+        })
+    }
+
+    /// Trusts the CA certificates in `bundle_pem` (and only those).
+    pub fn set_bundle(&self, bundle_pem: &str) {
+        let mut roots = rustls::RootCertStore::empty();
+        for der in CertificateDer::pem_slice_iter(bundle_pem.as_bytes()).flatten() {
+            if let Err(e) = roots.add(der) {
+                tracing::error!(error = %e, "a bundle certificate is not a usable trust anchor");
+            }
+        }
+        let verifier = if roots.is_empty() {
+            None
+        } else {
+            match WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                self.provider.clone(),
+            )
+            .allow_unauthenticated()
+            .build()
+            {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the client certificate verifier");
+                    None
+                }
+            }
+        };
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = verifier;
+    }
+
+    /// Forgets the bundle (sealing).
+    pub fn clear(&self) {
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl ClientCertVerifier for BundleClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match inner {
+            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
+            None => Err(Error::General(
+                "the server is sealed and accepts no client certificate".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workload_ca_bundle_makes_a_verifier() {
+        let td = ward_identity::TrustDomain::parse("example.org").unwrap();
+        let m = ward_identity::ca::generate_root(
+            &td,
+            "1",
+            std::time::Duration::from_secs(3600),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let v = BundleClientVerifier::new(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        v.set_bundle(&m.bundle_pem.concat());
+        assert!(v.inner.read().unwrap().is_some());
+        v.clear();
+        assert!(v.inner.read().unwrap().is_none());
+    }
+}
