@@ -9,6 +9,7 @@
 //! with backoff, and catches up when the server returns.
 
 pub mod attest;
+pub mod authority_fix;
 pub mod cache;
 pub mod client;
 mod rotation;

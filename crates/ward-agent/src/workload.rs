@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::attest::{Workload, matches};
+use crate::authority_fix::FixedUnixStream;
 use crate::cache::State;
 use crate::proto::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
 use crate::proto::*;
@@ -59,7 +60,10 @@ pub async fn serve(
 ) -> Result<(), String> {
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(WorkloadApi { agent }))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|conn| conn.map(FixedUnixStream::new)),
+            shutdown,
+        )
         .await
         .map_err(|e| e.to_string())
 }

@@ -325,7 +325,8 @@ impl CertificateAuthority {
         let serial = random_serial();
         let serial_hex = hex_lower(&serial.to_bytes());
         params.serial_number = Some(serial);
-        params.is_ca = IsCa::ExplicitNoCa;
+        params.is_ca = IsCa::NoCa;
+        params.custom_extensions = vec![leaf_basic_constraints()];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -348,6 +349,15 @@ impl CertificateAuthority {
             not_after: params.not_after,
         })
     }
+}
+
+/// `basicConstraints` (critical) saying "not a CA" the way DER requires: an
+/// empty SEQUENCE. An explicit `cA FALSE` encodes a DEFAULT value, which
+/// strict DER parsers (Python's cryptography, hence py-spiffe) reject.
+pub fn leaf_basic_constraints() -> rcgen::CustomExtension {
+    let mut ext = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+    ext.set_criticality(true);
+    ext
 }
 
 /// 16 random bytes: RFC 5280 asks for unpredictable serials (up to 20
@@ -458,6 +468,15 @@ mod tests {
         assert!(!cert.is_ca());
         let bc = cert.basic_constraints().unwrap().unwrap();
         assert!(!bc.value.ca);
+        assert!(bc.critical);
+        // DER: cA FALSE is the default and must be omitted (strict parsers
+        // such as Python's cryptography refuse an explicit FALSE).
+        let raw = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "2.5.29.19")
+            .unwrap();
+        assert_eq!(raw.value, &[0x30, 0x00]);
         let ku = cert.key_usage().unwrap().unwrap();
         assert!(ku.critical);
         assert!(ku.value.digital_signature());

@@ -119,7 +119,8 @@ pub fn server_tls(
         .distinguished_name
         .push(DnType::CommonName, "ward server");
     params.subject_alt_names = sans;
-    params.is_ca = IsCa::ExplicitNoCa;
+    params.is_ca = IsCa::NoCa;
+    params.custom_extensions = vec![ward_identity::ca::leaf_basic_constraints()];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = now - Duration::from_secs(60);

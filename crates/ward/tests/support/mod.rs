@@ -61,6 +61,12 @@ impl Server {
 
     /// Starts (or restarts) the process and waits for dev.env.
     pub fn start(&mut self) {
+        // A restart keeps its address, as a real server's does.
+        if let Some(addr) = self.env.get("WARD_ADDR")
+            && let Some(i) = self.args.iter().position(|a| a == "--listen")
+        {
+            self.args[i + 1] = addr.trim_start_matches("https://").to_string();
+        }
         let env_file = self.dir.join("dev.env");
         let _ = std::fs::remove_file(&env_file);
         let log = std::fs::OpenOptions::new()
@@ -284,4 +290,135 @@ pub fn ward_init(cfg: &Path, extra: &[&str]) -> serde_json::Value {
         .unwrap();
     assert!(out.status.success(), "ward server init: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A running `ward agent` attached to a server.
+pub struct Agent {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    log: PathBuf,
+    server_env: HashMap<String, String>,
+    pub node: String,
+}
+
+impl Agent {
+    /// Creates a join token on `server` and starts an agent for node `node`
+    /// under `parent`; waits until its socket is up.
+    pub fn start(parent: &Path, server: &Server, node: &str) -> Self {
+        let token = server.ward_json(&["agent", "token", "create", "--ttl", "10m"])["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut a = Self {
+            child: None,
+            data_dir: parent.join(format!("agent-{node}")),
+            socket: parent.join(format!("sock-{node}")).join("api.sock"),
+            log: parent.join(format!("agent-{node}.log")),
+            server_env: server.env.clone(),
+            node: node.to_string(),
+        };
+        a.spawn(Some(&token));
+        a
+    }
+
+    /// Runs `ward agent` with these arguments and the server's environment.
+    pub fn run_once(&self, join_token: Option<&str>) -> Child {
+        let mut cmd = Command::new(ward_bin());
+        cmd.args([
+            "agent",
+            "--data-dir",
+            self.data_dir.to_str().unwrap(),
+            "--socket",
+            self.socket.to_str().unwrap(),
+            "--node-name",
+            &self.node,
+        ]);
+        if let Some(t) = join_token {
+            cmd.args(["--join-token", t]);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WARD_ADDR", &self.server_env["WARD_ADDR"])
+            .env("WARD_CACERT", &self.server_env["WARD_CACERT"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ward agent")
+    }
+
+    fn spawn(&mut self, join_token: Option<&str>) {
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Some(self.run_once(join_token));
+        let up = wait_for(Duration::from_secs(30), || self.socket.exists());
+        assert!(
+            up,
+            "the agent never opened its socket; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Restarts with the stored identity (no join token).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn(None);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `ward agent api fetch` as this test process: the first SPIFFE ID, or the error text.
+    pub fn fetch(&self) -> Result<String, String> {
+        let out = Command::new(ward_bin())
+            .args([
+                "agent",
+                "api",
+                "fetch",
+                "--socket",
+                self.socket.to_str().unwrap(),
+                "--output",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Err(stderr(&out));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        Ok(v["svids"][0]["spiffe_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The uid of this test process.
+pub fn my_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
