@@ -258,6 +258,7 @@ fn join_tokens_are_single_use_and_expire() {
         "first use failed"
     );
     let _ = first.kill();
+    let _ = first.wait();
     let out = run("n2", &token).wait_with_output().unwrap();
     assert!(!out.status.success());
     assert!(
