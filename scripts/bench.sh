@@ -3,12 +3,15 @@
 #   scripts/bench.sh issuance   SVIDs/s through POST /v1/svid/x509 (SQLite and PostgreSQL
 #                               backends), beside the raw ECDSA P-256 signing rate measured
 #                               in the same run, interleaved A,B,C,A,B,C.
+#   scripts/bench.sh agent      FetchX509SVID latency through the Workload API socket for a
+#                               cached SVID; one agent issuing and rotating 1,000 entries:
+#                               time, agent CPU, agent RSS.
 # Env: WARD_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
 #      DURATION (seconds per pass, default 8), CONNS (default 16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-issuance}
-[ "$what" = issuance ] || { echo "usage: scripts/bench.sh issuance"; exit 2; }
+case "$what" in issuance|agent) ;; *) echo "usage: scripts/bench.sh issuance|agent"; exit 2 ;; esac
 
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-16}
@@ -18,6 +21,7 @@ echo "building release binaries..."
 cargo build --release -q -p ward -p ward-benches
 WARD=$PWD/target/release/ward
 RAW=$PWD/target/release/raw-sign
+FETCH=$PWD/target/release/agent-fetch
 
 TMP=$(mktemp -d /tmp/ward-bench.XXXXXX)
 PGDB=ward_bench_$$
@@ -37,6 +41,59 @@ wait_for() { for _ in $(seq 150); do eval "$1" && return 0; sleep 0.2; done; ech
 PIDS="$PIDS $!"
 wait_for "[ -s $TMP/sqlite/dev.env ]"
 ( . "$TMP/sqlite/dev.env"; echo "$WARD_ADDR $WARD_TOKEN $WARD_CACERT" ) > "$TMP/sqlite.addr"
+
+if [ "$what" = agent ]; then
+  set -a; . "$TMP/sqlite/dev.env"; set +a
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+  TOKEN=$("$WARD" agent token create --ttl 10m --output json | jq -r .token)
+  chmod 755 "$TMP"
+  "$WARD" agent --join-token "$TOKEN" --node-name bench --data-dir "$TMP/agent" --socket "$TMP/public/api.sock" 2>"$TMP/agent.log" &
+  APID=$!; PIDS="$PIDS $APID"
+  wait_for "[ -S $TMP/public/api.sock ]"
+  "$WARD" entry create --spiffe-id spiffe://bench.test/ns/bench/sa/me --parent spiffe://bench.test/ward/agent/bench \
+    --selector unix:uid:$(id -u) >/dev/null
+  wait_for "'$WARD' agent api fetch --socket $TMP/public/api.sock >/dev/null 2>&1"
+  echo "FetchX509SVID latency, cached SVID, one connection (2 rounds of 2000):"
+  for round in 1 2; do echo "  round $round: $("$FETCH" "$TMP/public/api.sock" 2000)"; done
+  echo "agent RSS with 1 entry: $(rss_kib $APID) KiB"
+
+  # 1,000 more entries for this node (other uids, so nothing else changes),
+  # sent by one curl process over one keep-alive connection.
+  echo "registering 1000 entries..."
+  for i in $(seq 1 1000); do
+    [ "$i" -gt 1 ] && echo "next"
+    echo "url = \"$WARD_ADDR/v1/entries\""
+    echo "header = \"Authorization: Bearer $WARD_TOKEN\""
+    echo "header = \"Content-Type: application/json\""
+    printf 'data = "{\\"spiffe_id\\":\\"spiffe://bench.test/ns/bench/sa/w%d\\",\\"parent_id\\":\\"spiffe://bench.test/ward/agent/bench\\",\\"selectors\\":[\\"unix:uid:%d\\"],\\"x509_ttl\\":40}"\n' "$i" $((100000 + i))
+    echo "output = \"/dev/null\""
+  done > "$TMP/entries.curl"
+  count_svids() { jq '.svids | length' "$TMP/agent/state.json" 2>/dev/null || echo 0; }
+  hz=$(getconf CLK_TCK)
+  c0=$(cpu_ticks $APID); t0=$(date +%s.%N)
+  curl -s --cacert "$WARD_CACERT" -K "$TMP/entries.curl"
+  t_reg=$(date +%s.%N)
+  wait_for "[ \$(count_svids) -ge 1001 ]"
+  t1=$(date +%s.%N); c1=$(cpu_ticks $APID)
+  echo "1000 entries registered in $(echo "$t_reg - $t0" | bc) s; all 1001 SVIDs issued $(echo "$t1 - $t0" | bc) s after the first registration"
+  echo "  agent CPU for that (1000 keys, CSRs, one batch, sealed state writes): $(echo "scale=2; ($c1 - $c0) / $hz" | bc) s"
+  # A 40 s TTL rotates at 20 s: time one full rotation of all 1000.
+  jq '.svids | map_values(.issued_at)' "$TMP/agent/state.json" > "$TMP/issued.json"
+  rotated() { jq --slurpfile old "$TMP/issued.json" '[.svids | to_entries[] | select(.value.issued_at > ($old[0][.key] // 0))] | length' "$TMP/agent/state.json" 2>/dev/null || echo 0; }
+  echo "waiting for the rotation at half-life..."
+  r0=""
+  for _ in $(seq 600); do
+    n=$(rotated)
+    if [ -z "$r0" ] && [ "$n" -ge 1 ]; then r0=$(date +%s.%N); rc0=$(cpu_ticks $APID); fi
+    [ "$n" -ge 1000 ] && break
+    sleep 0.05
+  done
+  r1=$(date +%s.%N); rc1=$(cpu_ticks $APID)
+  echo "rotation of $(rotated) SVIDs: first seen to last seen $(echo "$r1 - $r0" | bc) s (50 ms polling); agent CPU $(echo "scale=2; ($rc1 - $rc0) / $hz" | bc) s"
+  echo "agent RSS with 1001 entries and SVIDs: $(rss_kib $APID) KiB"
+  exit 0
+fi
 
 # PostgreSQL: a configured server on a fresh database, initialized and unsealed.
 psql -q "$PG_URL" -c "CREATE DATABASE $PGDB" >/dev/null

@@ -87,8 +87,11 @@ fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
     }
 }
 
+/// PermissionDenied for a caller no entry matches. The message is short on
+/// purpose: clients such as py-spiffe wrap it in long prefixes, and logs and
+/// tools that truncate should still show the status code.
 fn denied() -> Status {
-    Status::permission_denied("no identity issued")
+    Status::permission_denied("no identity")
 }
 
 impl WorkloadApi {

@@ -194,20 +194,7 @@ async fn run_api(cmd: ApiCommand) -> anyhow::Result<()> {
                     .push(serde_json::json!({"spiffe_id": svid.spiffe_id, "expires_at": expires}));
             }
             if let (Some(dir), Some(svid)) = (&out, first.svids.first()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-                let chain: String = ward_identity::ca::split_der_certs(&svid.x509_svid)
-                    .iter()
-                    .map(|d| ward_identity::ca::der_to_pem(d))
-                    .collect();
-                let bundle: String = ward_identity::ca::split_der_certs(&svid.bundle)
-                    .iter()
-                    .map(|d| ward_identity::ca::der_to_pem(d))
-                    .collect();
-                let key = pem_block("PRIVATE KEY", &svid.x509_svid_key);
-                write_mode(&dir.join("svid.pem"), chain.as_bytes(), 0o644)?;
-                write_mode(&dir.join("bundle.pem"), bundle.as_bytes(), 0o644)?;
-                write_mode(&dir.join("key.pem"), key.as_bytes(), 0o600)?;
+                write_svid_files(dir, svid)?;
             }
             match output {
                 Output::Json => println!("{}", serde_json::json!({"svids": summary})),
@@ -256,6 +243,31 @@ fn code_name(code: tonic::Code) -> &'static str {
         tonic::Code::Unavailable => "unavailable",
         _ => "error",
     }
+}
+
+/// Writes an SVID from the Workload API as svid.pem, key.pem (0600) and bundle.pem.
+pub fn write_svid_files(
+    dir: &std::path::Path,
+    svid: &ward_agent::proto::X509svid,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pem = |der: &[u8]| -> String {
+        ward_identity::ca::split_der_certs(der)
+            .iter()
+            .map(|d| ward_identity::ca::der_to_pem(d))
+            .collect()
+    };
+    write_mode(
+        &dir.join("svid.pem"),
+        pem(&svid.x509_svid).as_bytes(),
+        0o644,
+    )?;
+    write_mode(&dir.join("bundle.pem"), pem(&svid.bundle).as_bytes(), 0o644)?;
+    write_mode(
+        &dir.join("key.pem"),
+        pem_block("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
+        0o600,
+    )
 }
 
 fn x509_not_after(der: &[u8]) -> Option<i64> {
