@@ -364,3 +364,151 @@ fn py_spiffe_fetches_x509_and_jwt_svids_and_validates_the_jwt() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
+
+/// curl with a client certificate: (status, body); status 0 when TLS refused it.
+fn curl_as(
+    s: &Server,
+    cert_dir: Option<&std::path::Path>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+        s.cacert(),
+        "-X",
+        method,
+    ]);
+    if let Some(d) = cert_dir {
+        cmd.args([
+            "--cert",
+            d.join("svid.pem").to_str().unwrap(),
+            "--key",
+            d.join("key.pem").to_str().unwrap(),
+        ]);
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.arg(format!("{}{path}", s.addr())).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_agent_api_serves_only_a_node_its_own_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "nodes.test");
+    let other = Server::dev(tmp.path(), "other.test");
+    let entry = register(
+        &s,
+        "spiffe://nodes.test/ns/a/sa/web",
+        "n1",
+        "unix:uid:1",
+        "1h",
+    );
+    let mint = |srv: &Server, id: &str, name: &str| {
+        let dir = tmp.path().join(name);
+        srv.ward_json(&[
+            "x509",
+            "mint",
+            "--spiffe-id",
+            id,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        dir
+    };
+    let n1 = mint(&s, "spiffe://nodes.test/ward/agent/n1", "n1");
+    let n2 = mint(&s, "spiffe://nodes.test/ward/agent/n2", "n2");
+    let workload = mint(&s, "spiffe://nodes.test/ns/a/sa/web", "wl");
+    let foreign = mint(&other, "spiffe://other.test/ward/agent/n1", "foreign");
+
+    let (code, body) = curl_as(&s, None, "GET", "/v1/agent/sync", None);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = curl_as(&s, Some(&workload), "GET", "/v1/agent/sync", None);
+    assert_eq!(code, 403, "a workload SVID is not a node identity: {body}");
+    let (code, _) = curl_as(&s, Some(&foreign), "GET", "/v1/agent/sync", None);
+    assert_eq!(
+        code, 0,
+        "an SVID of another trust domain must fail the TLS handshake"
+    );
+
+    let (code, body) = curl_as(&s, Some(&n1), "GET", "/v1/agent/sync", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&entry));
+    let (code, body) = curl_as(&s, Some(&n2), "GET", "/v1/agent/sync", None);
+    assert_eq!(code, 200);
+    assert!(!body.contains(&entry), "n2 sees n1's entry: {body}");
+
+    // n2 cannot obtain n1's workload identity, X.509 or JWT.
+    let key_csr = {
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+            ])
+            .arg(tmp.path().join("k.pem"))
+            .args([
+                "-subj",
+                "/CN=x",
+                "-addext",
+                "subjectAltName=URI:spiffe://nodes.test/ns/a/sa/web",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let batch = serde_json::json!({"requests": [{"entry_id": entry, "csr": key_csr}]}).to_string();
+    let (code, body) = curl_as(&s, Some(&n2), "POST", "/v1/agent/svids", Some(&batch));
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("not under") && !body.contains("BEGIN CERTIFICATE"),
+        "{body}"
+    );
+    let (code, body) = curl_as(&s, Some(&n1), "POST", "/v1/agent/svids", Some(&batch));
+    assert_eq!(code, 200);
+    assert!(body.contains("BEGIN CERTIFICATE"), "{body}");
+    let jwt = serde_json::json!({"entry_id": entry, "audience": ["x"]}).to_string();
+    let (code, _) = curl_as(&s, Some(&n2), "POST", "/v1/agent/jwt", Some(&jwt));
+    assert_eq!(code, 403);
+    // A node renews only its own SVID.
+    let renew = serde_json::json!({"csr": key_csr}).to_string();
+    let (code, body) = curl_as(&s, Some(&n1), "POST", "/v1/agent/renew", Some(&renew));
+    assert_eq!(code, 403, "{body}");
+}
+
+#[test]
+fn an_agent_with_more_entries_than_one_batch_serves_them_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "many.test");
+    let a = Agent::start(tmp.path(), &s, "n1");
+    for i in 0..150 {
+        register(
+            &s,
+            &format!("spiffe://many.test/w{i}"),
+            "n1",
+            &format!("unix:uid:{}", 200000 + i),
+            "1h",
+        );
+    }
+    let all = wait_for(Duration::from_secs(30), || {
+        std::fs::read(a.data_dir.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["svids"].as_object().map(|o| o.len()))
+            == Some(150)
+    });
+    assert!(all, "not every entry got an SVID:\n{}", a.log_text());
+}
