@@ -261,10 +261,19 @@ pub async fn run(
         attestor: attest::DigestCache::default(),
         jwts: Mutex::new(HashMap::new()),
     });
-    if agent.cache.read(|s| s.node.is_none()) {
-        agent.attest_node().await?;
-    } else {
-        tracing::info!("using the stored node identity");
+    let node_expiry = agent.cache.read(|s| s.node.as_ref().map(|n| n.expires_at));
+    match node_expiry {
+        None => agent.attest_node().await?,
+        // The node SVID lapsed while the agent was stopped: it can no longer
+        // authenticate, so a new join token is the way back in.
+        Some(exp) if exp <= now() && agent.config.join_token.is_some() => {
+            tracing::warn!("the stored node SVID has expired; attesting again with the join token");
+            agent.attest_node().await?;
+        }
+        Some(exp) if exp <= now() => tracing::error!(
+            "the stored node SVID has expired, so the server will refuse this agent; serving what is cached until it expires. Restart with a new --join-token"
+        ),
+        Some(_) => tracing::info!("using the stored node identity"),
     }
     agent
         .refresh_client()
