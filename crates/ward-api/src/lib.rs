@@ -158,6 +158,10 @@ pub struct JwtSvidResponse {
 pub struct JoinTokenRequest {
     /// Lifetime in seconds.
     pub ttl: u64,
+    /// Bind the token to this node name: only `spiffe://<td>/ward/agent/<name>`
+    /// may spend it, and it may re-attest that node after its SVID lapsed.
+    #[serde(default)]
+    pub node_name: Option<String>,
 }
 
 /// A new single-use join token (shown once).

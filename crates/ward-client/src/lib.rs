@@ -238,12 +238,19 @@ impl Client {
         .map(drop)
     }
 
-    /// Creates a join token.
-    pub async fn create_join_token(&self, ttl_secs: u64) -> Result<JoinTokenResponse, ClientError> {
+    /// Creates a join token, optionally bound to one node name.
+    pub async fn create_join_token(
+        &self,
+        ttl_secs: u64,
+        node_name: Option<String>,
+    ) -> Result<JoinTokenResponse, ClientError> {
         self.json(
             Method::POST,
             "/v1/join-tokens",
-            Some(&JoinTokenRequest { ttl: ttl_secs }),
+            Some(&JoinTokenRequest {
+                ttl: ttl_secs,
+                node_name,
+            }),
         )
         .await
     }

@@ -90,7 +90,12 @@ async fn attest(State(s): S, body: Bytes) -> ApiResult {
     );
     match s
         .store
-        .consume_join_token(&token_hash(req.join_token.trim()), now_secs(), audit)
+        .consume_join_token(
+            &token_hash(req.join_token.trim()),
+            &csr.spiffe_id().to_string(),
+            now_secs(),
+            audit,
+        )
         .await?
     {
         JoinTokenUse::Consumed(_) => {}
@@ -104,6 +109,18 @@ async fn attest(State(s): S, body: Bytes) -> ApiResult {
                 "the join token was already used; join tokens are single-use, create a new one"
                     .into(),
             ));
+        }
+        JoinTokenUse::WrongNode(bound) => {
+            return Err(ApiError::Forbidden(format!(
+                "this join token is bound to {bound}, not {}",
+                csr.spiffe_id()
+            )));
+        }
+        JoinTokenUse::NodeExists => {
+            return Err(ApiError::Forbidden(format!(
+                "{} is already attested; to attest it again, create a token bound to it (`ward agent token create --node-name NAME`)",
+                csr.spiffe_id()
+            )));
         }
         JoinTokenUse::Expired => {
             return Err(ApiError::Forbidden(

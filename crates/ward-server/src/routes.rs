@@ -433,6 +433,20 @@ async fn create_join_token(State(s): S, headers: HeaderMap, body: Bytes) -> ApiR
             req.ttl
         )));
     }
+    let node_id = match &req.node_name {
+        None => None,
+        Some(name) => Some(
+            SpiffeId::from_parts(&s.config.trust_domain, &format!("/ward/agent/{name}"))
+                .ok()
+                .filter(|id| id.path().matches('/').count() == 3)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "field `node_name`: {name:?} is not a valid node name"
+                    ))
+                })?
+                .to_string(),
+        ),
+    };
     let token = crate::init::new_token();
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let expires_at = now_secs() + req.ttl as i64;
@@ -440,10 +454,16 @@ async fn create_join_token(State(s): S, headers: HeaderMap, body: Bytes) -> ApiR
         caller.actor(),
         "jointoken.create",
         id.clone(),
-        serde_json::json!({"expires_at": expires_at}),
+        serde_json::json!({"expires_at": expires_at, "node_id": node_id}),
     );
     s.store
-        .create_join_token(&id, &crate::state::token_hash(&token), expires_at, audit)
+        .create_join_token(
+            &id,
+            &crate::state::token_hash(&token),
+            expires_at,
+            node_id.as_deref(),
+            audit,
+        )
         .await?;
     ok(&JoinTokenResponse {
         token: token.to_string(),

@@ -156,6 +156,11 @@ pub enum JoinTokenUse {
     Spent,
     /// Past its expiry.
     Expired,
+    /// Bound to another node (the token stays unspent).
+    WrongNode(String),
+    /// This node name is already attested, and the token is not bound to it
+    /// (the token stays unspent).
+    NodeExists,
 }
 
 /// One CA generation as stored. Private keys are sealed.
@@ -474,17 +479,19 @@ impl Store {
         id: &str,
         hash: &str,
         expires_at: i64,
+        node_id: Option<&str>,
         audit: AuditEvent,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         bump_revision(&mut tx).await?;
         sqlx::query(
-            "INSERT INTO join_tokens (id, hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO join_tokens (id, hash, created_at, expires_at, node_id) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(hash)
         .bind(now_secs())
         .bind(expires_at)
+        .bind(node_id)
         .execute(&mut *tx)
         .await?;
         append_in_tx(&mut tx, &[audit]).await?;
@@ -492,37 +499,64 @@ impl Store {
         Ok(())
     }
 
-    /// Spends a join token: succeeds once, before its expiry; says why not
-    /// otherwise. Atomic, so two agents racing with one token get one success.
+    /// Spends a join token for the node `node_id`: succeeds once, before
+    /// its expiry, for the node it is bound to (if any), and never for a node
+    /// name already attested unless the token is bound to it: a join token
+    /// must not let anyone take over an existing node's identity. Atomic, so
+    /// two agents racing with one token get one success.
     pub async fn consume_join_token(
         &self,
         hash: &str,
+        node_id: &str,
         now: i64,
         audit: AuditEvent,
     ) -> Result<JoinTokenUse> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "UPDATE join_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING id",
+            "UPDATE join_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING id, node_id",
         )
         .bind(now)
         .bind(hash)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(row) = row {
-            let id: String = row.try_get(0)?;
-            append_in_tx(&mut tx, &[audit]).await?;
-            tx.commit().await?;
-            return Ok(JoinTokenUse::Consumed(id));
+        let Some(row) = row else {
+            let row = sqlx::query("SELECT used_at FROM join_tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Ok(match row {
+                None => JoinTokenUse::Unknown,
+                Some(r) if r.try_get::<Option<i64>, _>(0)?.is_some() => JoinTokenUse::Spent,
+                Some(_) => JoinTokenUse::Expired,
+            });
+        };
+        let id: String = row.try_get(0)?;
+        let bound: Option<String> = row.try_get(1)?;
+        // Returning without commit rolls back: the token stays unspent.
+        if let Some(b) = &bound
+            && b != node_id
+        {
+            return Ok(JoinTokenUse::WrongNode(b.clone()));
         }
-        let row = sqlx::query("SELECT used_at, expires_at FROM join_tokens WHERE hash = $1")
-            .bind(hash)
+        let known = sqlx::query("SELECT 1 FROM nodes WHERE spiffe_id = $1")
+            .bind(node_id)
             .fetch_optional(&mut *tx)
-            .await?;
-        Ok(match row {
-            None => JoinTokenUse::Unknown,
-            Some(r) if r.try_get::<Option<i64>, _>(0)?.is_some() => JoinTokenUse::Spent,
-            Some(_) => JoinTokenUse::Expired,
-        })
+            .await?
+            .is_some();
+        if known && bound.is_none() {
+            return Ok(JoinTokenUse::NodeExists);
+        }
+        sqlx::query(
+            "INSERT INTO nodes (spiffe_id, join_token_id, attested_at) VALUES ($1, $2, $3) ON CONFLICT (spiffe_id) DO UPDATE SET join_token_id = excluded.join_token_id, attested_at = excluded.attested_at",
+        )
+        .bind(node_id)
+        .bind(&id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        append_in_tx(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        Ok(JoinTokenUse::Consumed(id))
     }
 
     // ---- entries ----------------------------------------------------------

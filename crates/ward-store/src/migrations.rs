@@ -22,10 +22,11 @@ impl Migration {
     }
 }
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sql: r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE sealed_blobs (name TEXT PRIMARY KEY, blob {blob} NOT NULL);
 CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), value BIGINT NOT NULL);
@@ -52,4 +53,15 @@ INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '00000000000000000000000000
 CREATE TABLE audit (seq BIGINT PRIMARY KEY, ts_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   target TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "node identities",
+        // A join token may be bound to one node; a node name, once attested,
+        // can only be attested again with a token bound to it.
+        sql: r#"
+ALTER TABLE join_tokens ADD COLUMN node_id TEXT;
+CREATE TABLE nodes (spiffe_id TEXT PRIMARY KEY, join_token_id TEXT NOT NULL, attested_at BIGINT NOT NULL);
+"#,
+    },
+];

@@ -145,7 +145,7 @@ fn entry(id: &str, parent: &str) -> EntryRecord {
 }
 
 async fn migrations_are_recorded_and_idempotent(store: Store) {
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
     assert!(!store.is_initialized().await.unwrap());
     assert_eq!(store.audit_head().await.unwrap().0, 0);
 }
@@ -212,44 +212,91 @@ async fn entries_advance_the_revision_and_report_changes(store: Store) {
 
 async fn join_tokens_are_single_use_and_expire(store: Store) {
     let now = now_secs();
+    let ev_ = |t: &str| ev("jointoken.create", t);
     store
-        .create_join_token("j1", "hash1", now + 600, ev("jointoken.create", "j1"))
+        .create_join_token("j1", "hash1", now + 600, None, ev_("j1"))
         .await
         .unwrap();
     store
-        .create_join_token("j2", "hash2", now - 1, ev("jointoken.create", "j2"))
+        .create_join_token("j2", "hash2", now - 1, None, ev_("j2"))
         .await
         .unwrap();
+    store
+        .create_join_token("j3", "hash3", now + 600, None, ev_("j3"))
+        .await
+        .unwrap();
+    store
+        .create_join_token(
+            "j4",
+            "hash4",
+            now + 600,
+            Some("spiffe://td/ward/agent/n1"),
+            ev_("j4"),
+        )
+        .await
+        .unwrap();
+    let n1 = "spiffe://td/ward/agent/n1";
+    let n2 = "spiffe://td/ward/agent/n2";
     assert_eq!(
         store
-            .consume_join_token("hash1", now, ev("jointoken.use", "j1"))
+            .consume_join_token("hash1", n1, now, ev("agent.attest", n1))
             .await
             .unwrap(),
         JoinTokenUse::Consumed("j1".into())
     );
     assert_eq!(
         store
-            .consume_join_token("hash1", now, ev("x", "j1"))
+            .consume_join_token("hash1", n2, now, ev("x", "j1"))
             .await
             .unwrap(),
         JoinTokenUse::Spent
     );
     assert_eq!(
         store
-            .consume_join_token("hash2", now, ev("x", "j2"))
+            .consume_join_token("hash2", n2, now, ev("x", "j2"))
             .await
             .unwrap(),
         JoinTokenUse::Expired
     );
     assert_eq!(
         store
-            .consume_join_token("nope", now, ev("x", "n"))
+            .consume_join_token("nope", n2, now, ev("x", "n"))
             .await
             .unwrap(),
         JoinTokenUse::Unknown
     );
-    // Only the successful use was audited.
-    assert_eq!(store.audit_head().await.unwrap().0, 3);
+    // Another token cannot take over n1; the refused token stays usable.
+    assert_eq!(
+        store
+            .consume_join_token("hash3", n1, now, ev("x", "j3"))
+            .await
+            .unwrap(),
+        JoinTokenUse::NodeExists
+    );
+    assert_eq!(
+        store
+            .consume_join_token("hash3", n2, now, ev("agent.attest", n2))
+            .await
+            .unwrap(),
+        JoinTokenUse::Consumed("j3".into())
+    );
+    // A token bound to n1 attests n1 again, and nothing else.
+    assert_eq!(
+        store
+            .consume_join_token("hash4", n2, now, ev("x", "j4"))
+            .await
+            .unwrap(),
+        JoinTokenUse::WrongNode(n1.into())
+    );
+    assert_eq!(
+        store
+            .consume_join_token("hash4", n1, now, ev("agent.attest", n1))
+            .await
+            .unwrap(),
+        JoinTokenUse::Consumed("j4".into())
+    );
+    // Only the creations and the successful uses were audited.
+    assert_eq!(store.audit_head().await.unwrap().0, 4 + 3);
 }
 
 async fn audit_chain_stays_intact_under_concurrent_writers(store: Store) {
@@ -380,7 +427,7 @@ async fn sqlite_keeps_committed_writes_across_reopen() {
     }
     let store = Store::connect(&url).await.unwrap();
     assert_eq!(store.entry("kept").await.unwrap().id, "kept");
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
 }
 
 #[tokio::test]

@@ -70,6 +70,9 @@ enum TokenCommand {
         /// How long the token stays valid
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         ttl: Duration,
+        /// Bind the token to this node name (needed to re-attest a node that is already known)
+        #[arg(long)]
+        node_name: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -125,8 +128,15 @@ fn host_name() -> String {
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     match args.command {
-        Some(AgentCommand::Token(TokenCommand::Create { ttl, client })) => {
-            let t = client.client()?.create_join_token(ttl.as_secs()).await?;
+        Some(AgentCommand::Token(TokenCommand::Create {
+            ttl,
+            node_name,
+            client,
+        })) => {
+            let t = client
+                .client()?
+                .create_join_token(ttl.as_secs(), node_name)
+                .await?;
             client.print(&t, |t| {
                 println!("{}", t.token);
                 eprintln!(

@@ -60,7 +60,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // The node agent, attested with a join token on the first run.
     let client = ward_client::Client::new(&url, Some(token.clone()), &cacert)?;
-    let join = client.create_join_token(600).await?;
+    // Bound to the node: on later runs the node is known, and only a bound
+    // token may attest it again (needed if its stored SVID has lapsed).
+    let join = client.create_join_token(600, Some(NODE.into())).await?;
     let socket = data_dir.join("public").join("api.sock");
     let agent_config = AgentConfig {
         server: url.clone(),

@@ -289,6 +289,75 @@ fn join_tokens_are_single_use_and_expire() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A fresh token cannot take over an attested node's identity...
+    let fresh = s.ward_json(&["agent", "token", "create", "--ttl", "10m"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run_as = |dir: &str, node: &str, token: &str| {
+        Command::new(ward_bin())
+            .args([
+                "agent",
+                "--data-dir",
+                tmp.path().join(dir).to_str().unwrap(),
+                "--socket",
+                tmp.path().join(format!("{dir}.sock")).to_str().unwrap(),
+            ])
+            .args(["--node-name", node, "--join-token", token])
+            .env("WARD_ADDR", s.addr())
+            .env("WARD_CACERT", s.cacert())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = run_as("thief", "n1", &fresh).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already attested"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...a token bound to n1 refuses any other node, and re-attests n1.
+    let bound = s.ward_json(&[
+        "agent",
+        "token",
+        "create",
+        "--ttl",
+        "10m",
+        "--node-name",
+        "n1",
+    ])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = run_as("n6", "n6", &bound).wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bound to spiffe://join.test/ward/agent/n1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut again = run_as("n1-again", "n1", &bound);
+    assert!(
+        wait_for(Duration::from_secs(20), || tmp
+            .path()
+            .join("n1-again.sock")
+            .exists()),
+        "a bound token did not re-attest n1"
+    );
+    let _ = again.kill();
+    let _ = again.wait();
+    // The unbound token refused above was not spent: it still attests a new node.
+    let mut n7 = run_as("n7", "n7", &fresh);
+    assert!(
+        wait_for(Duration::from_secs(20), || tmp
+            .path()
+            .join("n7.sock")
+            .exists()),
+        "a refused token was spent"
+    );
+    let _ = n7.kill();
+    let _ = n7.wait();
     // A node without a stored identity and without a token says what to do.
     let out = Command::new(ward_bin())
         .args([
