@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -30,6 +31,9 @@ pub struct WorkloadSvid {
     pub issued_at: i64,
     /// When it expires, Unix seconds.
     pub expires_at: i64,
+    /// The key as sealed on disk, made once: every state write would
+    /// otherwise re-encrypt every key the agent holds.
+    pub sealed: Arc<OnceLock<String>>,
 }
 
 impl WorkloadSvid {
@@ -221,14 +225,20 @@ impl Cache {
 }
 
 fn seal_svid(key: &MasterKey, name: &str, svid: &WorkloadSvid) -> Result<StoredSvid, CacheError> {
-    let sealed = key.seal(name, &svid.key_der).map_err(|e| CacheError::Io {
-        path: PathBuf::from(name),
-        reason: e.to_string(),
-    })?;
+    let key_sealed = match svid.sealed.get() {
+        Some(s) => s.clone(),
+        None => {
+            let sealed = key.seal(name, &svid.key_der).map_err(|e| CacheError::Io {
+                path: PathBuf::from(name),
+                reason: e.to_string(),
+            })?;
+            svid.sealed.get_or_init(|| STANDARD.encode(sealed)).clone()
+        }
+    };
     Ok(StoredSvid {
         spiffe_id: svid.spiffe_id.clone(),
         chain_pem: svid.chain_pem.clone(),
-        key_sealed: STANDARD.encode(sealed),
+        key_sealed,
         issued_at: svid.issued_at,
         expires_at: svid.expires_at,
     })
@@ -257,6 +267,7 @@ fn open_svid(
         key_der,
         issued_at: s.issued_at,
         expires_at: s.expires_at,
+        sealed: Arc::new(OnceLock::from(s.key_sealed)),
     })
 }
 
@@ -337,6 +348,7 @@ mod tests {
                         key_der: Zeroizing::new(b"very secret key bytes".to_vec()),
                         issued_at: 100,
                         expires_at: 200,
+                        sealed: Default::default(),
                     },
                 );
             })

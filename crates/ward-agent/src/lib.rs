@@ -112,6 +112,7 @@ pub(crate) fn svid_from_response(
         key_der,
         issued_at: now(),
         expires_at,
+        sealed: Default::default(),
     }
 }
 
