@@ -26,6 +26,26 @@ pub enum AttestError {
     Proc(String),
 }
 
+/// What identifies the program a process runs: its start time (against pid
+/// reuse) and its executable's device and inode (against execve, which keeps
+/// the pid). Taken when a connection is accepted and compared on every call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExeIdentity {
+    start_time: String,
+    dev: u64,
+    ino: u64,
+}
+
+/// The [`ExeIdentity`] of `pid` now, if it can be read.
+pub fn exe_identity(pid: i32) -> Option<ExeIdentity> {
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some(ExeIdentity {
+        start_time: start_time(pid).ok()?,
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
 /// The attested facts about a caller.
 #[derive(Debug, Clone)]
 pub struct Workload {
@@ -64,7 +84,8 @@ fn proc_uid(pid: i32) -> Result<u32, AttestError> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
+        // Real, effective, saved, filesystem: SO_PEERCRED reports the effective one.
+        .and_then(|v| v.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .ok_or(AttestError::Raced)
 }
@@ -107,8 +128,20 @@ impl DigestCache {
 
     /// Attests the process with these kernel credentials. Blocking (reads
     /// /proc and may hash a binary): call from a blocking thread.
-    pub fn attest(&self, pid: Option<i32>, uid: u32, gid: u32) -> Result<Workload, AttestError> {
+    pub fn attest(
+        &self,
+        pid: Option<i32>,
+        uid: u32,
+        gid: u32,
+        at_accept: Option<&ExeIdentity>,
+    ) -> Result<Workload, AttestError> {
         let pid = pid.ok_or(AttestError::NoCredentials)?;
+        // The process that connected must still be running the same program:
+        // a process that connects and then calls execve (keeping its pid)
+        // must not be attested as the new program.
+        if at_accept.is_none() || exe_identity(pid).as_ref() != at_accept {
+            return Err(AttestError::Raced);
+        }
         let before = start_time(pid)?;
         let mut selectors = vec![format!("unix:uid:{uid}"), format!("unix:gid:{gid}")];
         if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
@@ -121,7 +154,10 @@ impl DigestCache {
             selectors.push(format!("unix:path:{}", path.display()));
             selectors.push(format!("unix:sha256:{}", self.sha256_of_exe(pid)?));
         }
-        if start_time(pid)? != before || proc_uid(pid)? != uid {
+        if start_time(pid)? != before
+            || proc_uid(pid)? != uid
+            || exe_identity(pid).as_ref() != at_accept
+        {
             return Err(AttestError::Raced);
         }
         Ok(Workload { pid, selectors })
@@ -142,9 +178,9 @@ mod tests {
         let cache = DigestCache::default();
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
-        let w = cache
-            .attest(Some(std::process::id() as i32), uid, gid)
-            .unwrap();
+        let me = std::process::id() as i32;
+        let id = exe_identity(me);
+        let w = cache.attest(Some(me), uid, gid, id.as_ref()).unwrap();
         for prefix in ["unix:uid:", "unix:gid:", "unix:path:", "unix:sha256:"] {
             assert!(
                 w.selectors.iter().any(|s| s.starts_with(prefix)),
@@ -159,26 +195,36 @@ mod tests {
                 .contains(&format!("unix:path:{}", exe.display()))
         );
         // The digest is cached and stable.
-        let again = cache
-            .attest(Some(std::process::id() as i32), uid, gid)
-            .unwrap();
+        let again = cache.attest(Some(me), uid, gid, id.as_ref()).unwrap();
         assert_eq!(w.selectors, again.selectors);
     }
 
     #[test]
-    fn a_kernel_uid_that_differs_from_proc_is_refused() {
+    fn a_changed_uid_pid_or_program_is_refused() {
         let cache = DigestCache::default();
         let uid = nix::unistd::getuid().as_raw();
-        let err = cache
-            .attest(Some(std::process::id() as i32), uid + 1, 0)
-            .unwrap_err();
+        let me = std::process::id() as i32;
+        let id = exe_identity(me);
+        let err = cache.attest(Some(me), uid + 1, 0, id.as_ref()).unwrap_err();
         assert!(matches!(err, AttestError::Raced));
         assert!(matches!(
-            cache.attest(None, uid, 0),
+            cache.attest(None, uid, 0, id.as_ref()),
             Err(AttestError::NoCredentials)
         ));
         assert!(matches!(
-            cache.attest(Some(i32::MAX), uid, 0),
+            cache.attest(Some(i32::MAX), uid, 0, id.as_ref()),
+            Err(AttestError::Raced)
+        ));
+        // A connection whose process ran another program at accept (execve
+        // since) is refused, and so is one whose program was never known.
+        let mut other = id.clone().unwrap();
+        other.ino += 1;
+        assert!(matches!(
+            cache.attest(Some(me), uid, 0, Some(&other)),
+            Err(AttestError::Raced)
+        ));
+        assert!(matches!(
+            cache.attest(Some(me), uid, 0, None),
             Err(AttestError::Raced)
         ));
     }

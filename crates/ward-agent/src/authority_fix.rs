@@ -27,10 +27,18 @@ const CONTINUATION: u8 = 0x9;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
+/// HTTP/2's default maximum frame size, which h2 enforces; a client sending
+/// more is broken or hostile.
+const MAX_FRAME: usize = 16 * 1024;
+/// The most header-block bytes held back waiting for END_HEADERS.
+const MAX_HELD: usize = 64 * 1024;
 
 /// Rewrites invalid `:authority` values in the client-to-server direction.
 #[derive(Default)]
 pub struct AuthorityFixer {
+    /// Set once the client broke the limits: from then on bytes pass
+    /// through untouched and h2 enforces its own limits on them.
+    passthrough: bool,
     preface_seen: usize,
     buf: Vec<u8>,
     /// Frames of a header block still waiting for END_HEADERS, with the
@@ -41,6 +49,10 @@ pub struct AuthorityFixer {
 impl AuthorityFixer {
     /// Takes bytes from the client; appends the bytes ready for the server.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if self.passthrough {
+            out.extend_from_slice(data);
+            return;
+        }
         self.buf.extend_from_slice(data);
         loop {
             if self.preface_seen < PREFACE_LEN {
@@ -56,6 +68,14 @@ impl AuthorityFixer {
                 return;
             }
             let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
+            let held: usize = self.held.iter().map(|(f, _)| f.len()).sum();
+            if len > MAX_FRAME || held + len > MAX_HELD {
+                // Never buffer what a peer announces beyond the limits.
+                self.passthrough = true;
+                self.flush_held(out);
+                out.append(&mut self.buf);
+                return;
+            }
             if self.buf.len() < FRAME_HEADER + len {
                 return;
             }
@@ -208,9 +228,20 @@ fn fix_authority(block: &mut [u8]) {
     }
 }
 
+/// What tonic hands each call about its connection: the kernel's
+/// credentials and the caller's program identity when it was accepted.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// pid/uid/gid from SO_PEERCRED.
+    pub uds: UdsConnectInfo,
+    /// The caller's program when the connection was accepted.
+    pub exe_at_accept: Option<crate::attest::ExeIdentity>,
+}
+
 /// A Workload API connection with [`AuthorityFixer`] on its read side.
 pub struct FixedUnixStream {
     inner: UnixStream,
+    exe_at_accept: Option<crate::attest::ExeIdentity>,
     fixer: AuthorityFixer,
     out: Vec<u8>,
     pos: usize,
@@ -220,8 +251,14 @@ pub struct FixedUnixStream {
 impl FixedUnixStream {
     /// Wraps an accepted connection.
     pub fn new(inner: UnixStream) -> Self {
+        let exe_at_accept = inner
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .and_then(crate::attest::exe_identity);
         Self {
             inner,
+            exe_at_accept,
             fixer: AuthorityFixer::default(),
             out: Vec::new(),
             pos: 0,
@@ -231,9 +268,12 @@ impl FixedUnixStream {
 }
 
 impl Connected for FixedUnixStream {
-    type ConnectInfo = UdsConnectInfo;
-    fn connect_info(&self) -> UdsConnectInfo {
-        self.inner.connect_info()
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        PeerInfo {
+            uds: self.inner.connect_info(),
+            exe_at_accept: self.exe_at_accept.clone(),
+        }
     }
 }
 
@@ -380,6 +420,33 @@ mod tests {
         let out = run(&[&input]);
         assert_eq!(out.len(), input.len());
         assert!(String::from_utf8_lossy(&out).contains("runx2Fa.sock"));
+    }
+
+    #[test]
+    fn oversized_frames_and_endless_continuations_are_not_buffered() {
+        let mut f = AuthorityFixer::default();
+        let mut out = Vec::new();
+        let mut input = PREFACE.to_vec();
+        input.extend([0xff, 0xff, 0xff, HEADERS, 0, 0, 0, 0, 1]);
+        f.feed(&input, &mut out);
+        assert_eq!(
+            out, input,
+            "a 16 MiB frame header is passed on, not waited for"
+        );
+        f.feed(b"more", &mut out);
+        assert!(out.ends_with(b"more"));
+
+        let mut f = AuthorityFixer::default();
+        let mut out = Vec::new();
+        f.feed(PREFACE, &mut out);
+        f.feed(&frame(HEADERS, 0, &[0x82]), &mut out);
+        for _ in 0..10 {
+            f.feed(&frame(CONTINUATION, 0, &[0x82; 16000]), &mut out);
+        }
+        assert!(
+            f.held.is_empty() && f.passthrough,
+            "CONTINUATION frames piled up"
+        );
     }
 
     #[test]

@@ -133,6 +133,10 @@ pub fn jwt_keys_only(spiffe_bundle: &serde_json::Value) -> serde_json::Value {
 /// streams whenever anything they serve changes.
 pub struct Cache {
     state: std::sync::Mutex<State>,
+    /// Serializes whole updates (change, write, rename): two writers sharing
+    /// the temp file, or renaming out of order, would corrupt the file or
+    /// put an older state on disk.
+    write: std::sync::Mutex<()>,
     generation: watch::Sender<u64>,
     path: PathBuf,
     key: MasterKey,
@@ -189,6 +193,7 @@ impl Cache {
         let (generation, _) = watch::channel(0);
         Ok(Self {
             state: std::sync::Mutex::new(state),
+            write: std::sync::Mutex::new(()),
             generation,
             path,
             key,
@@ -207,6 +212,7 @@ impl Cache {
 
     /// Changes the state, writes it to disk, then wakes the streams.
     pub fn update(&self, f: impl FnOnce(&mut State)) -> Result<(), CacheError> {
+        let _writing = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let stored = {
             let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut guard);

@@ -143,6 +143,17 @@ impl Agent {
         Ok(())
     }
 
+    /// Reacts to a failed server call: a 401 means the server no longer
+    /// accepts this connection's verification (the node SVID was renewed, or
+    /// the trust bundle changed), so drop pooled connections and reconnect.
+    pub(crate) fn on_server_error(&self, e: &ServerError) {
+        if matches!(e, ServerError::Refused { status: 401, .. })
+            && let Err(e) = self.refresh_client()
+        {
+            tracing::warn!(error = %e, "cannot rebuild the server client");
+        }
+    }
+
     /// The state cache.
     pub fn cache(&self) -> &Cache {
         &self.cache

@@ -48,7 +48,10 @@ async fn renew_node_if_due(agent: &Agent) -> bool {
     };
     let result = async {
         let (key, csr) = key_and_csr(&id)?;
-        let resp = client.renew(csr).await.map_err(|e| e.to_string())?;
+        let resp = client.renew(csr).await.map_err(|e| {
+            agent.on_server_error(&e);
+            e.to_string()
+        })?;
         agent
             .cache
             .update(|s| {
@@ -124,6 +127,7 @@ async fn rotate_due(agent: &Arc<Agent>) -> bool {
         let resp = match client.svids(requests).await {
             Ok(r) => r,
             Err(e) => {
+                agent.on_server_error(&e);
                 tracing::warn!(error = %e, count = prepared.len(), "SVID rotation failed; serving the current SVIDs");
                 return false;
             }

@@ -35,6 +35,7 @@ pub(crate) async fn run(agent: Arc<Agent>) {
                 first = false;
             }
             Err(e) => {
+                agent.on_server_error(&e);
                 tracing::warn!(error = %e, "sync with the server failed; serving the cached state");
                 backoff.wait().await;
             }

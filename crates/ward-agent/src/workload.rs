@@ -15,11 +15,10 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::attest::{Workload, matches};
-use crate::authority_fix::FixedUnixStream;
+use crate::authority_fix::{FixedUnixStream, PeerInfo};
 use crate::cache::State;
 use crate::proto::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
 use crate::proto::*;
@@ -97,14 +96,23 @@ fn denied() -> Status {
 impl WorkloadApi {
     async fn attest<T>(&self, req: &Request<T>) -> Result<Workload, Status> {
         check_header(req)?;
-        let cred = req
+        let info = req
             .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|i| i.peer_cred)
+            .get::<PeerInfo>()
+            .cloned()
+            .ok_or_else(|| Status::internal("caller credentials unavailable"))?;
+        let cred = info
+            .uds
+            .peer_cred
             .ok_or_else(|| Status::internal("caller credentials unavailable"))?;
         let agent = self.agent.clone();
         let workload = tokio::task::spawn_blocking(move || {
-            agent.attestor.attest(cred.pid(), cred.uid(), cred.gid())
+            agent.attestor.attest(
+                cred.pid(),
+                cred.uid(),
+                cred.gid(),
+                info.exe_at_accept.as_ref(),
+            )
         })
         .await
         .map_err(|_| Status::internal("attestation failed"))?

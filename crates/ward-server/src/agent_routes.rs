@@ -21,7 +21,7 @@ use ward_store::{AuditEvent, JoinTokenUse, now_secs};
 
 use crate::error::{ApiError, parse_json};
 use crate::peer::PeerId;
-use crate::routes::{ok, ttl_within};
+use crate::routes::ok;
 use crate::state::{Server, token_hash};
 
 type S = State<Arc<Server>>;
@@ -54,7 +54,19 @@ fn is_agent_id(s: &Server, id: &SpiffeId) -> bool {
 
 /// The calling node, from its verified client certificate.
 fn node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
-    match &peer.0 {
+    if peer.id.is_some() {
+        if peer.not_after <= now_secs() {
+            return Err(ApiError::Unauthorized(
+                "the client certificate has expired since this connection was made; reconnect with the current SVID".into(),
+            ));
+        }
+        if peer.trust_generation != s.client_verifier().generation() {
+            return Err(ApiError::Unauthorized(
+                "the trust bundle changed since this connection was verified; reconnect".into(),
+            ));
+        }
+    }
+    match &peer.id {
         Some(id) if is_agent_id(s, id) => Ok(id.clone()),
         Some(id) => Err(ApiError::Forbidden(format!(
             "{id} is not a node agent identity"
@@ -263,6 +275,12 @@ async fn svids(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
             })?;
             let csr = validate_csr(r.csr.as_bytes(), &s.config.trust_domain)
                 .map_err(|e| e.to_string())?;
+            if is_agent_id(&s, csr.spiffe_id()) {
+                return Err(format!(
+                    "{} is a node identity; entries cannot issue it",
+                    csr.spiffe_id()
+                ));
+            }
             if csr.spiffe_id().to_string() != entry.spiffe_id {
                 return Err(format!(
                     "the CSR's SPIFFE ID {} differs from the entry's {}",
@@ -270,13 +288,10 @@ async fn svids(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
                     entry.spiffe_id
                 ));
             }
-            let ttl = ttl_within(
-                Some(entry.x509_ttl as u64),
-                s.config.ca.svid_default_ttl,
-                s.config.ca.svid_max_ttl,
-                "x509_ttl",
-            )
-            .map_err(|e| e.to_string())?;
+            // An entry made under a higher maximum is clamped, not refused:
+            // refusing would take its workloads down at their next rotation.
+            let ttl =
+                Duration::from_secs(entry.x509_ttl.max(1) as u64).min(s.config.ca.svid_max_ttl);
             authority
                 .signer()
                 .sign_x509_svid(&csr, ttl, now)
@@ -323,7 +338,7 @@ async fn jwt(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> Ap
         )));
     }
     let id = SpiffeId::parse(&entry.spiffe_id).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let ttl = Duration::from_secs(entry.jwt_ttl as u64);
+    let ttl = Duration::from_secs(entry.jwt_ttl.max(1) as u64).min(s.config.ca.jwt_max_ttl);
     let now = OffsetDateTime::now_utc();
     let token = authority
         .signer_jwt()

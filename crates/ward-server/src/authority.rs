@@ -150,6 +150,11 @@ impl Authority {
         })
     }
 
+    /// The store revision of the newest CA change this view includes.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
     /// The CA that signs now.
     pub fn signer(&self) -> &CertificateAuthority {
         &self.signer

@@ -72,11 +72,15 @@ pub async fn start(config: ServerConfig) -> Result<DevServer, String> {
             MasterKey::from_base64(&key).map_err(|e| format!("{}: {e}", key_path.display()))?;
         (master, read_private(&token_path)?)
     } else {
-        let out = init::initialize(&store, &config, None)
+        // Files first: if the process dies before the store commits, the
+        // next start finds an uninitialized store and simply starts over.
+        let master = MasterKey::generate().map_err(|e| e.to_string())?;
+        let token = init::new_token();
+        write_private(&key_path, &master.to_base64())?;
+        write_private(&token_path, &token)?;
+        let out = init::initialize_with(&store, &config, None, master, token)
             .await
             .map_err(|e| e.to_string())?;
-        write_private(&key_path, &out.master.to_base64())?;
-        write_private(&token_path, &out.admin_token)?;
         (out.master, out.admin_token)
     };
     let server = prepare_with_store(config, store).await?;

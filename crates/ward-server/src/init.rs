@@ -55,6 +55,20 @@ pub async fn initialize(
     config: &ServerConfig,
     upstream: Option<(&str, &str)>,
 ) -> Result<InitOutput, InitError> {
+    let master = MasterKey::generate().map_err(|e| InitError::Failed(e.to_string()))?;
+    initialize_with(store, config, upstream, master, new_token()).await
+}
+
+/// As [`initialize`], with the master key and admin token chosen by the
+/// caller (dev mode saves them to files before the store commits, so that a
+/// crash in between cannot leave a store nobody can unseal).
+pub async fn initialize_with(
+    store: &Store,
+    config: &ServerConfig,
+    upstream: Option<(&str, &str)>,
+    master: MasterKey,
+    admin_token: Zeroizing<String>,
+) -> Result<InitOutput, InitError> {
     if store
         .is_initialized()
         .await
@@ -63,7 +77,6 @@ pub async fn initialize(
         return Err(InitError::AlreadyInitialized);
     }
     let failed = |e: String| InitError::Failed(e);
-    let master = MasterKey::generate().map_err(|e| failed(e.to_string()))?;
     let upstream = upstream
         .map(|(cert, key)| UpstreamCa::from_pem(cert, key))
         .transpose()
@@ -79,7 +92,6 @@ pub async fn initialize(
     let shares = master
         .split(config.seal_threshold as usize, config.seal_shares as usize)
         .map_err(|e| failed(e.to_string()))?;
-    let admin_token = new_token();
     let token_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let mut meta = vec![
         ("trust_domain".to_owned(), config.trust_domain.to_string()),

@@ -57,7 +57,7 @@ pub async fn prepare(config: ServerConfig) -> Result<ReadyServer, String> {
     if !store.is_initialized().await.map_err(|e| e.to_string())? {
         return Err(format!(
             "the store {} is not initialized: run `ward server init --config FILE` first (or use --dev)",
-            config.storage
+            ward_store::redact_url(&config.storage)
         ));
     }
     prepare_with_store(config, store).await
@@ -121,7 +121,8 @@ impl ReadyServer {
             }
         });
         let app = routes::router(self.state.clone());
-        serve::serve_tls(self.listener, self.tls, app, shutdown).await;
+        let verifier = self.state.client_verifier().clone();
+        serve::serve_tls(self.listener, self.tls, app, verifier, shutdown).await;
         refresher.abort();
         self.state.store.close().await;
     }

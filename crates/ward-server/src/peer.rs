@@ -5,6 +5,7 @@
 //! is swapped in when the authority is (re)loaded. While sealed it accepts
 //! none.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -16,15 +17,26 @@ use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use ward_identity::SpiffeId;
 
-/// The verified SPIFFE ID of the client certificate, if one was presented.
+/// What the TLS handshake verified about the client certificate. It is
+/// checked again on every request: a connection can outlive the
+/// certificate's expiry and a change of the trust bundle (seal, CA
+/// rotation), and neither must extend what the certificate allows.
 #[derive(Debug, Clone, Default)]
-pub struct PeerId(pub Option<SpiffeId>);
+pub struct PeerId {
+    /// The SPIFFE ID in the certificate's URI SAN, if a certificate was presented.
+    pub id: Option<SpiffeId>,
+    /// The certificate's notAfter, Unix seconds.
+    pub not_after: i64,
+    /// The verifier's trust generation when the connection was verified.
+    pub trust_generation: u64,
+}
 
 /// A client certificate verifier over the current trust bundle.
 #[derive(Debug)]
 pub struct BundleClientVerifier {
     provider: Arc<CryptoProvider>,
     inner: RwLock<Option<Arc<dyn ClientCertVerifier>>>,
+    generation: AtomicU64,
 }
 
 impl BundleClientVerifier {
@@ -33,6 +45,7 @@ impl BundleClientVerifier {
         Arc::new(Self {
             provider,
             inner: RwLock::new(None),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -62,11 +75,19 @@ impl BundleClientVerifier {
             }
         };
         *self.inner.write().unwrap_or_else(|p| p.into_inner()) = verifier;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Changes whenever the trusted bundle does; connections verified under
+    /// an older generation must reconnect.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Forgets the bundle (sealing).
     pub fn clear(&self) {
         *self.inner.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -258,6 +258,19 @@ async fn sign_jwt(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
     })
 }
 
+/// An entry's SPIFFE ID: a workload ID outside `/ward/`, which Ward keeps
+/// for its own identities (a workload holding a node ID could act as that
+/// node towards the agent API).
+fn entry_id_field(s: &Server, value: &str) -> Result<SpiffeId, ApiError> {
+    let id = workload_id(s, "spiffe_id", value)?;
+    if id.path().starts_with("/ward/") {
+        return Err(ApiError::BadRequest(format!(
+            "spiffe_id {value:?}: paths under /ward/ are reserved for Ward's own identities (node agents)"
+        )));
+    }
+    Ok(id)
+}
+
 fn validate_selectors(selectors: &[String]) -> Result<(), ApiError> {
     if selectors.is_empty() {
         return Err(ApiError::BadRequest(
@@ -285,7 +298,7 @@ async fn create_entry(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult
     let caller = s.authenticate(&headers).await?;
     s.authority()?;
     let req: EntryCreate = parse_json(&body)?;
-    let id = workload_id(&s, "spiffe_id", &req.spiffe_id)?;
+    let id = entry_id_field(&s, &req.spiffe_id)?;
     let parent = workload_id(&s, "parent_id", &req.parent_id)?;
     validate_selectors(&req.selectors)?;
     let x509 = ttl_within(
@@ -367,7 +380,7 @@ async fn update_entry(
     let req: EntryUpdate = parse_json(&body)?;
     let mut entry = s.store.entry(&id).await?;
     if let Some(v) = &req.spiffe_id {
-        entry.spiffe_id = workload_id(&s, "spiffe_id", v)?.to_string();
+        entry.spiffe_id = entry_id_field(&s, v)?.to_string();
     }
     if let Some(v) = &req.parent_id {
         entry.parent_id = workload_id(&s, "parent_id", v)?.to_string();

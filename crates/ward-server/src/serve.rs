@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::peer::PeerId;
+use crate::peer::{BundleClientVerifier, PeerId};
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,6 +25,7 @@ pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    verifier: Arc<BundleClientVerifier>,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -49,6 +50,7 @@ pub async fn serve_tls(
         let service = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let verifier = verifier.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -63,13 +65,18 @@ pub async fn serve_tls(
             };
             // The client certificate, if any, was verified against the trust
             // bundle in the handshake; handlers read its SPIFFE ID.
-            let peer_id = PeerId(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(|leaf| ward_identity::spiffe_id_of_cert(leaf)),
-            );
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first());
+            let peer_id = PeerId {
+                id: leaf.and_then(|l| ward_identity::spiffe_id_of_cert(l)),
+                not_after: leaf
+                    .and_then(|l| ward_identity::ca::not_after_of_cert(l))
+                    .unwrap_or(0),
+                trust_generation: verifier.generation(),
+            };
             let service = TowerToHyperService::new(service.map_request(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer_id.clone());

@@ -128,6 +128,11 @@ impl Server {
         }))
     }
 
+    /// The verifier of client certificates (node SVIDs).
+    pub fn client_verifier(&self) -> &Arc<BundleClientVerifier> {
+        &self.client_verifier
+    }
+
     /// The seal status, in Vault's shape.
     pub fn seal_status(&self) -> SealStatus {
         let (sealed, progress) = match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
@@ -247,9 +252,13 @@ impl Server {
             &master,
             now_secs(),
         )?);
-        self.client_verifier.set_bundle(fresh.bundle_pem());
         let mut guard = self.seal.write().unwrap_or_else(|p| p.into_inner());
-        if let Seal::Unsealed { authority, .. } = &mut *guard {
+        // Sealed meanwhile: keep it sealed (and the verifier empty). Another
+        // reload installed a newer view meanwhile: keep that one.
+        if let Seal::Unsealed { authority, .. } = &mut *guard
+            && fresh.revision() >= authority.revision()
+        {
+            self.client_verifier.set_bundle(fresh.bundle_pem());
             *authority = fresh;
         }
         drop(guard);

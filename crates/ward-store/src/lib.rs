@@ -217,15 +217,40 @@ pub struct Store {
     backend: Backend,
 }
 
-fn redact(url: &str) -> String {
-    // postgres://user:password@host → postgres://user:***@host
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((creds, host)) = rest.split_once('@')
-        && let Some((user, _)) = creds.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
+/// A storage URL with any password hidden, for messages and logs:
+/// `postgres://user:***@host/db`, and `password=***` in the query.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    // The last '@' ends the user info, even when the password contains '@'.
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((creds, host)) => {
+                let user = creds.split_once(':').map(|(u, _)| u).unwrap_or(creds);
+                if creds.contains(':') {
+                    format!("{scheme}://{user}:***@{host}")
+                } else {
+                    format!("{scheme}://{user}@{host}")
+                }
+            }
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
-    url.to_owned()
+    out
 }
 
 impl Store {
@@ -247,9 +272,9 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
         } else {
-            return Err(StoreError::BadUrl(redact(url)));
+            return Err(StoreError::BadUrl(redact_url(url)));
         };
-        let shown = redact(url);
+        let shown = redact_url(url);
         let opts: AnyConnectOptions =
             url_full
                 .parse()
@@ -538,22 +563,33 @@ impl Store {
         {
             return Ok(JoinTokenUse::WrongNode(b.clone()));
         }
-        let known = sqlx::query("SELECT 1 FROM nodes WHERE spiffe_id = $1")
+        if bound.is_some() {
+            // A bound token may re-attest its node.
+            sqlx::query(
+                "INSERT INTO nodes (spiffe_id, join_token_id, attested_at) VALUES ($1, $2, $3) ON CONFLICT (spiffe_id) DO UPDATE SET join_token_id = excluded.join_token_id, attested_at = excluded.attested_at",
+            )
             .bind(node_id)
-            .fetch_optional(&mut *tx)
+            .bind(&id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            // An unbound one only claims a new name. The insert itself is the
+            // check, so two racing tokens cannot both claim one name (a
+            // SELECT first would let both pass under READ COMMITTED).
+            let claimed = sqlx::query(
+                "INSERT INTO nodes (spiffe_id, join_token_id, attested_at) VALUES ($1, $2, $3) ON CONFLICT (spiffe_id) DO NOTHING",
+            )
+            .bind(node_id)
+            .bind(&id)
+            .bind(now)
+            .execute(&mut *tx)
             .await?
-            .is_some();
-        if known && bound.is_none() {
-            return Ok(JoinTokenUse::NodeExists);
+            .rows_affected();
+            if claimed == 0 {
+                return Ok(JoinTokenUse::NodeExists);
+            }
         }
-        sqlx::query(
-            "INSERT INTO nodes (spiffe_id, join_token_id, attested_at) VALUES ($1, $2, $3) ON CONFLICT (spiffe_id) DO UPDATE SET join_token_id = excluded.join_token_id, attested_at = excluded.attested_at",
-        )
-        .bind(node_id)
-        .bind(&id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
         append_in_tx(&mut tx, &[audit]).await?;
         tx.commit().await?;
         Ok(JoinTokenUse::Consumed(id))
@@ -595,10 +631,13 @@ impl Store {
         mut entry: EntryRecord,
         audit: AuditEvent,
     ) -> Result<EntryRecord> {
+        // `entry.revision` is the revision it was read at: if the stored
+        // entry changed since, this update would silently undo that change.
+        let read_at = entry.revision;
         let mut tx = self.pool.begin().await?;
         entry.revision = bump_revision(&mut tx).await?;
         let done = sqlx::query(
-            "UPDATE entries SET spiffe_id = $2, parent_id = $3, selectors = $4, x509_ttl = $5, jwt_ttl = $6, updated_at = $7, revision = $8 WHERE id = $1",
+            "UPDATE entries SET spiffe_id = $2, parent_id = $3, selectors = $4, x509_ttl = $5, jwt_ttl = $6, updated_at = $7, revision = $8 WHERE id = $1 AND revision = $9",
         )
         .bind(&entry.id)
         .bind(&entry.spiffe_id)
@@ -608,12 +647,25 @@ impl Store {
         .bind(entry.jwt_ttl)
         .bind(entry.updated_at)
         .bind(entry.revision)
+        .bind(read_at)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                what: "entry",
-                id: entry.id,
+            let exists = sqlx::query("SELECT 1 FROM entries WHERE id = $1")
+                .bind(&entry.id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Err(if exists {
+                StoreError::Conflict(format!(
+                    "entry {} changed since it was read; read it again and retry",
+                    entry.id
+                ))
+            } else {
+                StoreError::NotFound {
+                    what: "entry",
+                    id: entry.id,
+                }
             });
         }
         append_in_tx(&mut tx, &[audit]).await?;
@@ -1044,4 +1096,29 @@ async fn insert_ca(tx: &mut Transaction<'_, Any>, ca: &CaRecord) -> Result<()> {
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_survive() {
+        assert_eq!(
+            redact_url("postgres://u:s3cret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=s3cret&sslmode=disable"),
+            "postgres://u@h/db?password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/ward/ward.db"),
+            "sqlite:///var/lib/ward/ward.db"
+        );
+    }
 }
