@@ -99,6 +99,15 @@ fn malformed_json_is_400_naming_the_field_and_changes_nothing() {
         assert_eq!(code, 400, "{body}: {text}");
         assert!(text.contains(want), "{body}: wanted {want:?} in {text}");
     }
+    // Node identities are not for entries: a workload holding one could act as that node.
+    let (code, text) = s.curl(
+        "POST",
+        "/v1/entries",
+        Some(s.token()),
+        Some(r#"{"spiffe_id": "spiffe://td.test/ward/agent/n2", "parent_id": "spiffe://td.test/ward/agent/n1", "selectors": ["unix:uid:1"]}"#),
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("reserved"), "{text}");
     let (code, text) = s.curl(
         "POST",
         "/v1/join-tokens",
