@@ -581,3 +581,48 @@ fn an_agent_with_more_entries_than_one_batch_serves_them_all() {
     });
     assert!(all, "not every entry got an SVID:\n{}", a.log_text());
 }
+
+fn pem_body_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_verified_before_a_trust_change_must_reconnect() {
+    use ward_agent::server_client::{ServerClient, ServerError};
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "gen.test");
+    let dir = tmp.path().join("node");
+    s.ward_json(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        "spiffe://gen.test/ward/agent/n1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let chain = std::fs::read_to_string(dir.join("svid.pem")).unwrap();
+    let key = pem_body_der(&std::fs::read_to_string(dir.join("key.pem")).unwrap());
+    let cacert = std::fs::read(s.cacert()).unwrap();
+    let client = ServerClient::new(s.addr(), &cacert, Some((&chain, &key))).unwrap();
+    client
+        .sync(0, Duration::ZERO)
+        .await
+        .expect("a fresh connection is accepted");
+    // The bundle changes (a CA is prepared): the kept-alive connection was
+    // verified against the old bundle and is refused until it reconnects.
+    s.ward_json(&["ca", "prepare"]);
+    let err = client.sync(0, Duration::ZERO).await.unwrap_err();
+    assert!(
+        matches!(&err, ServerError::Refused { status: 401, message } if message.contains("reconnect")),
+        "{err}"
+    );
+    let fresh = ServerClient::new(s.addr(), &cacert, Some((&chain, &key))).unwrap();
+    fresh
+        .sync(0, Duration::ZERO)
+        .await
+        .expect("a new connection is verified against the current bundle");
+}
