@@ -343,12 +343,7 @@ async fn jwt(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> Ap
     let token = authority
         .signer_jwt()
         .mint(&id, &req.audience, ttl, now)
-        .map_err(|e| match e {
-            ward_identity::JwtError::NoAudience | ward_identity::JwtError::EmptyAudience => {
-                ApiError::BadRequest(format!("field `audience`: {e}"))
-            }
-            other => ApiError::Internal(other.to_string()),
-        })?;
+        .map_err(crate::error::jwt_error)?;
     let expires_at = now.unix_timestamp() + ttl.as_secs() as i64;
     s.audit
         .append(AuditEvent::new(

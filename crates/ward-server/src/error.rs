@@ -91,6 +91,16 @@ impl From<ward_store::StoreError> for ApiError {
     }
 }
 
+/// A failed JWT-SVID mint: the caller's audience, or an internal failure.
+pub fn jwt_error(e: ward_identity::JwtError) -> ApiError {
+    match e {
+        ward_identity::JwtError::NoAudience | ward_identity::JwtError::EmptyAudience => {
+            ApiError::BadRequest(format!("field `audience`: {e}"))
+        }
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
 /// Parses a JSON body; a failure names the field and what was wrong with it.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);

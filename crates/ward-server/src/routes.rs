@@ -236,12 +236,7 @@ async fn sign_jwt(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
     let token = authority
         .signer_jwt()
         .mint(&id, &req.audience, ttl, now)
-        .map_err(|e| match e {
-            ward_identity::JwtError::NoAudience | ward_identity::JwtError::EmptyAudience => {
-                ApiError::BadRequest(format!("field `audience`: {e}"))
-            }
-            other => ApiError::Internal(other.to_string()),
-        })?;
+        .map_err(crate::error::jwt_error)?;
     let expires_at = now.unix_timestamp() + ttl.as_secs() as i64;
     s.audit
         .append(AuditEvent::new(

@@ -232,14 +232,15 @@ fn join_tokens_are_single_use_and_expire() {
         .as_str()
         .unwrap()
         .to_string();
-    let run = |node: &str, token: &str| {
+    // An agent in its own data directory `dir`, claiming node `node`.
+    let run_as = |dir: &str, node: &str, token: &str| {
         Command::new(ward_bin())
             .args([
                 "agent",
                 "--data-dir",
-                tmp.path().join(node).to_str().unwrap(),
+                tmp.path().join(dir).to_str().unwrap(),
                 "--socket",
-                tmp.path().join(format!("{node}.sock")).to_str().unwrap(),
+                tmp.path().join(format!("{dir}.sock")).to_str().unwrap(),
             ])
             .args(["--node-name", node, "--join-token", token])
             .env("WARD_ADDR", s.addr())
@@ -249,6 +250,7 @@ fn join_tokens_are_single_use_and_expire() {
             .spawn()
             .unwrap()
     };
+    let run = |node: &str, token: &str| run_as(node, node, token);
     let mut first = run("n1", &token);
     assert!(
         wait_for(Duration::from_secs(20), || tmp
@@ -294,23 +296,6 @@ fn join_tokens_are_single_use_and_expire() {
         .as_str()
         .unwrap()
         .to_string();
-    let run_as = |dir: &str, node: &str, token: &str| {
-        Command::new(ward_bin())
-            .args([
-                "agent",
-                "--data-dir",
-                tmp.path().join(dir).to_str().unwrap(),
-                "--socket",
-                tmp.path().join(format!("{dir}.sock")).to_str().unwrap(),
-            ])
-            .args(["--node-name", node, "--join-token", token])
-            .env("WARD_ADDR", s.addr())
-            .env("WARD_CACERT", s.cacert())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
     let out = run_as("thief", "n1", &fresh).wait_with_output().unwrap();
     assert!(!out.status.success());
     assert!(
