@@ -6,8 +6,7 @@
 
 use std::time::Instant;
 
-use ward_agent::client::{connect, request};
-use ward_agent::proto::X509svidRequest;
+use ward_agent::client::{connect, fetch_x509_once};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -27,14 +26,7 @@ async fn main() {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n + 200 {
         let start = Instant::now();
-        let first = async {
-            let mut stream = client
-                .fetch_x509svid(request(X509svidRequest {}))
-                .await?
-                .into_inner();
-            stream.message().await
-        }
-        .await;
+        let first = fetch_x509_once(&mut client).await;
         match first {
             Ok(Some(resp)) if !resp.svids.is_empty() => {}
             other => {

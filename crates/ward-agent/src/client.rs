@@ -7,6 +7,7 @@ use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use crate::proto::{X509svidRequest, X509svidResponse};
 
 /// Connects to the Workload API at `socket`.
 pub async fn connect(socket: &Path) -> Result<SpiffeWorkloadApiClient<Channel>, String> {
@@ -39,4 +40,16 @@ pub fn request<T>(msg: T) -> tonic::Request<T> {
         tonic::metadata::MetadataValue::from_static("true"),
     );
     req
+}
+
+/// One FetchX509SVID as a one-shot client does it: open the stream, read
+/// the first message, drop the stream. `None` if the agent closed it empty.
+pub async fn fetch_x509_once(
+    client: &mut SpiffeWorkloadApiClient<Channel>,
+) -> Result<Option<X509svidResponse>, tonic::Status> {
+    let mut stream = client
+        .fetch_x509svid(request(X509svidRequest {}))
+        .await?
+        .into_inner();
+    stream.message().await
 }

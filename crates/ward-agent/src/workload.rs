@@ -196,6 +196,28 @@ impl WorkloadApi {
         Box::pin(ReceiverStream::new(rx))
     }
 
+    /// Streams `build(state)` to a workload for as long as an entry matches
+    /// it; PermissionDenied at once if none does, and when the last one goes.
+    fn stream_while_entitled<T, F>(
+        &self,
+        w: Workload,
+        build: F,
+    ) -> Result<Response<Stream_<T>>, Status>
+    where
+        T: Clone + PartialEq + Send + 'static,
+        F: Fn(&State) -> T + Send + 'static,
+    {
+        if self.agent.cache.read(|s| Self::entitled(s, &w).0) == 0 {
+            return Err(denied());
+        }
+        Ok(Response::new(self.stream(move |state| {
+            if Self::entitled(state, &w).0 == 0 {
+                return Err(denied());
+            }
+            Ok(build(state))
+        })))
+    }
+
     /// Waits (bounded) until a matched workload's first SVID is issued.
     async fn wait_for_svids(&self, w: &Workload) -> Result<(), Status> {
         let mut changes = self.agent.cache.subscribe();
@@ -246,18 +268,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let w = self.attest(&req).await?;
-        if self.agent.cache.read(|s| Self::entitled(s, &w).0) == 0 {
-            return Err(denied());
-        }
-        Ok(Response::new(self.stream(move |state| {
-            if Self::entitled(state, &w).0 == 0 {
-                return Err(denied());
-            }
-            Ok(X509BundlesResponse {
-                crl: Vec::new(),
-                bundles: HashMap::from([(Self::td_key(state), state.bundle_der.concat())]),
-            })
-        })))
+        self.stream_while_entitled(w, |state| X509BundlesResponse {
+            crl: Vec::new(),
+            bundles: HashMap::from([(Self::td_key(state), state.bundle_der.concat())]),
+        })
     }
 
     async fn fetch_jwtsvid(
@@ -304,18 +318,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let w = self.attest(&req).await?;
-        if self.agent.cache.read(|s| Self::entitled(s, &w).0) == 0 {
-            return Err(denied());
-        }
-        Ok(Response::new(self.stream(move |state| {
-            if Self::entitled(state, &w).0 == 0 {
-                return Err(denied());
-            }
-            let jwks = serde_json::to_vec(&state.jwt_bundle).unwrap_or_default();
-            Ok(JwtBundlesResponse {
-                bundles: HashMap::from([(Self::td_key(state), jwks)]),
-            })
-        })))
+        self.stream_while_entitled(w, |state| JwtBundlesResponse {
+            bundles: HashMap::from([(
+                Self::td_key(state),
+                serde_json::to_vec(&state.jwt_bundle).unwrap_or_default(),
+            )]),
+        })
     }
 
     async fn validate_jwtsvid(

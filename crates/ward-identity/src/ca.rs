@@ -373,14 +373,19 @@ fn random_serial() -> SerialNumber {
 
 /// Encodes one DER certificate as a PEM block.
 pub fn der_to_pem(der: &[u8]) -> String {
+    pem_block("CERTIFICATE", der)
+}
+
+/// Encodes DER as one PEM block with the given label.
+pub fn pem_block(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    let mut out = format!("-----BEGIN {label}-----\n");
     for line in b64.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(line).unwrap_or_default());
         out.push('\n');
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    out.push_str(&format!("-----END {label}-----\n"));
     out
 }
 

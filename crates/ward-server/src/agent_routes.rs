@@ -20,6 +20,7 @@ use ward_identity::{SpiffeId, validate_csr};
 use ward_store::{AuditEvent, JoinTokenUse, now_secs};
 
 use crate::error::{ApiError, parse_json};
+use crate::issuance;
 use crate::peer::PeerId;
 use crate::routes::ok;
 use crate::state::{Server, token_hash};
@@ -140,22 +141,9 @@ async fn attest(State(s): S, body: Bytes) -> ApiResult {
             ));
         }
     }
-    let svid = authority
-        .signer()
-        .sign_x509_svid(
-            &csr,
-            s.config.ca.svid_default_ttl,
-            OffsetDateTime::now_utc(),
-        )
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let svid = issuance::sign_x509(&authority, &csr, s.config.ca.svid_default_ttl)?;
     tracing::info!(node = %svid.spiffe_id, "node attested");
-    ok(&X509SvidResponse {
-        spiffe_id: svid.spiffe_id.to_string(),
-        cert_chain_pem: svid.chain_pem(),
-        bundle_pem: authority.bundle_pem().to_owned(),
-        serial: svid.serial_hex,
-        expires_at: svid.not_after.unix_timestamp(),
-    })
+    ok(&issuance::x509_response(&authority, svid))
 }
 
 async fn renew(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> ApiResult {
@@ -170,30 +158,16 @@ async fn renew(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
             csr.spiffe_id()
         )));
     }
-    let svid = authority
-        .signer()
-        .sign_x509_svid(
-            &csr,
-            s.config.ca.svid_default_ttl,
-            OffsetDateTime::now_utc(),
-        )
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let expires_at = svid.not_after.unix_timestamp();
+    let svid = issuance::sign_x509(&authority, &csr, s.config.ca.svid_default_ttl)?;
     s.audit
         .append(AuditEvent::new(
             actor(&node),
             "agent.renew",
             node.to_string(),
-            serde_json::json!({"serial": svid.serial_hex, "expires_at": expires_at}),
+            serde_json::json!({"serial": svid.serial_hex, "expires_at": svid.not_after.unix_timestamp()}),
         ))
         .await?;
-    ok(&X509SvidResponse {
-        spiffe_id: svid.spiffe_id.to_string(),
-        cert_chain_pem: svid.chain_pem(),
-        bundle_pem: authority.bundle_pem().to_owned(),
-        serial: svid.serial_hex,
-        expires_at,
-    })
+    ok(&issuance::x509_response(&authority, svid))
 }
 
 #[derive(Deserialize)]
@@ -339,23 +313,14 @@ async fn jwt(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> Ap
     }
     let id = SpiffeId::parse(&entry.spiffe_id).map_err(|e| ApiError::Internal(e.to_string()))?;
     let ttl = Duration::from_secs(entry.jwt_ttl.max(1) as u64).min(s.config.ca.jwt_max_ttl);
-    let now = OffsetDateTime::now_utc();
-    let token = authority
-        .signer_jwt()
-        .mint(&id, &req.audience, ttl, now)
-        .map_err(crate::error::jwt_error)?;
-    let expires_at = now.unix_timestamp() + ttl.as_secs() as i64;
-    s.audit
-        .append(AuditEvent::new(
-            actor(&node),
-            "svid.jwt",
-            id.to_string(),
-            serde_json::json!({"audience": req.audience, "expires_at": expires_at, "entry_id": req.entry_id}),
-        ))
-        .await?;
-    ok(&JwtSvidResponse {
-        token,
-        spiffe_id: id.to_string(),
-        expires_at,
-    })
+    ok(&issuance::issue_jwt(
+        &s,
+        &authority,
+        &id,
+        &req.audience,
+        ttl,
+        actor(&node),
+        Some(&req.entry_id),
+    )
+    .await?)
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod init;
+mod issuance;
 pub mod peer;
 mod routes;
 mod serve;

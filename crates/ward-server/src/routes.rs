@@ -12,13 +12,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use time::OffsetDateTime;
 use ward_api::*;
 use ward_identity::{SpiffeId, validate_csr};
 use ward_store::{AuditEvent, EntryRecord, now_secs};
 
 use crate::authority::new_ca_record;
 use crate::error::{ApiError, json_response, parse_json};
+use crate::issuance;
 use crate::state::Server;
 
 type S = State<Arc<Server>>;
@@ -182,26 +182,16 @@ async fn sign_x509(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
         default_ttl = Duration::from_secs(entry.x509_ttl as u64);
     }
     let ttl = ttl_within(req.ttl, default_ttl, s.config.ca.svid_max_ttl, "ttl")?;
-    let svid = authority
-        .signer()
-        .sign_x509_svid(&csr, ttl, OffsetDateTime::now_utc())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let expires_at = svid.not_after.unix_timestamp();
+    let svid = issuance::sign_x509(&authority, &csr, ttl)?;
     s.audit
         .append(AuditEvent::new(
             caller.actor(),
             "svid.x509",
             svid.spiffe_id.to_string(),
-            serde_json::json!({"serial": svid.serial_hex, "expires_at": expires_at, "entry_id": req.entry_id}),
+            serde_json::json!({"serial": svid.serial_hex, "expires_at": svid.not_after.unix_timestamp(), "entry_id": req.entry_id}),
         ))
         .await?;
-    ok(&X509SvidResponse {
-        spiffe_id: svid.spiffe_id.to_string(),
-        cert_chain_pem: svid.chain_pem(),
-        bundle_pem: authority.bundle_pem().to_owned(),
-        serial: svid.serial_hex,
-        expires_at,
-    })
+    ok(&issuance::x509_response(&authority, svid))
 }
 
 fn workload_id(s: &Server, field: &str, value: &str) -> Result<SpiffeId, ApiError> {
@@ -232,25 +222,16 @@ async fn sign_jwt(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
         s.config.ca.jwt_max_ttl,
         "ttl",
     )?;
-    let now = OffsetDateTime::now_utc();
-    let token = authority
-        .signer_jwt()
-        .mint(&id, &req.audience, ttl, now)
-        .map_err(crate::error::jwt_error)?;
-    let expires_at = now.unix_timestamp() + ttl.as_secs() as i64;
-    s.audit
-        .append(AuditEvent::new(
-            caller.actor(),
-            "svid.jwt",
-            id.to_string(),
-            serde_json::json!({"audience": req.audience, "expires_at": expires_at, "kid": authority.signer_jwt().kid()}),
-        ))
-        .await?;
-    ok(&JwtSvidResponse {
-        token,
-        spiffe_id: id.to_string(),
-        expires_at,
-    })
+    ok(&issuance::issue_jwt(
+        &s,
+        &authority,
+        &id,
+        &req.audience,
+        ttl,
+        caller.actor(),
+        None,
+    )
+    .await?)
 }
 
 /// An entry's SPIFFE ID: a workload ID outside `/ward/`, which Ward keeps

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use ward_agent::AgentConfig;
-use ward_agent::client::{connect, request};
-use ward_agent::proto::{JwtsvidRequest, X509svidRequest};
+use ward_agent::client::{connect, fetch_x509_once, request};
+use ward_agent::proto::JwtsvidRequest;
 
 use crate::client::{ClientArgs, Output, parse_duration, rfc3339};
 
@@ -183,13 +183,7 @@ async fn run_api(cmd: ApiCommand) -> anyhow::Result<()> {
             output,
         } => {
             let mut client = connect(&socket).await.map_err(anyhow::Error::msg)?;
-            let mut stream = client
-                .fetch_x509svid(request(X509svidRequest {}))
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", code_name(s.code()), s.message()))?
-                .into_inner();
-            let first = stream
-                .message()
+            let first = fetch_x509_once(&mut client)
                 .await
                 .map_err(|s| anyhow::anyhow!("{}: {}", code_name(s.code()), s.message()))?
                 .context("the agent closed the stream without an answer")?;
@@ -275,17 +269,13 @@ pub fn write_svid_files(
     write_mode(&dir.join("bundle.pem"), pem(&svid.bundle).as_bytes(), 0o644)?;
     write_mode(
         &dir.join("key.pem"),
-        pem_block("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
+        ward_identity::ca::pem_block("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
         0o600,
     )
 }
 
 fn x509_not_after(der: &[u8]) -> Option<i64> {
     ward_identity::ca::not_after_of_cert(der)
-}
-
-fn pem_block(label: &str, der: &[u8]) -> String {
-    ward_identity::ca::der_to_pem(der).replace("CERTIFICATE", label)
 }
 
 fn write_mode(path: &std::path::Path, data: &[u8], mode: u32) -> anyhow::Result<()> {

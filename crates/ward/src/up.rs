@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use ward_agent::AgentConfig;
-use ward_agent::client::{connect, request};
-use ward_agent::proto::X509svidRequest;
+use ward_agent::client::{connect, fetch_x509_once};
 use ward_api::EntryCreate;
 use ward_server::config::ServerConfig;
 use ward_server::dev;
@@ -149,11 +148,7 @@ async fn fetch_demo(socket: &std::path::Path, out: &std::path::Path) -> anyhow::
     loop {
         let attempt = async {
             let mut client = connect(socket).await.map_err(anyhow::Error::msg)?;
-            let mut stream = client
-                .fetch_x509svid(request(X509svidRequest {}))
-                .await?
-                .into_inner();
-            stream.message().await?.context("empty answer")
+            fetch_x509_once(&mut client).await?.context("empty answer")
         }
         .await;
         match attempt {
