@@ -1,0 +1,462 @@
+//! One decision per request, on the verified caller. The policy set is
+//! split by principal scope once per caller and cached, so a decision
+//! evaluates only the policies that can apply to that caller: with 1,000
+//! policies written per service, a request looks at a handful.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use cedar_policy::{
+    Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
+    PolicyId, PolicySet, PrincipalConstraint, Request, RestrictedExpression,
+};
+
+use crate::PolicyError;
+
+/// Labels of a service (from its registration entries), by SPIFFE ID.
+pub type Labels = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Headers the schema lets policies read (`Ward::Headers`).
+const CONTEXT_HEADERS: [&str; 5] = ["host", "content-type", "user-agent", "accept", "x-request-id"];
+
+/// The actions the schema declares (HTTP methods and `connect`).
+const ACTIONS: [&str; 10] = [
+    "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT", "connect",
+];
+
+/// The most callers whose policy subsets are kept; beyond it the cache
+/// starts over (callers are verified identities, so this is rarely hit).
+const MAX_CACHED_CALLERS: usize = 10_000;
+
+/// One request (or TCP connection) to decide.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    /// The caller's SPIFFE ID, as verified from its certificate.
+    pub caller: &'a str,
+    /// The SPIFFE ID of the service being called (the proxy's own).
+    pub destination: &'a str,
+    /// The HTTP method, or `connect` for opaque TCP.
+    pub action: &'a str,
+    /// The canonical request path, or `tcp:<listener>`.
+    pub route: &'a str,
+    pub source: IpAddr,
+    pub time: SystemTime,
+    /// "http/1.1", "h2" or "tcp".
+    pub protocol: &'a str,
+    /// Request headers; only those the schema declares are passed on.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+/// The outcome: allowed or not, and why (policy IDs), never policy text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policies that decided (permits when allowed, forbids when denied by one).
+    pub policies: Vec<String>,
+    /// Policies that could not be evaluated, with the error.
+    pub errors: Vec<String>,
+}
+
+impl Decision {
+    fn deny(error: impl Into<String>) -> Self {
+        Self { allowed: false, policies: Vec::new(), errors: vec![error.into()] }
+    }
+}
+
+/// A validated policy set, ready to decide.
+#[derive(Debug)]
+pub struct Engine {
+    policies: PolicySet,
+    /// Policies whose principal scope is unconstrained or a type test.
+    any_principal: Vec<Policy>,
+    /// Policies whose principal scope is `== uid`, `in uid` or `is T in uid`, by that uid.
+    by_principal: HashMap<EntityUid, Vec<Policy>>,
+    labels: Labels,
+    subsets: RwLock<HashMap<String, Arc<PolicySet>>>,
+    authorizer: Authorizer,
+    types: Types,
+}
+
+#[derive(Debug)]
+struct Types {
+    service: EntityTypeName,
+    namespace: EntityTypeName,
+    route: EntityTypeName,
+    /// Each action with its groups (`read`/`write`) as parents, from the schema.
+    actions: HashMap<&'static str, Entity>,
+}
+
+impl Types {
+    fn new() -> Self {
+        let name = |n: &str| -> EntityTypeName {
+            #[allow(clippy::expect_used)] // constant names, covered by tests
+            n.parse().expect("valid entity type name")
+        };
+        let action = name("Ward::Action");
+        let declared = crate::schema().action_entities().ok();
+        Self {
+            service: name("Ward::Service"),
+            namespace: name("Ward::Namespace"),
+            route: name("Ward::Route"),
+            actions: ACTIONS
+                .iter()
+                .map(|a| {
+                    let uid = EntityUid::from_type_name_and_id(action.clone(), EntityId::new(a));
+                    let entity = declared
+                        .as_ref()
+                        .and_then(|d| d.get(&uid))
+                        .cloned()
+                        .unwrap_or_else(|| Entity::with_uid(uid));
+                    (*a, entity)
+                })
+                .collect(),
+        }
+    }
+
+    fn uid(&self, t: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id))
+    }
+}
+
+impl Engine {
+    /// Validates `text` against the schema and prepares it for decisions.
+    pub fn new(text: &str, labels: Labels) -> Result<Self, PolicyError> {
+        let policies = crate::validate(text)?;
+        let mut any_principal = Vec::new();
+        let mut by_principal: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
+        for p in policies.policies() {
+            match p.principal_constraint() {
+                PrincipalConstraint::Any | PrincipalConstraint::Is(_) => {
+                    any_principal.push(p.clone())
+                }
+                PrincipalConstraint::Eq(uid)
+                | PrincipalConstraint::In(uid)
+                | PrincipalConstraint::IsIn(_, uid) => {
+                    by_principal.entry(uid).or_default().push(p.clone())
+                }
+            }
+        }
+        Ok(Self {
+            policies,
+            any_principal,
+            by_principal,
+            labels,
+            subsets: RwLock::new(HashMap::new()),
+            authorizer: Authorizer::new(),
+            types: Types::new(),
+        })
+    }
+
+    /// How many policies the set holds.
+    pub fn len(&self) -> usize {
+        self.policies.num_of_policies()
+    }
+
+    /// Whether the set holds no policy (and so allows nothing).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decides one call. Anything that cannot be evaluated denies: an
+    /// unknown method, a malformed input, or an error in a `forbid` policy
+    /// (Cedar skips policies that error; a skipped forbid must not allow).
+    pub fn decide(&self, call: &Call<'_>) -> Decision {
+        let Some(action) = self.types.actions.get(call.action) else {
+            return Decision::deny(format!("no action {:?} in the schema", call.action));
+        };
+        let caller = self.service_entity(call.caller);
+        let destination = self.service_entity(call.destination);
+        let (Ok(caller), Ok(destination)) = (caller, destination) else {
+            return Decision::deny("cannot build the request's entities");
+        };
+        let route_uid = self.types.uid(&self.types.route, call.route);
+        let route = Entity::new_with_tags(
+            route_uid.clone(),
+            [
+                ("path".to_string(), RestrictedExpression::new_string(call.route.to_string())),
+                (
+                    "service".to_string(),
+                    RestrictedExpression::new_entity_uid(destination.uid()),
+                ),
+            ],
+            [destination.uid()],
+            [],
+        );
+        let Ok(route) = route else {
+            return Decision::deny("cannot build the request's entities");
+        };
+        let principal = caller.uid();
+        let namespaces = [&caller, &destination]
+            .into_iter()
+            .flat_map(|e| namespace_of(e, &self.types))
+            .map(Entity::with_uid)
+            .collect::<Vec<_>>();
+        let action_uid = action.uid();
+        let entities = match Entities::from_entities(
+            [caller, destination, route, action.clone()].into_iter().chain(namespaces),
+            None,
+        ) {
+                Ok(e) => e,
+                Err(_) => return Decision::deny("cannot build the request's entities"),
+            };
+        let context = match self.context(call) {
+            Ok(c) => c,
+            Err(e) => return Decision::deny(e),
+        };
+        let request = match Request::new(principal.clone(), action_uid, route_uid, context, None) {
+            Ok(r) => r,
+            Err(e) => return Decision::deny(e.to_string()),
+        };
+        let policies = self.subset_for(call.caller, &principal);
+        let response = self.authorizer.is_authorized(&request, &policies, &entities);
+        let mut errors = Vec::new();
+        let mut forbid_failed = false;
+        for e in response.diagnostics().errors() {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+            if policies.policy(e.policy_id()).is_some_and(|p| p.effect() == Effect::Forbid) {
+                forbid_failed = true;
+            }
+            errors.push(format!("{}: {}", e.policy_id(), e.inner()));
+        }
+        let reasons: Vec<String> =
+            response.diagnostics().reason().map(PolicyId::to_string).collect();
+        let allowed = response.decision() == cedar_policy::Decision::Allow && !forbid_failed;
+        Decision { allowed, policies: reasons, errors }
+    }
+
+    fn context(&self, call: &Call<'_>) -> Result<Context, String> {
+        let headers = call
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = CONTEXT_HEADERS.iter().find(|h| h.eq_ignore_ascii_case(name))?;
+                Some((name.to_string(), RestrictedExpression::new_string(value.to_string())))
+            })
+            .collect::<BTreeMap<_, _>>();
+        let time = humantime::format_rfc3339_seconds(call.time).to_string();
+        Context::from_pairs([
+            ("source".to_string(), RestrictedExpression::new_ip(call.source.to_string())),
+            ("time".to_string(), RestrictedExpression::new_datetime(time)),
+            ("protocol".to_string(), RestrictedExpression::new_string(call.protocol.to_string())),
+            (
+                "headers".to_string(),
+                RestrictedExpression::new_record(headers).map_err(|e| e.to_string())?,
+            ),
+        ])
+        .map_err(|e| e.to_string())
+    }
+
+    fn service_entity(&self, id: &str) -> Result<Entity, String> {
+        let (trust_domain, path) = split_id(id);
+        let namespace = namespace_segment(path).unwrap_or("");
+        let name = path.rsplit('/').next().unwrap_or("");
+        let uid = self.types.uid(&self.types.service, id);
+        let parents = (!namespace.is_empty())
+            .then(|| self.types.uid(&self.types.namespace, namespace));
+        let tags = self
+            .labels
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
+        let s = |v: &str| RestrictedExpression::new_string(v.to_string());
+        Entity::new_with_tags(
+            uid,
+            [
+                ("spiffe_id".to_string(), s(id)),
+                ("trust_domain".to_string(), s(trust_domain)),
+                ("namespace".to_string(), s(namespace)),
+                ("name".to_string(), s(name)),
+            ],
+            parents,
+            tags,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// The policies whose principal scope can match this caller.
+    fn subset_for(&self, caller: &str, principal: &EntityUid) -> Arc<PolicySet> {
+        if let Some(s) = self.subsets.read().unwrap_or_else(|p| p.into_inner()).get(caller) {
+            return s.clone();
+        }
+        let namespace = namespace_segment(split_id(caller).1)
+            .map(|ns| self.types.uid(&self.types.namespace, ns));
+        let mut set = PolicySet::new();
+        let scoped = [Some(principal), namespace.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.by_principal.get(uid))
+            .flatten();
+        for p in self.any_principal.iter().chain(scoped) {
+            // IDs are unique within the validated set, so adding cannot clash.
+            let _ = set.add(p.clone());
+        }
+        let set = Arc::new(set);
+        let mut cache = self.subsets.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED_CALLERS {
+            cache.clear();
+        }
+        cache.insert(caller.to_string(), set.clone());
+        set
+    }
+
+    /// Decides with every policy, without the per-caller subset (for
+    /// benchmarks and for checking that the subset changes nothing).
+    #[doc(hidden)]
+    pub fn decide_unindexed(&self, call: &Call<'_>) -> Decision {
+        let full = Arc::new(self.policies.clone());
+        self.subsets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(call.caller.to_string(), full);
+        let d = self.decide(call);
+        self.subsets.write().unwrap_or_else(|p| p.into_inner()).remove(call.caller);
+        d
+    }
+}
+
+/// `spiffe://td/ns/<namespace>/...` → the namespace.
+fn namespace_segment(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/ns/")?;
+    let ns = rest.split('/').next()?;
+    (!ns.is_empty()).then_some(ns)
+}
+
+fn namespace_of(service: &Entity, types: &Types) -> Option<EntityUid> {
+    let uid = service.uid();
+    namespace_segment(split_id(uid.id().unescaped()).1).map(|ns| types.uid(&types.namespace, ns))
+}
+
+/// `spiffe://td/path` → ("td", "/path"). The proxy passes only IDs it has
+/// verified; anything else yields an empty trust domain and path.
+fn split_id(id: &str) -> (&str, &str) {
+    let rest = id.strip_prefix("spiffe://").unwrap_or("");
+    match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FE: &str = "spiffe://td/ns/demo/sa/frontend";
+    const ORDERS: &str = "spiffe://td/ns/demo/sa/orders";
+    const PAY: &str = "spiffe://td/ns/demo/sa/payments";
+
+    fn call<'a>(caller: &'a str, dest: &'a str, method: &'a str, path: &'a str) -> Call<'a> {
+        Call {
+            caller,
+            destination: dest,
+            action: method,
+            route: path,
+            source: "127.0.0.1".parse().unwrap(),
+            time: SystemTime::now(),
+            protocol: "http/1.1",
+            headers: &[("Content-Type", "application/json"), ("x-secret", "s")],
+        }
+    }
+
+    fn engine(text: &str) -> Engine {
+        let mut labels = Labels::new();
+        labels.insert(ORDERS.into(), [("team".to_string(), "shop".to_string())].into());
+        Engine::new(text, labels).unwrap()
+    }
+
+    #[test]
+    fn scope_and_conditions_decide() {
+        let e = engine(&format!(
+            r#"@id("fe-orders")
+            permit(principal == Ward::Service::"{FE}", action in Ward::Action::"read",
+                   resource in Ward::Service::"{ORDERS}")
+            when {{ resource.path like "/orders*" && context.headers has "content-type" }};
+            permit(principal in Ward::Namespace::"demo", action == Ward::Action::"POST", resource)
+            when {{ resource.service.hasTag("team") && resource.service.getTag("team") == "shop" }};"#
+        ));
+        let d = e.decide(&call(FE, ORDERS, "GET", "/orders/1"));
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.policies, vec!["fe-orders".to_string()]);
+        assert!(!e.decide(&call(FE, PAY, "GET", "/orders/1")).allowed);
+        assert!(!e.decide(&call(FE, ORDERS, "DELETE", "/orders/1")).allowed);
+        assert!(!e.decide(&call(FE, ORDERS, "GET", "/admin")).allowed);
+        assert!(!e.decide(&call(PAY, ORDERS, "GET", "/orders/1")).allowed);
+        // Namespace membership and labels (tags) of the destination.
+        assert!(e.decide(&call(PAY, ORDERS, "POST", "/x")).allowed);
+        assert!(!e.decide(&call(PAY, FE, "POST", "/x")).allowed);
+        assert!(!e.decide(&call("spiffe://td/other/x", ORDERS, "POST", "/x")).allowed);
+    }
+
+    #[test]
+    fn no_policy_and_unknown_methods_deny() {
+        let e = engine("");
+        assert!(!e.decide(&call(FE, ORDERS, "GET", "/")).allowed);
+        let e = engine("permit(principal, action, resource);");
+        assert!(e.decide(&call(FE, ORDERS, "GET", "/")).allowed);
+        assert!(e.decide(&call(FE, ORDERS, "connect", "tcp:db")).allowed);
+        let d = e.decide(&call(FE, ORDERS, "PROPFIND", "/"));
+        assert!(!d.allowed && !d.errors.is_empty());
+    }
+
+    #[test]
+    fn a_forbid_that_cannot_be_evaluated_denies() {
+        // An overflow is an evaluation error that validation cannot see:
+        // Cedar skips the forbid; Ward must deny anyway.
+        let e = engine(
+            r#"permit(principal, action, resource);
+               forbid(principal, action, resource) when { 9223372036854775807 + 1 > 0 };"#,
+        );
+        let d = e.decide(&call(FE, ORDERS, "GET", "/"));
+        assert!(!d.allowed, "{d:?}");
+        assert_eq!(d.errors.len(), 1);
+        // A failing permit next to a passing one still allows.
+        let e = engine(
+            r#"permit(principal, action, resource);
+               permit(principal, action, resource) when { 9223372036854775807 + 1 > 0 };"#,
+        );
+        assert!(e.decide(&call(FE, ORDERS, "GET", "/")).allowed);
+    }
+
+    #[test]
+    fn context_carries_source_time_and_headers() {
+        let e = engine(
+            r#"permit(principal, action, resource) when {
+                 context.source.isInRange(ip("127.0.0.0/8")) &&
+                 context.time > datetime("2020-01-01") &&
+                 context.protocol == "http/1.1" &&
+                 context.headers has "content-type" &&
+                 context.headers["content-type"] == "application/json" };"#,
+        );
+        assert!(e.decide(&call(FE, ORDERS, "GET", "/")).allowed);
+        let mut c = call(FE, ORDERS, "GET", "/");
+        c.source = "10.0.0.1".parse().unwrap();
+        assert!(!e.decide(&c).allowed);
+        c = call(FE, ORDERS, "GET", "/");
+        c.headers = &[];
+        assert!(!e.decide(&c).allowed);
+    }
+
+    #[test]
+    fn the_per_caller_subset_decides_as_the_whole_set() {
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!(
+                "permit(principal == Ward::Service::\"spiffe://td/ns/n{i}/sa/s{i}\", action, resource) when {{ resource.path == \"/p{i}\" }};\n"
+            ));
+        }
+        text.push_str("forbid(principal in Ward::Namespace::\"n7\", action == Ward::Action::\"DELETE\", resource);\n");
+        text.push_str("permit(principal is Ward::Service, action == Ward::Action::\"HEAD\", resource);\n");
+        let e = engine(&text);
+        for i in [0, 7, 150] {
+            let id = format!("spiffe://td/ns/n{i}/sa/s{i}");
+            for (m, p) in [("GET", format!("/p{i}")), ("GET", "/p1".into()), ("DELETE", format!("/p{i}")), ("HEAD", "/z".into())] {
+                let c = call(&id, ORDERS, m, &p);
+                assert_eq!(e.decide(&c), e.decide_unindexed(&c), "{id} {m} {p}");
+            }
+        }
+        assert!(e.decide(&call("spiffe://td/ns/n7/sa/s7", ORDERS, "GET", "/p7")).allowed);
+        assert!(!e.decide(&call("spiffe://td/ns/n7/sa/s7", ORDERS, "DELETE", "/p7")).allowed);
+    }
+}

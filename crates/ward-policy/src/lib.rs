@@ -1,0 +1,198 @@
+//! Ward's authorization: the Cedar schema every policy is checked against,
+//! validation of a pushed policy set, and the per-request decision the
+//! proxy takes on the verified caller.
+//!
+//! Model: principal = the caller's `Ward::Service` (from its SPIFFE ID, with
+//! its namespace as parent and its labels as tags), action = the HTTP
+//! method (`Ward::Action::"GET"`, grouped in `read`/`write`) or `connect`
+//! for opaque TCP, resource = a `Ward::Route` (the canonical path) whose
+//! parent is the service being called, context = source address, time,
+//! protocol and selected headers. See `ward.cedarschema`.
+
+mod engine;
+
+use std::sync::OnceLock;
+
+pub use engine::{Call, Decision, Engine, Labels};
+
+use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+
+/// The schema text, as shipped in the binary.
+pub const SCHEMA_TEXT: &str = include_str!("ward.cedarschema");
+
+/// The parsed built-in schema.
+pub fn schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        // The text is a constant of this crate; a unit test parses it.
+        #[allow(clippy::expect_used)]
+        Schema::from_cedarschema_str(SCHEMA_TEXT)
+            .map(|(s, _warnings)| s)
+            .expect("Ward's built-in Cedar schema parses")
+    })
+}
+
+/// Why a policy set was refused. Messages name the policy and the line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("the policy text does not parse:\n{0}")]
+    Parse(String),
+    #[error(
+        "policy templates are not supported (policy {0}): write static policies with the entities spelled out"
+    )]
+    Template(String),
+    #[error("the policies do not validate against Ward's schema (`ward policy schema` prints it):\n{0}")]
+    Invalid(String),
+    #[error("the policy text is {0} bytes; the limit is {MAX_POLICY_BYTES}")]
+    TooLarge(usize),
+}
+
+/// The largest policy text accepted (about 10,000 policies).
+pub const MAX_POLICY_BYTES: usize = 4 << 20;
+
+/// Parses and validates `text` (strict mode) against the built-in schema.
+/// An empty text is a valid policy set that allows nothing.
+pub fn validate(text: &str) -> Result<PolicySet, PolicyError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(PolicyError::TooLarge(text.len()));
+    }
+    let set: PolicySet = text
+        .parse()
+        .map_err(|e: cedar_policy::ParseErrors| PolicyError::Parse(describe_all(e.iter(), text)))?;
+    if let Some(t) = set.templates().next() {
+        return Err(PolicyError::Template(t.id().to_string()));
+    }
+    let set = name_by_annotation(set)?;
+    let result = Validator::new(schema().clone()).validate(&set, ValidationMode::Strict);
+    if !result.validation_passed() {
+        return Err(PolicyError::Invalid(describe_all(
+            result.validation_errors().map(|e| e as &dyn Diagnostic),
+            text,
+        )));
+    }
+    Ok(set)
+}
+
+/// Policies annotated `@id("name")` take that name (in decisions,
+/// errors and reports) instead of Cedar's positional `policyN`.
+fn name_by_annotation(set: PolicySet) -> Result<PolicySet, PolicyError> {
+    let mut named = PolicySet::new();
+    for p in set.policies() {
+        let p = match p.annotation("id") {
+            Some(id) if !id.is_empty() => p.new_id(PolicyId::new(id)),
+            _ => p.clone(),
+        };
+        let id = p.id().to_string();
+        named
+            .add(p)
+            .map_err(|_| PolicyError::Parse(format!("  two policies are named {id:?}")))?;
+    }
+    Ok(named)
+}
+
+/// One line per diagnostic: "line L, column C: message (help)".
+fn describe_all<'a, D: Diagnostic + ?Sized + 'a>(
+    diagnostics: impl Iterator<Item = &'a D>,
+    text: &str,
+) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for d in diagnostics {
+        // The validator repeats one mistake once per action it applies to.
+        let key = (d.labels().and_then(|mut l| l.next()).map(|l| l.offset()), d.to_string().split(" for Ward::Action").next().map(str::to_string));
+        if !seen.insert(key) {
+            continue;
+        }
+        let place = d
+            .labels()
+            .and_then(|mut l| l.next())
+            .map(|label| {
+                let mut offset = label.offset().min(text.len());
+                while !text.is_char_boundary(offset) {
+                    offset -= 1;
+                }
+                let before = &text[..offset];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            })
+            .unwrap_or_default();
+        let help = d.help().map(|h| format!(" ({h})")).unwrap_or_default();
+        out.push(format!("  {place}{d}{help}"));
+    }
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_schema_parses() {
+        let _ = schema();
+    }
+
+    #[test]
+    fn a_valid_policy_set_passes() {
+        let text = r#"
+            permit(principal == Ward::Service::"spiffe://td/ns/demo/sa/frontend",
+                   action in Ward::Action::"read",
+                   resource in Ward::Service::"spiffe://td/ns/demo/sa/orders")
+            when { resource.path like "/orders/*" && context.source.isLoopback() };
+            forbid(principal, action, resource) unless { principal.hasTag("team") };
+        "#;
+        validate(text).unwrap();
+        validate("").unwrap();
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let err = validate("permit(principal, action, resource);\npermit(principal action, resource);")
+            .unwrap_err();
+        let PolicyError::Parse(msg) = err else { panic!("{err:?}") };
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn a_type_error_is_refused_with_the_policy_named() {
+        // `path` is a String: comparing it with a number cannot type-check.
+        let err = validate("permit(principal, action, resource) when { resource.path == 3 };")
+            .unwrap_err();
+        let PolicyError::Invalid(msg) = err else { panic!("{err:?}") };
+        assert!(msg.contains("policy0"), "{msg}");
+        // An unknown entity type or attribute is refused too.
+        assert!(matches!(
+            validate("permit(principal == User::\"alice\", action, resource);"),
+            Err(PolicyError::Invalid(_))
+        ));
+        assert!(matches!(
+            validate("permit(principal, action, resource) when { principal.owner == \"x\" };"),
+            Err(PolicyError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn policies_take_their_id_annotation() {
+        let set = validate("@id(\"fe\") permit(principal, action, resource);").unwrap();
+        assert!(set.policy(&PolicyId::new("fe")).is_some());
+        assert!(matches!(
+            validate("@id(\"a\") permit(principal, action, resource); @id(\"a\") forbid(principal, action, resource);"),
+            Err(PolicyError::Parse(m)) if m.contains("\"a\"")
+        ));
+    }
+
+    #[test]
+    fn templates_are_refused() {
+        assert!(matches!(
+            validate("permit(principal == ?principal, action, resource);"),
+            Err(PolicyError::Template(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_text_is_refused() {
+        let text = " ".repeat(MAX_POLICY_BYTES + 1);
+        assert_eq!(validate(&text), Err(PolicyError::TooLarge(MAX_POLICY_BYTES + 1)));
+    }
+}
