@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use ward_store::{AuditRecord, EntryRecord as Entry};
+pub use ward_store::{AuditRecord, EdgeReport, EdgeTotal, EntryRecord as Entry};
+
+use std::collections::BTreeMap;
 
 /// The body of every error response, as in Vault's API (hvac reads it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +66,9 @@ pub struct EntryCreate {
     /// JWT-SVID lifetime in seconds (default: the server's).
     #[serde(default)]
     pub jwt_ttl: Option<u64>,
+    /// Labels, `{"team": "payments"}`: tags of the workload in policies.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `PATCH /v1/entries/{id}`: only the fields given change.
@@ -85,6 +90,9 @@ pub struct EntryUpdate {
     /// New JWT-SVID lifetime, seconds.
     #[serde(default)]
     pub jwt_ttl: Option<u64>,
+    /// New labels (replace the old ones).
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 /// `GET /v1/entries[?parent_id=&since=]`.
@@ -299,4 +307,53 @@ pub struct AgentJwtRequest {
     pub entry_id: String,
     /// Audiences; at least one.
     pub audience: Vec<String>,
+}
+
+/// `PUT /v1/policy` answers with the stored version (the text is not echoed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    pub version: i64,
+    pub revision: i64,
+    pub sha256: String,
+    /// How many policies the set holds.
+    pub policies: usize,
+    pub created_at: i64,
+}
+
+/// `GET /v1/policy`: the current policy set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyCurrent {
+    /// 0 when no policy was ever pushed (every proxy then denies everything).
+    pub version: i64,
+    pub sha256: String,
+    pub text: String,
+}
+
+/// `GET /v1/proxy/policy?since=R&wait=S`: what a proxy needs to decide.
+/// Answered at once when the store revision is past `since`, else when it
+/// moves or the wait ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyPolicy {
+    /// The store revision this answer reflects (pass it as `since`).
+    pub revision: i64,
+    /// The policy version (0: none pushed yet).
+    pub version: i64,
+    pub sha256: String,
+    /// The Cedar text.
+    pub text: String,
+    /// Labels by SPIFFE ID, from the registration entries.
+    pub labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// `POST /v1/proxy/telemetry`: one batch of edge counts from a proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryBatch {
+    pub edges: Vec<EdgeReport>,
+}
+
+/// `GET /v1/telemetry/edges?since=T`: totals per edge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeTotals {
+    pub edges: Vec<EdgeTotal>,
 }

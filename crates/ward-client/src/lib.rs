@@ -106,12 +106,28 @@ impl Client {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<reqwest::Response, ClientError> {
+        let body = body
+            .map(|b| serde_json::to_vec(b).map(|v| ("application/json", v)))
+            .transpose()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.send_raw(method, path, body).await
+    }
+
+    /// Sends `body` as (content type, bytes).
+    async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut req = self.http.request(method, format!("{}{path}", self.addr));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.json(b);
+        if let Some((content_type, bytes)) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes);
         }
         let resp = req.send().await.map_err(|e| ClientError::Connect {
             addr: self.addr.clone(),
@@ -141,6 +157,25 @@ impl Client {
         resp.json()
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Validates and stores a new policy version (`PUT /v1/policy`).
+    pub async fn push_policy(&self, text: &str) -> Result<PolicyVersion, ClientError> {
+        let resp = self
+            .send_raw(Method::PUT, "/v1/policy", Some(("text/plain", text.as_bytes().to_vec())))
+            .await?;
+        resp.json().await.map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The current policy set.
+    pub async fn current_policy(&self) -> Result<PolicyCurrent, ClientError> {
+        self.json(Method::GET, "/v1/policy", None::<&()>).await
+    }
+
+    /// Call totals per edge, reported by proxies since `since` (Unix seconds).
+    pub async fn edge_totals(&self, since: i64) -> Result<EdgeTotals, ClientError> {
+        self.json(Method::GET, &format!("/v1/telemetry/edges?since={since}"), None::<&()>)
+            .await
     }
 
     /// `GET path` returning raw JSON, for `--output json` passthrough.

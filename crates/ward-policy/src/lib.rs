@@ -48,8 +48,8 @@ pub enum PolicyError {
     TooLarge(usize),
 }
 
-/// The largest policy text accepted (about 10,000 policies).
-pub const MAX_POLICY_BYTES: usize = 4 << 20;
+/// The largest policy text accepted (about 10,000 short policies).
+pub const MAX_POLICY_BYTES: usize = 2 << 20;
 
 /// Parses and validates `text` (strict mode) against the built-in schema.
 /// An empty text is a valid policy set that allows nothing.

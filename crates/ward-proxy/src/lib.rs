@@ -1,1 +1,287 @@
+//! `ward proxy`: the sidecar. Inbound, it terminates mutual TLS with the
+//! service's SVID, reads the caller's SPIFFE ID from its verified
+//! certificate, authorizes every request (or TCP connection) with Cedar,
+//! and forwards to the local app with a verified identity header.
+//! Outbound, it takes the app's plain requests on loopback and carries
+//! them over mutual TLS to the upstream, whose SPIFFE ID it checks.
+//! SVIDs, bundle and policy are local (memory and disk): the control plane
+//! is never on the request path.
 
+pub mod config;
+pub mod connect;
+pub mod demo;
+pub mod http;
+pub mod identity;
+pub mod path;
+pub mod policy;
+mod serve;
+pub mod telemetry;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use ward_identity::SpiffeId;
+
+use crate::config::{Protocol, ProxyConfig};
+use crate::connect::MtlsConnector;
+use crate::http::{Inbound, Outbound};
+use crate::policy::PolicyState;
+use crate::serve::Shared;
+use crate::telemetry::Telemetry;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen on {addr} ({name}): {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the server CA certificate {path}: {reason}")]
+    ServerCa { path: PathBuf, reason: String },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot build the server API client: {0}")]
+    Client(String),
+    #[error("cannot write {path}: {source}")]
+    ReadyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The addresses actually bound (port 0 becomes a real port), written to
+/// the ready file for scripts and tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bound {
+    pub inbound: BTreeMap<String, SocketAddr>,
+    pub outbound: BTreeMap<String, SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    TcpListener::bind(addr).await.map_err(|source| ProxyError::Bind {
+        name: name.to_owned(),
+        addr,
+        source,
+    })
+}
+
+/// Runs the proxy until `shutdown` resolves, then drains open connections
+/// (up to `limits.drain_timeout`).
+pub async fn run(
+    config: ProxyConfig,
+    ready_file: Option<PathBuf>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let (id_tx, identity) = watch::channel(None);
+    let telemetry = Arc::new(Telemetry::new(config.telemetry.max_edges));
+    let policy = Arc::new(PolicyState::new(config.policy.cache.clone(), telemetry.clone()));
+    policy.load_cache();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Shared {
+        identity: identity.clone(),
+        policy: policy.clone(),
+        telemetry: telemetry.clone(),
+        limits: config.limits.clone(),
+        shutdown: stop_rx,
+        open: Arc::new(AtomicUsize::new(0)),
+    };
+
+    // Bind everything first: a taken port is an error at start, not later.
+    let mut listeners = Vec::new();
+    for l in &config.inbound {
+        listeners.push(bind(&l.name, l.listen).await?);
+    }
+    let mut out_listeners = Vec::new();
+    for l in &config.outbound {
+        out_listeners.push(bind(&l.name, l.listen).await?);
+    }
+    let admin = match &config.admin {
+        Some(a) => Some(bind("admin", a.listen).await?),
+        None => None,
+    };
+
+    // Identity source.
+    let id = &config.identity;
+    match (&id.workload_api, &id.svid, &id.key, &id.bundle) {
+        (Some(socket), ..) => {
+            tokio::spawn(identity::watch_workload_api(
+                socket.clone(),
+                id.spiffe_id.clone(),
+                provider.clone(),
+                id_tx,
+            ));
+        }
+        (None, Some(svid), Some(key), Some(bundle)) => {
+            tokio::spawn(identity::watch_files(
+                svid.clone(),
+                key.clone(),
+                bundle.clone(),
+                provider.clone(),
+                id_tx,
+            ));
+        }
+        _ => unreachable!("checked by ProxyConfig::check"),
+    }
+    let own_id: Arc<RwLock<Arc<str>>> = Arc::new(RwLock::new(Arc::from("")));
+    {
+        let (own_id, mut identity, telemetry) = (own_id.clone(), identity.clone(), telemetry.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(i) = identity.borrow_and_update().clone() {
+                    *own_id.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(i.id.as_str());
+                    telemetry.svid_expiry.set(i.not_after);
+                }
+                if identity.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    // Policy source, and reports to the server.
+    if let Some(server) = &config.policy.server {
+        let ca_path = config.policy.server_ca.clone().unwrap_or_default();
+        let ca: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca_path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ProxyError::ServerCa { path: ca_path.clone(), reason: e.to_string() })?;
+        if ca.is_empty() {
+            return Err(ProxyError::ServerCa { path: ca_path, reason: "no certificate in it".into() });
+        }
+        let tls = tls::server_api_config(identity.clone(), provider.clone(), ca)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            // A fresh handshake per request presents the current SVID.
+            .pool_max_idle_per_host(0)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ProxyError::Client(e.to_string()))?;
+        let server = server.trim_end_matches('/').to_string();
+        tokio::spawn(policy::watch_server(policy.clone(), http.clone(), server.clone(), identity.clone()));
+        tokio::spawn(report(telemetry.clone(), http, server, config.telemetry.report_interval));
+    } else if let Some(file) = &config.policy.file {
+        tokio::spawn(policy::watch_file(policy.clone(), file.clone()));
+    }
+
+    let mut bound = Bound { inbound: BTreeMap::new(), outbound: BTreeMap::new(), admin: None };
+    let mut tasks = Vec::new();
+    for (l, listener) in config.inbound.iter().zip(listeners) {
+        bound.inbound.insert(l.name.clone(), listener.local_addr().unwrap_or(l.listen));
+        match l.protocol {
+            Protocol::Http => {
+                let tls = tls::inbound_config(identity.clone(), provider.clone(), &[b"h2", b"http/1.1"])?;
+                let inbound = Arc::new(Inbound::new(
+                    l.name.clone(),
+                    l.app,
+                    l.app_protocol,
+                    own_id.clone(),
+                    policy.clone(),
+                    telemetry.clone(),
+                    &config.limits,
+                ));
+                tasks.push(tokio::spawn(serve::inbound_http(listener, TlsAcceptor::from(tls), inbound, shared.clone())));
+            }
+            Protocol::Tcp => {
+                let tls = tls::inbound_config(identity.clone(), provider.clone(), &[])?;
+                tasks.push(tokio::spawn(serve::inbound_tcp(
+                    listener,
+                    TlsAcceptor::from(tls),
+                    l.name.clone(),
+                    l.app,
+                    own_id.clone(),
+                    shared.clone(),
+                )));
+            }
+        }
+    }
+    for (l, listener) in config.outbound.iter().zip(out_listeners) {
+        bound.outbound.insert(l.name.clone(), listener.local_addr().unwrap_or(l.listen));
+        let expected: Vec<SpiffeId> = l.spiffe_ids.iter().filter_map(|s| SpiffeId::parse(s).ok()).collect();
+        let connector = |alpn: &[&[u8]]| -> Result<MtlsConnector, ProxyError> {
+            Ok(MtlsConnector {
+                upstream: l.upstream,
+                config: tls::outbound_config(identity.clone(), provider.clone(), expected.clone(), alpn)?,
+                connect_timeout: config.limits.connect_timeout,
+            })
+        };
+        match l.protocol {
+            Protocol::Http => {
+                let outbound = Arc::new(Outbound::new(
+                    l.name.clone(),
+                    connector(&[b"http/1.1"])?,
+                    connector(&[b"h2"])?,
+                    telemetry.clone(),
+                    &config.limits,
+                ));
+                tasks.push(tokio::spawn(serve::outbound_http(listener, outbound, shared.clone())));
+            }
+            Protocol::Tcp => {
+                tasks.push(tokio::spawn(serve::outbound_tcp(listener, connector(&[])?, l.name.clone(), shared.clone())));
+            }
+        }
+    }
+    if let Some(listener) = admin {
+        bound.admin = listener.local_addr().ok();
+        tasks.push(tokio::spawn(serve::admin(listener, shared.clone(), !config.inbound.is_empty())));
+    }
+    tracing::info!(inbound = ?bound.inbound, outbound = ?bound.outbound, admin = ?bound.admin, "proxy listening");
+    if let Some(path) = &ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&bound).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| ProxyError::ReadyFile { path: path.clone(), source })?;
+    }
+
+    shutdown.await;
+    tracing::info!(open = shared.open.load(Ordering::SeqCst), "draining connections");
+    let _ = stop_tx.send(true);
+    let deadline = tokio::time::Instant::now() + config.limits.drain_timeout;
+    while shared.open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// Sends edge counts to the server every `interval`; what cannot be sent
+/// is kept (bounded) for the next attempt.
+async fn report(telemetry: Arc<Telemetry>, http: reqwest::Client, server: String, interval: Duration) {
+    let url = format!("{server}/v1/proxy/telemetry");
+    loop {
+        tokio::time::sleep(interval).await;
+        let edges = telemetry.drain();
+        if edges.is_empty() {
+            continue;
+        }
+        let batch = ward_api::TelemetryBatch { edges };
+        let sent = http
+            .post(&url)
+            .json(&batch)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status());
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot report telemetry; will retry");
+            telemetry.restore(batch.edges);
+        }
+    }
+}

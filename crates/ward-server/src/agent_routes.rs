@@ -53,8 +53,9 @@ fn is_agent_id(s: &Server, id: &SpiffeId) -> bool {
             .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
-/// The calling node, from its verified client certificate.
-fn node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
+/// The SPIFFE ID of the verified client certificate, if it is still
+/// valid and was verified under the current trust bundle.
+pub(crate) fn verified_peer(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
     if peer.id.is_some() {
         if peer.not_after <= now_secs() {
             return Err(ApiError::Unauthorized(
@@ -67,14 +68,20 @@ fn node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
             ));
         }
     }
-    match &peer.id {
-        Some(id) if is_agent_id(s, id) => Ok(id.clone()),
-        Some(id) => Err(ApiError::Forbidden(format!(
-            "{id} is not a node agent identity"
-        ))),
-        None => Err(ApiError::Unauthorized(
-            "this endpoint needs the node's SVID as a TLS client certificate".into(),
-        )),
+    peer.id.clone().ok_or_else(|| {
+        ApiError::Unauthorized(
+            "this endpoint needs an SVID of this trust domain as the TLS client certificate".into(),
+        )
+    })
+}
+
+/// The calling node, from its verified client certificate.
+fn node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
+    let id = verified_peer(s, peer)?;
+    if is_agent_id(s, &id) {
+        Ok(id)
+    } else {
+        Err(ApiError::Forbidden(format!("{id} is not a node agent identity")))
     }
 }
 

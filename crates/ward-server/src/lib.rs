@@ -12,6 +12,7 @@ pub mod error;
 pub mod init;
 mod issuance;
 pub mod peer;
+mod policy_routes;
 mod routes;
 mod serve;
 pub mod state;

@@ -26,6 +26,8 @@ type ApiResult = Result<Response, ApiError>;
 
 /// The largest request body accepted; CSRs and entries are small.
 const MAX_BODY: usize = 64 * 1024;
+/// The largest policy text, plus room for nothing else: the body is the text.
+const MAX_POLICY_BYTES: usize = ward_policy::MAX_POLICY_BYTES;
 
 /// The API router.
 pub fn router(server: Arc<Server>) -> Router {
@@ -48,8 +50,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/ca/activate", post(activate_ca))
         .route("/v1/audit", get(audit_page))
         .merge(crate::agent_routes::router())
-        .fallback(|| async { ApiError::NotFound("no such API path".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Policy texts are larger than any other body: they get their own limit.
+        .merge(crate::policy_routes::router().layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)))
+        .fallback(|| async { ApiError::NotFound("no such API path".into()) })
         .layer(axum::middleware::from_fn(reject_oversized))
         .with_state(server)
 }
@@ -63,8 +67,13 @@ async fn reject_oversized(req: axum::extract::Request, next: axum::middleware::N
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return ApiError::TooLarge(MAX_BODY).into_response();
+    let limit = if req.uri().path() == crate::policy_routes::POLICY_PATH {
+        MAX_POLICY_BYTES
+    } else {
+        MAX_BODY
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::TooLarge(limit).into_response();
     }
     next.run(req).await
 }
@@ -270,6 +279,24 @@ fn validate_selectors(selectors: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Labels become Cedar tags: short, printable keys and values, few of them.
+fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+    if labels.len() > 32 {
+        return Err(ApiError::BadRequest("field `labels`: at most 32 labels".into()));
+    }
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= 63
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !key_ok || v.len() > 253 || v.chars().any(char::is_control) {
+            return Err(ApiError::BadRequest(format!(
+                "field `labels`: {k:?} is not a valid label (keys: 1-63 of A-Z a-z 0-9 - _ . /; values: up to 253 printable characters)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn create_entry(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
     let caller = s.authenticate(&headers).await?;
     s.authority()?;
@@ -277,6 +304,7 @@ async fn create_entry(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult
     let id = entry_id_field(&s, &req.spiffe_id)?;
     let parent = workload_id(&s, "parent_id", &req.parent_id)?;
     validate_selectors(&req.selectors)?;
+    validate_labels(&req.labels)?;
     let x509 = ttl_within(
         req.x509_ttl,
         s.config.ca.svid_default_ttl,
@@ -295,6 +323,7 @@ async fn create_entry(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult
         spiffe_id: id.to_string(),
         parent_id: parent.to_string(),
         selectors: req.selectors,
+        labels: req.labels,
         x509_ttl: x509.as_secs() as i64,
         jwt_ttl: jwt.as_secs() as i64,
         created_at: now,
@@ -305,7 +334,7 @@ async fn create_entry(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult
         caller.actor(),
         "entry.create",
         entry.id.clone(),
-        serde_json::json!({"spiffe_id": entry.spiffe_id, "parent_id": entry.parent_id, "selectors": entry.selectors}),
+        serde_json::json!({"spiffe_id": entry.spiffe_id, "parent_id": entry.parent_id, "selectors": entry.selectors, "labels": entry.labels}),
     );
     let entry = s.store.create_entry(entry, audit).await?;
     s.changes.notify_waiters();
@@ -365,6 +394,10 @@ async fn update_entry(
         validate_selectors(&v)?;
         entry.selectors = v;
     }
+    if let Some(v) = req.labels {
+        validate_labels(&v)?;
+        entry.labels = v;
+    }
     if req.x509_ttl.is_some() {
         entry.x509_ttl = ttl_within(
             req.x509_ttl,
@@ -388,7 +421,7 @@ async fn update_entry(
         caller.actor(),
         "entry.update",
         id.clone(),
-        serde_json::json!({"spiffe_id": entry.spiffe_id, "parent_id": entry.parent_id, "selectors": entry.selectors}),
+        serde_json::json!({"spiffe_id": entry.spiffe_id, "parent_id": entry.parent_id, "selectors": entry.selectors, "labels": entry.labels}),
     );
     let entry = s.store.update_entry(entry, audit).await?;
     s.changes.notify_waiters();

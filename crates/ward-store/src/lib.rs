@@ -13,9 +13,11 @@
 
 pub mod audit;
 mod migrations;
+mod policy;
 pub mod seal;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 pub use audit::{AuditEvent, AuditRecord, ChainError, ChainVerifier, verify_chain};
+pub use policy::{EdgeReport, EdgeTotal, PolicyRecord};
 pub use writer::AuditWriter;
 
 /// Which database a [`Store`] talks to.
@@ -115,6 +118,9 @@ pub struct EntryRecord {
     pub x509_ttl: i64,
     /// JWT-SVID lifetime, seconds.
     pub jwt_ttl: i64,
+    /// Labels (`team=payments`): tags of the workload's Cedar entity.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
     /// Last change, Unix seconds.
@@ -606,7 +612,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         entry.revision = bump_revision(&mut tx).await?;
         sqlx::query(
-            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&entry.id)
         .bind(&entry.spiffe_id)
@@ -617,6 +623,7 @@ impl Store {
         .bind(entry.created_at)
         .bind(entry.updated_at)
         .bind(entry.revision)
+        .bind(serde_json::to_string(&entry.labels).unwrap_or_default())
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, "an entry with this ID already exists"))?;
@@ -637,7 +644,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         entry.revision = bump_revision(&mut tx).await?;
         let done = sqlx::query(
-            "UPDATE entries SET spiffe_id = $2, parent_id = $3, selectors = $4, x509_ttl = $5, jwt_ttl = $6, updated_at = $7, revision = $8 WHERE id = $1 AND revision = $9",
+            "UPDATE entries SET spiffe_id = $2, parent_id = $3, selectors = $4, x509_ttl = $5, jwt_ttl = $6, updated_at = $7, revision = $8, labels = $10 WHERE id = $1 AND revision = $9",
         )
         .bind(&entry.id)
         .bind(&entry.spiffe_id)
@@ -648,6 +655,7 @@ impl Store {
         .bind(entry.updated_at)
         .bind(entry.revision)
         .bind(read_at)
+        .bind(serde_json::to_string(&entry.labels).unwrap_or_default())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -1031,7 +1039,7 @@ pub(crate) async fn append_in_tx(
 }
 
 const ENTRY_COLUMNS: &str =
-    "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision";
+    "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels";
 
 fn entry_from_row(r: &AnyRow) -> Result<EntryRecord> {
     let selectors: String = r.try_get(3)?;
@@ -1046,6 +1054,11 @@ fn entry_from_row(r: &AnyRow) -> Result<EntryRecord> {
         created_at: r.try_get(6)?,
         updated_at: r.try_get(7)?,
         revision: r.try_get(8)?,
+        labels: {
+            let labels: String = r.try_get(9)?;
+            serde_json::from_str(&labels)
+                .map_err(|e| StoreError::Invalid(format!("entry labels: {e}")))?
+        },
     })
 }
 

@@ -64,4 +64,21 @@ ALTER TABLE join_tokens ADD COLUMN node_id TEXT;
 CREATE TABLE nodes (spiffe_id TEXT PRIMARY KEY, join_token_id TEXT NOT NULL, attested_at BIGINT NOT NULL);
 "#,
     },
+    Migration {
+        version: 3,
+        name: "policies and telemetry",
+        // Labels of a workload (Cedar tags on its Service entity); policy
+        // versions (each push advances the store revision, which proxies
+        // watch); call edges reported by proxies, one row per edge per report.
+        sql: r#"
+ALTER TABLE entries ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE policies (version BIGINT PRIMARY KEY, revision BIGINT NOT NULL, text TEXT NOT NULL,
+  sha256 TEXT NOT NULL, created_at BIGINT NOT NULL, actor TEXT NOT NULL);
+CREATE TABLE edge_reports (received_at BIGINT NOT NULL, reporter TEXT NOT NULL, source TEXT NOT NULL,
+  destination TEXT NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status_class TEXT NOT NULL,
+  decision TEXT NOT NULL, requests BIGINT NOT NULL, latency_us_sum BIGINT NOT NULL,
+  window_start BIGINT NOT NULL, window_end BIGINT NOT NULL);
+CREATE INDEX edge_reports_received ON edge_reports (received_at);
+"#,
+    },
 ];

@@ -119,7 +119,48 @@ both_backends!(
     join_tokens_are_single_use_and_expire,
     audit_chain_stays_intact_under_concurrent_writers,
     initialization_happens_once_and_ca_rotation_keeps_one_active,
+    policies_are_versioned_and_advance_the_revision,
+    edge_reports_are_summed_per_edge,
 );
+
+async fn policies_are_versioned_and_advance_the_revision(store: Store) {
+    assert_eq!(store.current_policy().await.unwrap(), None);
+    let before = store.revision().await.unwrap();
+    let one = store
+        .push_policy("permit(principal, action, resource);", "aa", "token:t", ev("policy.push", "1"))
+        .await
+        .unwrap();
+    assert_eq!((one.version, one.revision), (1, before + 1));
+    let two = store.push_policy("", "bb", "token:t", ev("policy.push", "2")).await.unwrap();
+    assert_eq!(two.version, 2);
+    assert_eq!(store.current_policy().await.unwrap().unwrap(), two);
+    assert_eq!(store.revision().await.unwrap(), two.revision);
+    // The label map survives a round trip through the entries table.
+    store.create_entry(entry("labelled", "p"), ev("entry.create", "l")).await.unwrap();
+    assert_eq!(store.entry("labelled").await.unwrap().labels["team"], "shop");
+}
+
+async fn edge_reports_are_summed_per_edge(store: Store) {
+    let edge = |decision: &str, n: i64| ward_store::EdgeReport {
+        source: "spiffe://td/a".into(),
+        destination: "spiffe://td/b".into(),
+        method: "GET".into(),
+        route: "/x".into(),
+        status_class: if decision == "allow" { "2xx".into() } else { "none".into() },
+        decision: decision.into(),
+        requests: n,
+        latency_us_sum: n * 100,
+        window_start: 1,
+        window_end: 2,
+    };
+    store.record_edges("spiffe://td/b", &[edge("allow", 3), edge("deny", 1)]).await.unwrap();
+    store.record_edges("spiffe://td/b", &[edge("allow", 4)]).await.unwrap();
+    let totals = store.edge_totals(0).await.unwrap();
+    assert_eq!(totals.len(), 2);
+    let allow = totals.iter().find(|t| t.decision == "allow").unwrap();
+    assert_eq!((allow.requests, allow.latency_us_sum), (7, 700));
+    assert!(store.edge_totals(now_secs() + 10).await.unwrap().is_empty());
+}
 
 fn ev(action: &str, target: &str) -> AuditEvent {
     AuditEvent::new(
@@ -138,6 +179,7 @@ fn entry(id: &str, parent: &str) -> EntryRecord {
         selectors: vec!["unix:uid:1000".into()],
         x509_ttl: 3600,
         jwt_ttl: 300,
+        labels: [("team".to_string(), "shop".to_string())].into(),
         created_at: now_secs(),
         updated_at: now_secs(),
         revision: 0,
@@ -145,7 +187,7 @@ fn entry(id: &str, parent: &str) -> EntryRecord {
 }
 
 async fn migrations_are_recorded_and_idempotent(store: Store) {
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     assert!(!store.is_initialized().await.unwrap());
     assert_eq!(store.audit_head().await.unwrap().0, 0);
 }
@@ -427,7 +469,7 @@ async fn sqlite_keeps_committed_writes_across_reopen() {
     }
     let store = Store::connect(&url).await.unwrap();
     assert_eq!(store.entry("kept").await.unwrap().id, "kept");
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
 }
 
 #[tokio::test]

@@ -31,6 +31,9 @@ pub enum EntryCommand {
         /// JWT-SVID lifetime (default 5m)
         #[arg(long, value_parser = parse_duration)]
         jwt_ttl: Option<Duration>,
+        /// KEY=VALUE label (a tag of the workload in policies); repeat for more
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -68,6 +71,12 @@ pub enum EntryCommand {
         /// New JWT-SVID lifetime
         #[arg(long, value_parser = parse_duration)]
         jwt_ttl: Option<Duration>,
+        /// New labels, KEY=VALUE (replace all of the old ones)
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Remove every label
+        #[arg(long, conflicts_with = "labels")]
+        clear_labels: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -78,6 +87,12 @@ pub enum EntryCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 fn check_id(flag: &str, value: &str) -> anyhow::Result<()> {
@@ -111,6 +126,10 @@ fn print_entry(e: &Entry) {
     println!("SPIFFE ID   {}", e.spiffe_id);
     println!("parent      {}", e.parent_id);
     println!("selectors   {}", e.selectors.join(", "));
+    if !e.labels.is_empty() {
+        let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("labels      {}", labels.join(", "));
+    }
     println!(
         "x509 TTL    {}",
         humantime::format_duration(Duration::from_secs(e.x509_ttl as u64))
@@ -131,6 +150,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             selectors,
             x509_ttl,
             jwt_ttl,
+            labels,
             client,
         } => {
             check_id("--spiffe-id", &spiffe_id)?;
@@ -143,6 +163,7 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                     selectors,
                     x509_ttl: x509_ttl.map(|d| d.as_secs()),
                     jwt_ttl: jwt_ttl.map(|d| d.as_secs()),
+                    labels: labels.into_iter().collect(),
                 })
                 .await?;
             client.print(&e, print_entry);
@@ -162,6 +183,8 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
             selectors,
             x509_ttl,
             jwt_ttl,
+            labels,
+            clear_labels,
             client,
         } => {
             if let Some(s) = &spiffe_id {
@@ -176,6 +199,11 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
                 selectors: (!selectors.is_empty()).then_some(selectors),
                 x509_ttl: x509_ttl.map(|d| d.as_secs()),
                 jwt_ttl: jwt_ttl.map(|d| d.as_secs()),
+                labels: if clear_labels {
+                    Some(Default::default())
+                } else {
+                    (!labels.is_empty()).then(|| labels.into_iter().collect())
+                },
             };
             let e = client.client()?.update_entry(&id, &req).await?;
             client.print(&e, print_entry);

@@ -7,9 +7,12 @@ mod ca;
 mod client;
 mod entry;
 mod operator;
+mod policy;
+mod proxy;
 mod server;
 mod svid;
 mod up;
+mod up_mesh;
 
 use clap::{Parser, Subcommand};
 
@@ -22,7 +25,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Zero-trust security for microservices: workload identity (SPIFFE), a certificate authority and a tamper-evident audit log, in one binary",
     long_about = None,
-    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit\n\nStart here: `ward up`, then follow what it prints."
+    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  proxy     the sidecar: mTLS between services, Cedar authorization per request\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit, policy, telemetry\n\nStart here: `ward up`, then follow what it prints."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -58,6 +61,16 @@ enum Command {
     /// Verify and read the tamper-evident audit log
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Run the sidecar proxy: mutual TLS between services, Cedar authorization of every call
+    Proxy(proxy::ProxyArgs),
+    /// Validate, push and show Cedar policies (who may call what)
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Read the call edges proxies report (the service graph's raw data)
+    #[command(subcommand)]
+    Telemetry(policy::TelemetryCommand),
+    /// A small HTTP service for demos and tests: answers JSON naming itself and its verified caller
+    DemoApp(proxy::DemoAppArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -84,6 +97,10 @@ fn main() -> std::process::ExitCode {
             Command::Ca(c) => ca::run(c).await,
             Command::Bundle(c) => ca::run_bundle(c).await,
             Command::Audit(c) => audit::run(c).await,
+            Command::Proxy(a) => proxy::run(a).await,
+            Command::Policy(c) => policy::run(c).await,
+            Command::Telemetry(c) => policy::run_telemetry(c).await,
+            Command::DemoApp(a) => proxy::run_demo_app(a).await,
         }
     });
     match result {

@@ -1,7 +1,10 @@
 //! `ward up`: the platform on one machine in dev mode, with a walk-through.
 //! It starts the control plane on embedded storage and a node agent beside
 //! it, registers a demo workload (this user's uid), fetches the demo SVID
-//! through the real Workload API, and prints what to try.
+//! through the real Workload API, then runs three demo services (frontend,
+//! orders, payments), each behind its own `ward proxy`, under a policy
+//! that allows frontend → orders → payments and nothing else, shows one
+//! allowed and one denied call, and prints what to try.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,6 +91,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 selectors: vec![format!("unix:uid:{uid}")],
                 x509_ttl: None,
                 jwt_ttl: None,
+                labels: Default::default(),
             })
             .await?;
     }
@@ -96,11 +100,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .context("fetching the demo SVID through the Workload API")?;
 
+    let mesh = crate::up_mesh::start(crate::up_mesh::MeshSetup {
+        client: &client,
+        td: &td.to_string(),
+        data_dir: &data_dir,
+        parent: &parent,
+        uid,
+        server_url: &url,
+        server_ca: &cacert,
+        socket: &socket,
+    })
+    .await
+    .context("starting the demo services and their proxies")?;
+
     let up_json = serde_json::json!({
         "trust_domain": td.to_string(),
         "server": {"addr": url, "token": token, "cacert": cacert},
         "agent": {"socket": socket, "spiffe_id": parent},
-        "services": {},
+        "services": mesh.services_json(),
     });
     std::fs::write(
         data_dir.join("up.json"),
@@ -130,12 +147,16 @@ Try it, in another shell:
   {exe} ca prepare && {exe} ca activate      # rotate the CA; old SVIDs keep verifying
   {exe} audit verify                        # the tamper-evident log of all of the above
 
-Press Ctrl-C to stop."#,
+{mesh}
+Press Ctrl-C to stop (it stops everything it started)."#,
+        mesh = mesh.walkthrough(&exe),
         sock = socket.display(),
         data = data_dir.display(),
         demo = demo_dir.display(),
         env = env.display(),
     );
+    stopped(stop_rx.clone()).await;
+    mesh.stop().await;
     let _ = agent.await?;
     server.await?;
     Ok(())

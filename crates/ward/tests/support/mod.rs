@@ -422,3 +422,4 @@ pub fn my_uid() -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap()
 }
+pub mod proxy;

@@ -1,0 +1,160 @@
+//! The policy in force: fetched from the server (long poll, mTLS with the
+//! proxy's SVID) or read from a local file; kept in memory and on disk
+//! (`policy.cache`) so that a restart while the server is down still has
+//! the last good version. Until a first version arrives every call is
+//! denied. A version that does not validate is refused and the previous
+//! one stays in force.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ward_api::ProxyPolicy;
+use ward_policy::Engine;
+
+use crate::identity::IdentityWatch;
+use crate::telemetry::Telemetry;
+
+/// A validated policy version.
+pub struct Loaded {
+    pub engine: Engine,
+    pub version: i64,
+    pub revision: i64,
+    pub sha256: String,
+}
+
+/// The policy in force, shared by every listener.
+pub struct PolicyState {
+    current: RwLock<Option<Arc<Loaded>>>,
+    cache: Option<PathBuf>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl PolicyState {
+    pub fn new(cache: Option<PathBuf>, telemetry: Arc<Telemetry>) -> Self {
+        Self { current: RwLock::new(None), cache, telemetry }
+    }
+
+    /// The policy in force, if any.
+    pub fn current(&self) -> Option<Arc<Loaded>> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Loads the on-disk copy, if there is a usable one.
+    pub fn load_cache(&self) {
+        let Some(path) = &self.cache else { return };
+        let Ok(text) = std::fs::read(path) else { return };
+        match serde_json::from_slice::<ProxyPolicy>(&text) {
+            Ok(p) => match self.install(p, false) {
+                Ok(()) => tracing::info!(path = %path.display(), "policy loaded from the cache"),
+                Err(e) => tracing::warn!(error = %e, "the cached policy does not validate; ignoring it"),
+            },
+            Err(e) => tracing::warn!(error = %e, path = %path.display(), "the policy cache is unreadable; ignoring it"),
+        }
+    }
+
+    /// Validates and puts a version in force (and on disk, when `persist`).
+    pub fn install(&self, p: ProxyPolicy, persist: bool) -> Result<(), ward_policy::PolicyError> {
+        let engine = Engine::new(&p.text, p.labels.clone())?;
+        if persist {
+            if let Some(path) = &self.cache {
+                if let Err(e) = write_atomically(path, &serde_json::to_vec(&p).unwrap_or_default()) {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot write the policy cache");
+                }
+            }
+        }
+        tracing::info!(version = p.version, policies = engine.len(), "policy in force");
+        self.telemetry.policy_version.set(p.version);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Loaded {
+            engine,
+            version: p.version,
+            revision: p.revision,
+            sha256: p.sha256,
+        }));
+        Ok(())
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Follows the server: long polls `/v1/proxy/policy`, installing each new version.
+pub async fn watch_server(
+    state: Arc<PolicyState>,
+    http: reqwest::Client,
+    server: String,
+    mut identity: IdentityWatch,
+) {
+    // The server knows us by our SVID: wait until there is one.
+    let _ = identity.wait_for(|i| i.is_some()).await;
+    let mut since = state.current().map_or(0, |l| l.revision);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let url = format!("{server}/v1/proxy/policy?since={since}&wait=25");
+        let result = async {
+            let resp = http.get(&url).timeout(Duration::from_secs(40)).send().await?;
+            let resp = resp.error_for_status()?;
+            resp.json::<ProxyPolicy>().await
+        }
+        .await;
+        match result {
+            Ok(p) => {
+                backoff = Duration::from_millis(200);
+                let changed = state.current().is_none_or(|c| c.revision != p.revision);
+                since = p.revision;
+                if changed {
+                    let version = p.version;
+                    if let Err(e) = state.install(p, true) {
+                        tracing::error!(version, error = %e, "the server's policy does not validate here; keeping the previous one");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the server for policy; keeping the current one");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Follows a local Cedar file: re-read when it changes.
+pub async fn watch_file(state: Arc<PolicyState>, path: PathBuf) {
+    let mut last = None;
+    loop {
+        let stamp = std::fs::metadata(&path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp.is_some() && stamp != last {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let version = state.current().map_or(1, |c| c.version + 1);
+                    let p = ProxyPolicy {
+                        revision: version,
+                        version,
+                        sha256: String::new(),
+                        text,
+                        labels: Default::default(),
+                    };
+                    match state.install(p, false) {
+                        Ok(()) => last = stamp,
+                        Err(e) => {
+                            tracing::error!(path = %path.display(), error = %e, "the policy file does not validate; keeping the previous policy");
+                            last = stamp;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read the policy file"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,202 @@
+//! Policy versions and the call edges proxies report.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::{AuditEvent, Result, Store, StoreError, append_in_tx, bump_revision, now_secs};
+
+/// One stored version of the policy set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// 1, 2, 3… in push order.
+    pub version: i64,
+    /// The store revision the push advanced to.
+    pub revision: i64,
+    /// The Cedar text, as pushed.
+    pub text: String,
+    /// Hex SHA-256 of the text.
+    pub sha256: String,
+    pub created_at: i64,
+    /// Who pushed it (`token:<id>`).
+    pub actor: String,
+}
+
+/// Calls on one edge during one reporting window, as a proxy counted them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeReport {
+    pub source: String,
+    pub destination: String,
+    pub method: String,
+    pub route: String,
+    /// "2xx".."5xx", or "none" when no response was produced (denied, failed upstream).
+    pub status_class: String,
+    /// "allow" or "deny".
+    pub decision: String,
+    pub requests: i64,
+    pub latency_us_sum: i64,
+    pub window_start: i64,
+    pub window_end: i64,
+}
+
+/// Totals per edge over the reports received since a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeTotal {
+    pub source: String,
+    pub destination: String,
+    pub method: String,
+    pub route: String,
+    pub status_class: String,
+    pub decision: String,
+    pub requests: i64,
+    pub latency_us_sum: i64,
+    pub last_seen: i64,
+}
+
+impl Store {
+    /// Stores a new policy version (the text was validated by the caller)
+    /// and advances the revision, in one transaction with its audit record.
+    pub async fn push_policy(
+        &self,
+        text: &str,
+        sha256: &str,
+        actor: &str,
+        audit: AuditEvent,
+    ) -> Result<PolicyRecord> {
+        let mut tx = self.pool.begin().await?;
+        let revision = bump_revision(&mut tx).await?;
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM policies")
+            .fetch_one(&mut *tx)
+            .await?;
+        let version: i64 = row.try_get::<i64, _>(0)? + 1;
+        let record = PolicyRecord {
+            version,
+            revision,
+            text: text.to_owned(),
+            sha256: sha256.to_owned(),
+            created_at: now_secs(),
+            actor: actor.to_owned(),
+        };
+        sqlx::query(
+            "INSERT INTO policies (version, revision, text, sha256, created_at, actor) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(record.version)
+        .bind(record.revision)
+        .bind(&record.text)
+        .bind(&record.sha256)
+        .bind(record.created_at)
+        .bind(&record.actor)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match e.as_database_error() {
+            Some(d) if d.is_unique_violation() => {
+                StoreError::Conflict("another policy was pushed at the same time; push again".into())
+            }
+            _ => StoreError::Database(e),
+        })?;
+        append_in_tx(&mut tx, &[audit]).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    /// The newest policy version, if any was pushed.
+    pub async fn current_policy(&self) -> Result<Option<PolicyRecord>> {
+        let row = sqlx::query(
+            "SELECT version, revision, text, sha256, created_at, actor FROM policies ORDER BY version DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(PolicyRecord {
+                version: r.try_get(0)?,
+                revision: r.try_get(1)?,
+                text: r.try_get(2)?,
+                sha256: r.try_get(3)?,
+                created_at: r.try_get(4)?,
+                actor: r.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The store's current revision (entries and policies).
+    pub async fn revision(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Appends one batch of edge reports from `reporter`.
+    pub async fn record_edges(&self, reporter: &str, edges: &[EdgeReport]) -> Result<()> {
+        if edges.is_empty() {
+            return Ok(());
+        }
+        let now = now_secs();
+        let mut tx = self.pool.begin().await?;
+        // One multi-row INSERT per chunk (SQLite allows 32,766 binds).
+        for chunk in edges.chunks(500) {
+            let mut sql = String::from(
+                "INSERT INTO edge_reports (received_at, reporter, source, destination, method, route, status_class, decision, requests, latency_us_sum, window_start, window_end) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 12;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                sql.push_str(
+                    &(1..=12).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(","),
+                );
+                sql.push(')');
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = q
+                    .bind(now)
+                    .bind(reporter)
+                    .bind(&e.source)
+                    .bind(&e.destination)
+                    .bind(&e.method)
+                    .bind(&e.route)
+                    .bind(&e.status_class)
+                    .bind(&e.decision)
+                    .bind(e.requests)
+                    .bind(e.latency_us_sum)
+                    .bind(e.window_start)
+                    .bind(e.window_end);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Totals per edge over reports received at or after `since` (Unix seconds).
+    pub async fn edge_totals(&self, since: i64) -> Result<Vec<EdgeTotal>> {
+        let rows = sqlx::query(
+            "SELECT source, destination, method, route, status_class, decision, \
+             CAST(SUM(requests) AS BIGINT), CAST(SUM(latency_us_sum) AS BIGINT), MAX(window_end) \
+             FROM edge_reports WHERE received_at >= $1 \
+             GROUP BY source, destination, method, route, status_class, decision \
+             ORDER BY source, destination, method, route, status_class, decision",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EdgeTotal {
+                    source: r.try_get(0)?,
+                    destination: r.try_get(1)?,
+                    method: r.try_get(2)?,
+                    route: r.try_get(3)?,
+                    status_class: r.try_get(4)?,
+                    decision: r.try_get(5)?,
+                    requests: r.try_get(6)?,
+                    latency_us_sum: r.try_get(7)?,
+                    last_seen: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+}

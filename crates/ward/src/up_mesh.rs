@@ -1,0 +1,314 @@
+//! The demo services of `ward up`: frontend, orders and payments, each a
+//! `ward demo-app` behind its own `ward proxy`, with identities from the
+//! node agent. Each proxy runs from its own hard link of the `ward`
+//! binary, so the agent tells them apart by executable path (the
+//! `unix:path` selector) as it would distinct programs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use ward_api::{EntryCreate, EntryUpdate};
+
+const SERVICES: [&str; 3] = ["frontend", "orders", "payments"];
+/// Who may call whom: each pair gets an outbound listener on the caller's proxy.
+const CALLS: [(&str, &str); 3] = [("frontend", "orders"), ("frontend", "payments"), ("orders", "payments")];
+
+pub struct MeshSetup<'a> {
+    pub client: &'a ward_client::Client,
+    pub td: &'a str,
+    pub data_dir: &'a Path,
+    pub parent: &'a str,
+    pub uid: u32,
+    pub server_url: &'a str,
+    pub server_ca: &'a Path,
+    pub socket: &'a Path,
+}
+
+struct Service {
+    name: &'static str,
+    spiffe_id: String,
+    app: SocketAddr,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+    outbound: BTreeMap<&'static str, SocketAddr>,
+}
+
+pub struct Mesh {
+    services: Vec<Service>,
+    children: Vec<tokio::process::Child>,
+    /// (caller, callee, status, caller the callee saw)
+    tried: Vec<(String, String, String)>,
+    logs: PathBuf,
+}
+
+/// The demo policy: frontend → orders → payments, nothing else.
+pub fn demo_policy(td: &str) -> String {
+    format!(
+        r#"// ward up's demo policy. Anything not permitted here is denied.
+@id("frontend-calls-orders")
+permit(
+  principal == Ward::Service::"spiffe://{td}/ns/demo/sa/frontend",
+  action,
+  resource in Ward::Service::"spiffe://{td}/ns/demo/sa/orders"
+);
+
+@id("orders-calls-payments")
+permit(
+  principal == Ward::Service::"spiffe://{td}/ns/demo/sa/orders",
+  action in [Ward::Action::"read", Ward::Action::"write"],
+  resource in Ward::Service::"spiffe://{td}/ns/demo/sa/payments"
+);
+"#
+    )
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    // Bound and released: another process could take it in between, which
+    // a local demo can live with.
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A hard link of the running binary (a copy across file systems).
+fn link_exe(dst: &Path) -> anyhow::Result<PathBuf> {
+    let src = std::env::current_exe().context("cannot find the ward binary")?;
+    let _ = std::fs::remove_file(dst);
+    if std::fs::hard_link(&src, dst).is_err() {
+        std::fs::copy(&src, dst).with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+    }
+    Ok(std::fs::canonicalize(dst)?)
+}
+
+fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<tokio::process::Child> {
+    let log = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+    // SAFETY: set_pdeathsig is async-signal-safe (one prctl call); it makes
+    // the child stop if `ward up` dies without stopping it.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn().with_context(|| format!("cannot start {}", exe.display()))
+}
+
+pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
+    let client = setup.client;
+    if client.current_policy().await?.version == 0 {
+        client.push_policy(&demo_policy(setup.td)).await?;
+    }
+    let bin = setup.data_dir.join("bin");
+    let logs = setup.data_dir.join("logs");
+    let proxies = setup.data_dir.join("proxies");
+    for d in [&bin, &logs, &proxies] {
+        std::fs::create_dir_all(d)?;
+    }
+    let existing = client.list_entries(Some(setup.parent), 0).await?.entries;
+    let mut services = Vec::new();
+    let mut exes = BTreeMap::new();
+    for name in SERVICES {
+        let spiffe_id = format!("spiffe://{}/ns/demo/sa/{name}", setup.td);
+        let exe = link_exe(&bin.join(format!("ward-proxy-{name}")))?;
+        let selectors = vec![format!("unix:uid:{}", setup.uid), format!("unix:path:{}", exe.display())];
+        match existing.iter().find(|e| e.spiffe_id == spiffe_id) {
+            Some(e) if e.selectors != selectors => {
+                let update = EntryUpdate { selectors: Some(selectors), ..Default::default() };
+                client.update_entry(&e.id, &update).await?;
+            }
+            Some(_) => {}
+            None => {
+                client
+                    .create_entry(&EntryCreate {
+                        spiffe_id: spiffe_id.clone(),
+                        parent_id: setup.parent.to_string(),
+                        selectors,
+                        x509_ttl: None,
+                        jwt_ttl: None,
+                        labels: [("app".to_string(), name.to_string())].into(),
+                    })
+                    .await?;
+            }
+        }
+        exes.insert(name, exe);
+        services.push(Service {
+            name,
+            spiffe_id,
+            app: free_addr()?,
+            inbound: free_addr()?,
+            admin: free_addr()?,
+            outbound: BTreeMap::new(),
+        });
+    }
+    for (from, to) in CALLS {
+        let addr = free_addr()?;
+        if let Some(s) = services.iter_mut().find(|s| s.name == from) {
+            s.outbound.insert(to, addr);
+        }
+    }
+
+    let ward = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for s in &services {
+        let outbound: Vec<serde_json::Value> = s
+            .outbound
+            .iter()
+            .map(|(to, listen)| {
+                let callee = services.iter().find(|c| c.name == *to).map(|c| (c.inbound, c.spiffe_id.clone()));
+                let (upstream, id) = callee.unwrap_or((*listen, String::new()));
+                serde_json::json!({
+                    "name": to, "listen": listen.to_string(), "upstream": upstream.to_string(),
+                    "spiffe_ids": [id], "protocol": "http",
+                })
+            })
+            .collect();
+        let config = serde_json::json!({
+            "identity": {"workload_api": setup.socket.display().to_string(), "spiffe_id": s.spiffe_id},
+            "policy": {
+                "server": setup.server_url,
+                "server_ca": setup.server_ca.display().to_string(),
+                "cache": proxies.join(format!("{}-policy.json", s.name)).display().to_string(),
+            },
+            "admin": {"listen": s.admin.to_string()},
+            "inbound": [{"name": "http", "listen": s.inbound.to_string(), "app": s.app.to_string(), "protocol": "http"}],
+            "outbound": outbound,
+            "telemetry": {"report_interval": "2s"},
+        });
+        let config_path = proxies.join(format!("{}.toml", s.name));
+        std::fs::write(&config_path, toml::to_string(&config)?)?;
+        let mut app_args = vec!["demo-app".to_string(), "--name".into(), s.name.into(), "--listen".into(), s.app.to_string()];
+        for (to, listen) in &s.outbound {
+            app_args.push("--call".into());
+            app_args.push(format!("{to}=http://{listen}"));
+        }
+        children.push(spawn(&ward, &app_args, &logs.join(format!("{}-app.log", s.name)))?);
+        let proxy_args = vec!["proxy".to_string(), "--config".into(), config_path.display().to_string()];
+        children.push(spawn(&exes[s.name], &proxy_args, &logs.join(format!("{}-proxy.log", s.name)))?);
+    }
+    let mut mesh = Mesh { services, children, tried: Vec::new(), logs };
+    mesh.wait_ready().await?;
+    mesh.try_calls().await;
+    Ok(mesh)
+}
+
+impl Mesh {
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        for s in &self.services {
+            loop {
+                let ready = http.get(format!("http://{}/readyz", s.admin)).send().await;
+                let app = tokio::net::TcpStream::connect(s.app).await;
+                if matches!(&ready, Ok(r) if r.status().is_success()) && app.is_ok() {
+                    break;
+                }
+                for c in &mut self.children {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        anyhow::bail!("a demo process exited ({status}); see the logs in {}", self.logs.display());
+                    }
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "the {} proxy is not ready after 60 s; see {}",
+                        s.name,
+                        self.logs.join(format!("{}-proxy.log", s.name)).display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// One allowed and one denied call, to show in the walk-through.
+    async fn try_calls(&mut self) {
+        let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(10)).build() else { return };
+        for (from, to) in CALLS {
+            let Some(app) = self.services.iter().find(|s| s.name == from).map(|s| s.app) else { continue };
+            let answer = async {
+                let v: serde_json::Value =
+                    http.get(format!("http://{app}/call/{to}/hello")).send().await?.json().await?;
+                Ok::<_, reqwest::Error>(v)
+            }
+            .await;
+            let line = match answer {
+                Ok(v) => match v["status"].as_u64() {
+                    Some(200) => format!(
+                        "200 allowed   ({to} saw caller {})",
+                        v["response"]["caller"].as_str().unwrap_or("?")
+                    ),
+                    Some(403) => "403 denied by policy".to_string(),
+                    Some(code) => format!("{code}"),
+                    None => format!("failed: {}", v["error"]),
+                },
+                Err(e) => format!("failed: {e}"),
+            };
+            self.tried.push((from.to_string(), to.to_string(), line));
+        }
+    }
+
+    /// `services` in up.json.
+    pub fn services_json(&self) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for s in &self.services {
+            out.insert(
+                s.name.to_string(),
+                serde_json::json!({
+                    "spiffe_id": s.spiffe_id,
+                    "inbound": s.inbound.to_string(),
+                    "app": s.app.to_string(),
+                    "admin": s.admin.to_string(),
+                    "outbound": s.outbound.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                }),
+            );
+        }
+        serde_json::Value::Object(out)
+    }
+
+    /// The part of the banner about the services.
+    pub fn walkthrough(&self, exe: &str) -> String {
+        let mut s = String::from("Demo services, each behind its own `ward proxy` (policy: frontend → orders → payments):\n");
+        for svc in &self.services {
+            s.push_str(&format!(
+                "  {:<9} {}  app {}  mTLS inbound {}  admin http://{}/metrics\n",
+                svc.name, svc.spiffe_id, svc.app, svc.inbound, svc.admin
+            ));
+        }
+        s.push_str("\nCalls made just now, through the sidecars:\n");
+        for (from, to, line) in &self.tried {
+            s.push_str(&format!("  {from:>8} → {to:<9} {line}\n"));
+        }
+        let fe = self.services.iter().find(|s| s.name == "frontend").map(|s| s.app.to_string()).unwrap_or_default();
+        let pay = self.services.iter().find(|s| s.name == "payments").map(|s| s.inbound.to_string()).unwrap_or_default();
+        s.push_str(&format!(
+            r#"
+Try:
+  curl http://{fe}/call/orders/hello       # frontend → orders: allowed
+  curl http://{fe}/call/payments/hello     # frontend → payments: 403 from payments' proxy
+  curl -k https://{pay}/hello              # no client certificate: the handshake fails
+  {exe} policy show                         # the Cedar policy in force; edit it and `{exe} policy push FILE`
+  {exe} telemetry edges                     # every call edge the proxies reported, allowed and denied
+  logs: {logs}
+"#,
+            logs = self.logs.display()
+        ));
+        s
+    }
+
+    /// Stops the demo processes: SIGTERM (they drain), then SIGKILL.
+    pub async fn stop(mut self) {
+        for c in &self.children {
+            if let Some(pid) = c.id() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        for c in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
+                let _ = c.kill().await;
+            }
+        }
+    }
+}
