@@ -6,12 +6,20 @@
 #   scripts/bench.sh agent      FetchX509SVID latency through the Workload API socket for a
 #                               cached SVID; one agent issuing and rotating 1,000 entries:
 #                               time, agent CPU, agent RSS.
+#   scripts/bench.sh proxy      the same keep-alive load against an nginx app directly, through a
+#                               Ward proxy pair, an HAProxy mTLS pair and an nginx mTLS pair
+#                               (scripts/bench-proxy.sh); requests/s, added latency at a fixed rate, RSS.
+#   scripts/bench.sh policy     one Cedar decision with 1,000 policies (criterion + percentiles).
 # Env: WARD_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
 #      DURATION (seconds per pass, default 8), CONNS (default 16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-issuance}
-case "$what" in issuance|agent) ;; *) echo "usage: scripts/bench.sh issuance|agent"; exit 2 ;; esac
+case "$what" in
+  issuance|agent) ;;
+  proxy|policy) exec bash scripts/bench-proxy.sh "$what" ;;
+  *) echo "usage: scripts/bench.sh issuance|agent|proxy|policy"; exit 2 ;;
+esac
 
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-16}

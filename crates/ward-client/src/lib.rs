@@ -162,9 +162,15 @@ impl Client {
     /// Validates and stores a new policy version (`PUT /v1/policy`).
     pub async fn push_policy(&self, text: &str) -> Result<PolicyVersion, ClientError> {
         let resp = self
-            .send_raw(Method::PUT, "/v1/policy", Some(("text/plain", text.as_bytes().to_vec())))
+            .send_raw(
+                Method::PUT,
+                "/v1/policy",
+                Some(("text/plain", text.as_bytes().to_vec())),
+            )
             .await?;
-        resp.json().await.map_err(|e| ClientError::Decode(e.to_string()))
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// The current policy set.
@@ -174,8 +180,12 @@ impl Client {
 
     /// Call totals per edge, reported by proxies since `since` (Unix seconds).
     pub async fn edge_totals(&self, since: i64) -> Result<EdgeTotals, ClientError> {
-        self.json(Method::GET, &format!("/v1/telemetry/edges?since={since}"), None::<&()>)
-            .await
+        self.json(
+            Method::GET,
+            &format!("/v1/telemetry/edges?since={since}"),
+            None::<&()>,
+        )
+        .await
     }
 
     /// `GET path` returning raw JSON, for `--output json` passthrough.

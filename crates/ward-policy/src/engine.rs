@@ -19,7 +19,13 @@ use crate::PolicyError;
 pub type Labels = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Headers the schema lets policies read (`Ward::Headers`).
-const CONTEXT_HEADERS: [&str; 5] = ["host", "content-type", "user-agent", "accept", "x-request-id"];
+const CONTEXT_HEADERS: [&str; 5] = [
+    "host",
+    "content-type",
+    "user-agent",
+    "accept",
+    "x-request-id",
+];
 
 /// The actions the schema declares (HTTP methods and `connect`).
 const ACTIONS: [&str; 10] = [
@@ -61,7 +67,11 @@ pub struct Decision {
 
 impl Decision {
     fn deny(error: impl Into<String>) -> Self {
-        Self { allowed: false, policies: Vec::new(), errors: vec![error.into()] }
+        Self {
+            allowed: false,
+            policies: Vec::new(),
+            errors: vec![error.into()],
+        }
     }
 }
 
@@ -175,7 +185,10 @@ impl Engine {
         let route = Entity::new_with_tags(
             route_uid.clone(),
             [
-                ("path".to_string(), RestrictedExpression::new_string(call.route.to_string())),
+                (
+                    "path".to_string(),
+                    RestrictedExpression::new_string(call.route.to_string()),
+                ),
                 (
                     "service".to_string(),
                     RestrictedExpression::new_entity_uid(destination.uid()),
@@ -195,12 +208,14 @@ impl Engine {
             .collect::<Vec<_>>();
         let action_uid = action.uid();
         let entities = match Entities::from_entities(
-            [caller, destination, route, action.clone()].into_iter().chain(namespaces),
+            [caller, destination, route, action.clone()]
+                .into_iter()
+                .chain(namespaces),
             None,
         ) {
-                Ok(e) => e,
-                Err(_) => return Decision::deny("cannot build the request's entities"),
-            };
+            Ok(e) => e,
+            Err(_) => return Decision::deny("cannot build the request's entities"),
+        };
         let context = match self.context(call) {
             Ok(c) => c,
             Err(e) => return Decision::deny(e),
@@ -210,20 +225,32 @@ impl Engine {
             Err(e) => return Decision::deny(e.to_string()),
         };
         let policies = self.subset_for(call.caller, &principal);
-        let response = self.authorizer.is_authorized(&request, &policies, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &policies, &entities);
         let mut errors = Vec::new();
         let mut forbid_failed = false;
         for e in response.diagnostics().errors() {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
-            if policies.policy(e.policy_id()).is_some_and(|p| p.effect() == Effect::Forbid) {
+            if policies
+                .policy(e.policy_id())
+                .is_some_and(|p| p.effect() == Effect::Forbid)
+            {
                 forbid_failed = true;
             }
             errors.push(format!("{}: {}", e.policy_id(), e.inner()));
         }
-        let reasons: Vec<String> =
-            response.diagnostics().reason().map(PolicyId::to_string).collect();
+        let reasons: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(PolicyId::to_string)
+            .collect();
         let allowed = response.decision() == cedar_policy::Decision::Allow && !forbid_failed;
-        Decision { allowed, policies: reasons, errors }
+        Decision {
+            allowed,
+            policies: reasons,
+            errors,
+        }
     }
 
     fn context(&self, call: &Call<'_>) -> Result<Context, String> {
@@ -231,15 +258,26 @@ impl Engine {
             .headers
             .iter()
             .filter_map(|(name, value)| {
-                let name = CONTEXT_HEADERS.iter().find(|h| h.eq_ignore_ascii_case(name))?;
-                Some((name.to_string(), RestrictedExpression::new_string(value.to_string())))
+                let name = CONTEXT_HEADERS
+                    .iter()
+                    .find(|h| h.eq_ignore_ascii_case(name))?;
+                Some((
+                    name.to_string(),
+                    RestrictedExpression::new_string(value.to_string()),
+                ))
             })
             .collect::<BTreeMap<_, _>>();
         let time = humantime::format_rfc3339_seconds(call.time).to_string();
         Context::from_pairs([
-            ("source".to_string(), RestrictedExpression::new_ip(call.source.to_string())),
+            (
+                "source".to_string(),
+                RestrictedExpression::new_ip(call.source.to_string()),
+            ),
             ("time".to_string(), RestrictedExpression::new_datetime(time)),
-            ("protocol".to_string(), RestrictedExpression::new_string(call.protocol.to_string())),
+            (
+                "protocol".to_string(),
+                RestrictedExpression::new_string(call.protocol.to_string()),
+            ),
             (
                 "headers".to_string(),
                 RestrictedExpression::new_record(headers).map_err(|e| e.to_string())?,
@@ -253,8 +291,8 @@ impl Engine {
         let namespace = namespace_segment(path).unwrap_or("");
         let name = path.rsplit('/').next().unwrap_or("");
         let uid = self.types.uid(&self.types.service, id);
-        let parents = (!namespace.is_empty())
-            .then(|| self.types.uid(&self.types.namespace, namespace));
+        let parents =
+            (!namespace.is_empty()).then(|| self.types.uid(&self.types.namespace, namespace));
         let tags = self
             .labels
             .get(id)
@@ -278,7 +316,12 @@ impl Engine {
 
     /// The policies whose principal scope can match this caller.
     fn subset_for(&self, caller: &str, principal: &EntityUid) -> Arc<PolicySet> {
-        if let Some(s) = self.subsets.read().unwrap_or_else(|p| p.into_inner()).get(caller) {
+        if let Some(s) = self
+            .subsets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(caller)
+        {
             return s.clone();
         }
         let namespace = namespace_segment(split_id(caller).1)
@@ -312,7 +355,10 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .insert(call.caller.to_string(), full);
         let d = self.decide(call);
-        self.subsets.write().unwrap_or_else(|p| p.into_inner()).remove(call.caller);
+        self.subsets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(call.caller);
         d
     }
 }
@@ -362,7 +408,10 @@ mod tests {
 
     fn engine(text: &str) -> Engine {
         let mut labels = Labels::new();
-        labels.insert(ORDERS.into(), [("team".to_string(), "shop".to_string())].into());
+        labels.insert(
+            ORDERS.into(),
+            [("team".to_string(), "shop".to_string())].into(),
+        );
         Engine::new(text, labels).unwrap()
     }
 
@@ -386,7 +435,10 @@ mod tests {
         // Namespace membership and labels (tags) of the destination.
         assert!(e.decide(&call(PAY, ORDERS, "POST", "/x")).allowed);
         assert!(!e.decide(&call(PAY, FE, "POST", "/x")).allowed);
-        assert!(!e.decide(&call("spiffe://td/other/x", ORDERS, "POST", "/x")).allowed);
+        assert!(
+            !e.decide(&call("spiffe://td/other/x", ORDERS, "POST", "/x"))
+                .allowed
+        );
     }
 
     #[test]
@@ -447,16 +499,29 @@ mod tests {
             ));
         }
         text.push_str("forbid(principal in Ward::Namespace::\"n7\", action == Ward::Action::\"DELETE\", resource);\n");
-        text.push_str("permit(principal is Ward::Service, action == Ward::Action::\"HEAD\", resource);\n");
+        text.push_str(
+            "permit(principal is Ward::Service, action == Ward::Action::\"HEAD\", resource);\n",
+        );
         let e = engine(&text);
         for i in [0, 7, 150] {
             let id = format!("spiffe://td/ns/n{i}/sa/s{i}");
-            for (m, p) in [("GET", format!("/p{i}")), ("GET", "/p1".into()), ("DELETE", format!("/p{i}")), ("HEAD", "/z".into())] {
+            for (m, p) in [
+                ("GET", format!("/p{i}")),
+                ("GET", "/p1".into()),
+                ("DELETE", format!("/p{i}")),
+                ("HEAD", "/z".into()),
+            ] {
                 let c = call(&id, ORDERS, m, &p);
                 assert_eq!(e.decide(&c), e.decide_unindexed(&c), "{id} {m} {p}");
             }
         }
-        assert!(e.decide(&call("spiffe://td/ns/n7/sa/s7", ORDERS, "GET", "/p7")).allowed);
-        assert!(!e.decide(&call("spiffe://td/ns/n7/sa/s7", ORDERS, "DELETE", "/p7")).allowed);
+        assert!(
+            e.decide(&call("spiffe://td/ns/n7/sa/s7", ORDERS, "GET", "/p7"))
+                .allowed
+        );
+        assert!(
+            !e.decide(&call("spiffe://td/ns/n7/sa/s7", ORDERS, "DELETE", "/p7"))
+                .allowed
+        );
     }
 }

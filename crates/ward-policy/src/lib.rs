@@ -42,7 +42,9 @@ pub enum PolicyError {
         "policy templates are not supported (policy {0}): write static policies with the entities spelled out"
     )]
     Template(String),
-    #[error("the policies do not validate against Ward's schema (`ward policy schema` prints it):\n{0}")]
+    #[error(
+        "the policies do not validate against Ward's schema (`ward policy schema` prints it):\n{0}"
+    )]
     Invalid(String),
     #[error("the policy text is {0} bytes; the limit is {MAX_POLICY_BYTES}")]
     TooLarge(usize),
@@ -100,7 +102,13 @@ fn describe_all<'a, D: Diagnostic + ?Sized + 'a>(
     let mut seen = std::collections::HashSet::new();
     for d in diagnostics {
         // The validator repeats one mistake once per action it applies to.
-        let key = (d.labels().and_then(|mut l| l.next()).map(|l| l.offset()), d.to_string().split(" for Ward::Action").next().map(str::to_string));
+        let key = (
+            d.labels().and_then(|mut l| l.next()).map(|l| l.offset()),
+            d.to_string()
+                .split(" for Ward::Action")
+                .next()
+                .map(str::to_string),
+        );
         if !seen.insert(key) {
             continue;
         }
@@ -148,9 +156,12 @@ mod tests {
 
     #[test]
     fn a_syntax_error_names_the_line() {
-        let err = validate("permit(principal, action, resource);\npermit(principal action, resource);")
-            .unwrap_err();
-        let PolicyError::Parse(msg) = err else { panic!("{err:?}") };
+        let err =
+            validate("permit(principal, action, resource);\npermit(principal action, resource);")
+                .unwrap_err();
+        let PolicyError::Parse(msg) = err else {
+            panic!("{err:?}")
+        };
         assert!(msg.contains("line 2"), "{msg}");
     }
 
@@ -159,7 +170,9 @@ mod tests {
         // `path` is a String: comparing it with a number cannot type-check.
         let err = validate("permit(principal, action, resource) when { resource.path == 3 };")
             .unwrap_err();
-        let PolicyError::Invalid(msg) = err else { panic!("{err:?}") };
+        let PolicyError::Invalid(msg) = err else {
+            panic!("{err:?}")
+        };
         assert!(msg.contains("policy0"), "{msg}");
         // An unknown entity type or attribute is refused too.
         assert!(matches!(
@@ -193,6 +206,9 @@ mod tests {
     #[test]
     fn oversized_text_is_refused() {
         let text = " ".repeat(MAX_POLICY_BYTES + 1);
-        assert_eq!(validate(&text), Err(PolicyError::TooLarge(MAX_POLICY_BYTES + 1)));
+        assert_eq!(
+            validate(&text),
+            Err(PolicyError::TooLarge(MAX_POLICY_BYTES + 1))
+        );
     }
 }

@@ -194,7 +194,10 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { report_interval: Duration::from_secs(5), max_edges: 1000 }
+        Self {
+            report_interval: Duration::from_secs(5),
+            max_edges: 1000,
+        }
     }
 }
 
@@ -206,8 +209,9 @@ mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration such as \"10s\": {e}")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration such as \"10s\": {e}"))
+        })
     }
 }
 
@@ -227,7 +231,10 @@ impl ProxyConfig {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        config.check().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(config)
     }
 
@@ -236,7 +243,10 @@ impl ProxyConfig {
         match (&id.workload_api, &id.svid, &id.key, &id.bundle) {
             (Some(_), None, None, None) | (None, Some(_), Some(_), Some(_)) => {}
             _ => {
-                return Err("[identity]: set either `workload_api`, or all of `svid`, `key` and `bundle`".into());
+                return Err(
+                    "[identity]: set either `workload_api`, or all of `svid`, `key` and `bundle`"
+                        .into(),
+                );
             }
         }
         if let Some(s) = &id.spiffe_id {
@@ -259,7 +269,9 @@ impl ProxyConfig {
             _ => return Err("[policy]: set either `server` (with `server_ca`) or `file`".into()),
         }
         if self.inbound.is_empty() && self.outbound.is_empty() {
-            return Err("no [[inbound]] or [[outbound]] listener: the proxy would do nothing".into());
+            return Err(
+                "no [[inbound]] or [[outbound]] listener: the proxy would do nothing".into(),
+            );
         }
         let mut names = std::collections::HashSet::new();
         let mut addrs = std::collections::HashSet::new();
@@ -270,8 +282,14 @@ impl ProxyConfig {
             .chain(self.outbound.iter().map(|l| (l.name.as_str(), l.listen)))
             .chain(self.admin.iter().map(|a| ("admin", a.listen)))
         {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(format!("listener name {name:?}: use letters, digits, - _ ."));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(format!(
+                    "listener name {name:?}: use letters, digits, - _ ."
+                ));
             }
             if !names.insert(name) {
                 return Err(format!("two listeners are named {name:?}"));
@@ -345,13 +363,22 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let cases = [
-            (GOOD.replace("protocol = \"http\"", "protocol = \"udp\""), "udp"),
+            (
+                GOOD.replace("protocol = \"http\"", "protocol = \"udp\""),
+                "udp",
+            ),
             (GOOD.replace("[limits]", "[limits]\nbogus = 1"), "bogus"),
             (GOOD.replace("\"2s\"", "\"soon\""), "soon"),
             (GOOD.replace("spiffe://td/pay", "https://pay"), "spiffe_ids"),
             (GOOD.replace("key = \"k.pem\"", ""), "[identity]"),
-            (GOOD.replace("file = \"p.cedar\"", "server = \"https://x\""), "server_ca"),
-            (GOOD.replace("name = \"pay\"", "name = \"http\""), "two listeners"),
+            (
+                GOOD.replace("file = \"p.cedar\"", "server = \"https://x\""),
+                "server_ca",
+            ),
+            (
+                GOOD.replace("name = \"pay\"", "name = \"http\""),
+                "two listeners",
+            ),
             (GOOD.replace("127.0.0.1:8080", "localhost"), "app"),
         ];
         for (text, needle) in cases {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
@@ -38,7 +38,12 @@ impl MtlsConnector {
     pub async fn connect(&self) -> io::Result<(TlsStream<TcpStream>, UpstreamId)> {
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.upstream))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting to the upstream timed out"))??;
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connecting to the upstream timed out",
+                )
+            })??;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::IpAddress(self.upstream.ip().into());
         let tls = tokio::time::timeout(
@@ -46,7 +51,12 @@ impl MtlsConnector {
             TlsConnector::from(self.config.clone()).connect(name, tcp),
         )
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the TLS handshake with the upstream timed out"))??;
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the TLS handshake with the upstream timed out",
+            )
+        })??;
         let id = tls
             .get_ref()
             .1
@@ -74,13 +84,21 @@ impl Connection for MtlsStream {
 }
 
 impl Read for MtlsStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
 impl Write for MtlsStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -116,7 +134,11 @@ impl tower::Service<Uri> for MtlsConnector {
         Box::pin(async move {
             let (tls, id) = this.connect().await?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            Ok(MtlsStream { io: TokioIo::new(tls), id, h2 })
+            Ok(MtlsStream {
+                io: TokioIo::new(tls),
+                id,
+                h2,
+            })
         })
     }
 }

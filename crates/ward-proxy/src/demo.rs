@@ -23,7 +23,9 @@ use tokio::net::TcpListener;
 
 /// The verified caller in an `x-forwarded-client-cert` value (`URI=`).
 pub fn caller_from_xfcc(value: &str) -> Option<&str> {
-    value.split(';').find_map(|kv| kv.trim().strip_prefix("URI="))
+    value
+        .split(';')
+        .find_map(|kv| kv.trim().strip_prefix("URI="))
 }
 
 struct App {
@@ -33,14 +35,22 @@ struct App {
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(v).unwrap_or_default())));
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(v).unwrap_or_default(),
+    )));
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 impl App {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
         let caller = req
             .headers()
             .get("x-forwarded-client-cert")
@@ -74,7 +84,12 @@ impl App {
         ))
     }
 
-    async fn call(&self, target: &str, rest: &str, caller: Option<String>) -> Response<Full<Bytes>> {
+    async fn call(
+        &self,
+        target: &str,
+        rest: &str,
+        caller: Option<String>,
+    ) -> Response<Full<Bytes>> {
         let Some(base) = self.calls.get(target) else {
             return json(
                 StatusCode::NOT_FOUND,
@@ -83,15 +98,23 @@ impl App {
         };
         let url = format!("{}/{rest}", base.trim_end_matches('/'));
         let answer = async {
-            let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| e.to_string())?;
             let resp = tokio::time::timeout(Duration::from_secs(10), self.client.get(uri))
                 .await
                 .map_err(|_| "timed out".to_string())?
                 .map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-            let body = serde_json::from_slice::<serde_json::Value>(&body)
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).trim().to_string()));
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            let body = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&body).trim().to_string())
+            });
             Ok::<_, String>((status, body))
         }
         .await;

@@ -42,9 +42,12 @@ pub struct Caller {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
 
@@ -73,7 +76,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
-    if headers.get(header::TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
         headers.remove(header::TE);
     }
 }
@@ -82,8 +88,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// these names is dropped.
 fn strip_identity_headers(headers: &mut HeaderMap) {
     headers.remove(&XFCC);
-    let ward: Vec<HeaderName> =
-        headers.keys().filter(|k| k.as_str().starts_with("x-ward-")).cloned().collect();
+    let ward: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-ward-"))
+        .cloned()
+        .collect();
     for k in ward {
         headers.remove(k);
     }
@@ -146,17 +155,28 @@ impl Inbound {
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
-        let own_id = self.own_id.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let own_id = self
+            .own_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let method = req.method().as_str().to_owned();
         let path = match canonical_path(req.uri().path()) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(caller = %caller.id, error = %e, "refused a non-canonical path");
                 self.count(&caller, &own_id, &method, "invalid", "4xx", "deny", started);
-                return Ok(plain(StatusCode::BAD_REQUEST, "bad request: the path is not in canonical form\n"));
+                return Ok(plain(
+                    StatusCode::BAD_REQUEST,
+                    "bad request: the path is not in canonical form\n",
+                ));
             }
         };
-        let protocol = if req.version() == Version::HTTP_2 { "h2" } else { "http/1.1" };
+        let protocol = if req.version() == Version::HTTP_2 {
+            "h2"
+        } else {
+            "http/1.1"
+        };
         let allowed = self.decide(&caller, &own_id, &method, &path, protocol, req.headers());
         let route = metric_route(&path);
         if !allowed {
@@ -178,7 +198,11 @@ impl Inbound {
                 }
             }
         }
-        let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let query = parts
+            .uri
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
         let Ok(uri) = format!("http://{}{path}{query}", self.app).parse::<Uri>() else {
             return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
         };
@@ -213,11 +237,25 @@ impl Inbound {
             }
             Ok(Err(e)) => {
                 tracing::warn!(app = %self.app, error = %e, "the app is unreachable");
-                plain(StatusCode::BAD_GATEWAY, "bad gateway: the service is unreachable\n")
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: the service is unreachable\n",
+                )
             }
-            Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the service did not answer in time\n"),
+            Err(_) => plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway timeout: the service did not answer in time\n",
+            ),
         };
-        self.count(&caller, &own_id, &method, &route, status_class(response.status().as_u16()), "allow", started);
+        self.count(
+            &caller,
+            &own_id,
+            &method,
+            &route,
+            status_class(response.status().as_u16()),
+            "allow",
+            started,
+        );
         Ok(response)
     }
 
@@ -230,7 +268,15 @@ impl Inbound {
         protocol: &str,
         headers: &HeaderMap,
     ) -> bool {
-        let allowed = authorize(&self.policy, caller, own_id, method, path, protocol, headers);
+        let allowed = authorize(
+            &self.policy,
+            caller,
+            own_id,
+            method,
+            path,
+            protocol,
+            headers,
+        );
         if !allowed {
             tracing::info!(caller = %caller.id, method, path, listener = %self.listener, "denied");
         }
@@ -277,15 +323,23 @@ pub(crate) fn authorize(
         return false;
     };
     let now = SystemTime::now();
-    let now_secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now_secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     if caller.not_after <= now_secs {
         // The connection outlived the caller's certificate.
         return false;
     }
-    let selected: Vec<(&str, &str)> = ["host", "content-type", "user-agent", "accept", "x-request-id"]
-        .iter()
-        .filter_map(|h| Some((*h, headers.get(*h)?.to_str().ok()?)))
-        .collect();
+    let selected: Vec<(&str, &str)> = [
+        "host",
+        "content-type",
+        "user-agent",
+        "accept",
+        "x-request-id",
+    ]
+    .iter()
+    .filter_map(|h| Some((*h, headers.get(*h)?.to_str().ok()?)))
+    .collect();
     let call = ward_policy::Call {
         caller: &caller.id,
         destination: own_id,
@@ -329,11 +383,18 @@ impl Outbound {
         }
     }
 
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
         if parts.headers.get(header::HOST).is_none() {
             if let Some(a) = parts.uri.authority() {
                 if let Ok(v) = HeaderValue::from_str(a.as_str()) {
@@ -345,7 +406,11 @@ impl Outbound {
             return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
         };
         parts.uri = uri;
-        let client = if parts.version == Version::HTTP_2 { &self.h2 } else { &self.h1 };
+        let client = if parts.version == Version::HTTP_2 {
+            &self.h2
+        } else {
+            &self.h1
+        };
         let request = Request::from_parts(parts, Either::Left(body));
         let result = tokio::time::timeout(self.response_timeout, client.request(request)).await;
         let response = match result {
@@ -357,13 +422,25 @@ impl Outbound {
             }
             Ok(Err(e)) => {
                 // Includes an upstream that presented the wrong SPIFFE ID.
-                let reason = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+                let reason = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
                 tracing::warn!(upstream = %self.upstream, listener = %self.listener, error = %reason, "upstream unavailable");
-                plain(StatusCode::BAD_GATEWAY, "bad gateway: the upstream is unreachable or failed verification\n")
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: the upstream is unreachable or failed verification\n",
+                )
             }
-            Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: the upstream did not answer in time\n"),
+            Err(_) => plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway timeout: the upstream did not answer in time\n",
+            ),
         };
-        self.telemetry.record_upstream(&self.listener, status_class(response.status().as_u16()), started.elapsed());
+        self.telemetry.record_upstream(
+            &self.listener,
+            status_class(response.status().as_u16()),
+            started.elapsed(),
+        );
         Ok(response)
     }
 }
@@ -375,12 +452,18 @@ mod tests {
     #[test]
     fn hop_by_hop_and_identity_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-custom"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-custom"),
+        );
         h.insert("x-custom", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(XFCC, HeaderValue::from_static("URI=spiffe://td/evil"));
-        h.insert("x-ward-caller", HeaderValue::from_static("spiffe://td/evil"));
+        h.insert(
+            "x-ward-caller",
+            HeaderValue::from_static("spiffe://td/evil"),
+        );
         h.insert("x-other", HeaderValue::from_static("kept"));
         strip_hop_by_hop(&mut h);
         strip_identity_headers(&mut h);

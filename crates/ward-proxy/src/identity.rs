@@ -53,7 +53,10 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("id", &self.id).field("not_after", &self.not_after).finish()
+        f.debug_struct("Identity")
+            .field("id", &self.id)
+            .field("not_after", &self.not_after)
+            .finish()
     }
 }
 
@@ -73,7 +76,9 @@ impl Identity {
             .load_private_key(key)
             .map_err(|e| IdentityError::Key(e.to_string()))?;
         let certified_key = CertifiedKey::new(chain, signing_key);
-        certified_key.keys_match().map_err(|e| IdentityError::Key(e.to_string()))?;
+        certified_key
+            .keys_match()
+            .map_err(|e| IdentityError::Key(e.to_string()))?;
         let mut roots = RootCertStore::empty();
         for der in bundle {
             let _ = roots.add(der);
@@ -105,14 +110,22 @@ impl Identity {
     ) -> Result<Self, IdentityError> {
         let read_certs = |p: &Path| -> Result<Vec<CertificateDer<'static>>, IdentityError> {
             let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(p)
-                .map_err(|e| IdentityError::Read { path: p.to_owned(), reason: e.to_string() })?
+                .map_err(|e| IdentityError::Read {
+                    path: p.to_owned(),
+                    reason: e.to_string(),
+                })?
                 .collect();
-            certs.map_err(|e| IdentityError::Read { path: p.to_owned(), reason: e.to_string() })
+            certs.map_err(|e| IdentityError::Read {
+                path: p.to_owned(),
+                reason: e.to_string(),
+            })
         };
         let chain = read_certs(svid)?;
         let bundle = read_certs(bundle)?;
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| IdentityError::Read { path: key.to_owned(), reason: e.to_string() })?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| IdentityError::Read {
+            path: key.to_owned(),
+            reason: e.to_string(),
+        })?;
         Self::from_der(chain, key, bundle, provider)
     }
 }
@@ -132,7 +145,11 @@ pub async fn watch_files(
     let stamp = |paths: [&Path; 3]| -> Vec<Option<(SystemTime, u64)>> {
         paths
             .iter()
-            .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            })
             .collect()
     };
     let mut last = None;
@@ -146,7 +163,9 @@ pub async fn watch_files(
                     last = Some(now);
                 }
                 // A writer may be midway through replacing the files: retry next tick.
-                Err(e) => tracing::warn!(error = %e, "cannot load the identity files; keeping the previous identity"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot load the identity files; keeping the previous identity")
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -161,12 +180,18 @@ pub async fn watch_workload_api(
     provider: Arc<CryptoProvider>,
     tx: watch::Sender<Option<Arc<Identity>>>,
 ) {
-    let endpoint = if socket.starts_with("unix:") { socket } else { format!("unix:{socket}") };
+    let endpoint = if socket.starts_with("unix:") {
+        socket
+    } else {
+        format!("unix:{socket}")
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
         match stream_once(&endpoint, want.as_deref(), &provider, &tx).await {
             Ok(()) => tracing::warn!("the Workload API stream ended; reconnecting"),
-            Err(e) => tracing::warn!(error = %e, "Workload API unavailable; keeping the current identity"),
+            Err(e) => {
+                tracing::warn!(error = %e, "Workload API unavailable; keeping the current identity")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -201,18 +226,27 @@ async fn stream_once(
             .iter()
             .map(|c| CertificateDer::from(c.as_bytes().to_vec()))
             .collect();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(svid.private_key().as_bytes().to_vec()));
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            svid.private_key().as_bytes().to_vec(),
+        ));
         let bundle = ctx
             .bundle_set()
             .get(svid.spiffe_id().trust_domain())
-            .map(|b| b.authorities().iter().map(|c| CertificateDer::from(c.as_bytes().to_vec())).collect())
+            .map(|b| {
+                b.authorities()
+                    .iter()
+                    .map(|c| CertificateDer::from(c.as_bytes().to_vec()))
+                    .collect()
+            })
             .unwrap_or_default();
         match Identity::from_der(chain, key, bundle, provider) {
             Ok(id) => {
                 tracing::info!(spiffe_id = %id.id, not_after = id.not_after, "identity received from the Workload API");
                 tx.send_replace(Some(Arc::new(id)));
             }
-            Err(e) => tracing::warn!(error = %e, "the Workload API sent an unusable SVID; keeping the current one"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the Workload API sent an unusable SVID; keeping the current one")
+            }
         }
     }
     Ok(())

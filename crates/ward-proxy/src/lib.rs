@@ -74,11 +74,13 @@ pub struct Bound {
 }
 
 async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, ProxyError> {
-    TcpListener::bind(addr).await.map_err(|source| ProxyError::Bind {
-        name: name.to_owned(),
-        addr,
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            name: name.to_owned(),
+            addr,
+            source,
+        })
 }
 
 /// Runs the proxy until `shutdown` resolves, then drains open connections
@@ -91,7 +93,10 @@ pub async fn run(
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let (id_tx, identity) = watch::channel(None);
     let telemetry = Arc::new(Telemetry::new(config.telemetry.max_edges));
-    let policy = Arc::new(PolicyState::new(config.policy.cache.clone(), telemetry.clone()));
+    let policy = Arc::new(PolicyState::new(
+        config.policy.cache.clone(),
+        telemetry.clone(),
+    ));
     policy.load_cache();
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Shared {
@@ -141,7 +146,8 @@ pub async fn run(
     }
     let own_id: Arc<RwLock<Arc<str>>> = Arc::new(RwLock::new(Arc::from("")));
     {
-        let (own_id, mut identity, telemetry) = (own_id.clone(), identity.clone(), telemetry.clone());
+        let (own_id, mut identity, telemetry) =
+            (own_id.clone(), identity.clone(), telemetry.clone());
         tokio::spawn(async move {
             loop {
                 if let Some(i) = identity.borrow_and_update().clone() {
@@ -160,9 +166,15 @@ pub async fn run(
         let ca_path = config.policy.server_ca.clone().unwrap_or_default();
         let ca: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca_path)
             .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| ProxyError::ServerCa { path: ca_path.clone(), reason: e.to_string() })?;
+            .map_err(|e| ProxyError::ServerCa {
+                path: ca_path.clone(),
+                reason: e.to_string(),
+            })?;
         if ca.is_empty() {
-            return Err(ProxyError::ServerCa { path: ca_path, reason: "no certificate in it".into() });
+            return Err(ProxyError::ServerCa {
+                path: ca_path,
+                reason: "no certificate in it".into(),
+            });
         }
         let tls = tls::server_api_config(identity.clone(), provider.clone(), ca)?;
         let http = reqwest::Client::builder()
@@ -173,19 +185,36 @@ pub async fn run(
             .build()
             .map_err(|e| ProxyError::Client(e.to_string()))?;
         let server = server.trim_end_matches('/').to_string();
-        tokio::spawn(policy::watch_server(policy.clone(), http.clone(), server.clone(), identity.clone()));
-        tokio::spawn(report(telemetry.clone(), http, server, config.telemetry.report_interval));
+        tokio::spawn(policy::watch_server(
+            policy.clone(),
+            http.clone(),
+            server.clone(),
+            identity.clone(),
+        ));
+        tokio::spawn(report(
+            telemetry.clone(),
+            http,
+            server,
+            config.telemetry.report_interval,
+        ));
     } else if let Some(file) = &config.policy.file {
         tokio::spawn(policy::watch_file(policy.clone(), file.clone()));
     }
 
-    let mut bound = Bound { inbound: BTreeMap::new(), outbound: BTreeMap::new(), admin: None };
+    let mut bound = Bound {
+        inbound: BTreeMap::new(),
+        outbound: BTreeMap::new(),
+        admin: None,
+    };
     let mut tasks = Vec::new();
     for (l, listener) in config.inbound.iter().zip(listeners) {
-        bound.inbound.insert(l.name.clone(), listener.local_addr().unwrap_or(l.listen));
+        bound
+            .inbound
+            .insert(l.name.clone(), listener.local_addr().unwrap_or(l.listen));
         match l.protocol {
             Protocol::Http => {
-                let tls = tls::inbound_config(identity.clone(), provider.clone(), &[b"h2", b"http/1.1"])?;
+                let tls =
+                    tls::inbound_config(identity.clone(), provider.clone(), &[b"h2", b"http/1.1"])?;
                 let inbound = Arc::new(Inbound::new(
                     l.name.clone(),
                     l.app,
@@ -195,7 +224,12 @@ pub async fn run(
                     telemetry.clone(),
                     &config.limits,
                 ));
-                tasks.push(tokio::spawn(serve::inbound_http(listener, TlsAcceptor::from(tls), inbound, shared.clone())));
+                tasks.push(tokio::spawn(serve::inbound_http(
+                    listener,
+                    TlsAcceptor::from(tls),
+                    inbound,
+                    shared.clone(),
+                )));
             }
             Protocol::Tcp => {
                 let tls = tls::inbound_config(identity.clone(), provider.clone(), &[])?;
@@ -211,12 +245,23 @@ pub async fn run(
         }
     }
     for (l, listener) in config.outbound.iter().zip(out_listeners) {
-        bound.outbound.insert(l.name.clone(), listener.local_addr().unwrap_or(l.listen));
-        let expected: Vec<SpiffeId> = l.spiffe_ids.iter().filter_map(|s| SpiffeId::parse(s).ok()).collect();
+        bound
+            .outbound
+            .insert(l.name.clone(), listener.local_addr().unwrap_or(l.listen));
+        let expected: Vec<SpiffeId> = l
+            .spiffe_ids
+            .iter()
+            .filter_map(|s| SpiffeId::parse(s).ok())
+            .collect();
         let connector = |alpn: &[&[u8]]| -> Result<MtlsConnector, ProxyError> {
             Ok(MtlsConnector {
                 upstream: l.upstream,
-                config: tls::outbound_config(identity.clone(), provider.clone(), expected.clone(), alpn)?,
+                config: tls::outbound_config(
+                    identity.clone(),
+                    provider.clone(),
+                    expected.clone(),
+                    alpn,
+                )?,
                 connect_timeout: config.limits.connect_timeout,
             })
         };
@@ -229,27 +274,46 @@ pub async fn run(
                     telemetry.clone(),
                     &config.limits,
                 ));
-                tasks.push(tokio::spawn(serve::outbound_http(listener, outbound, shared.clone())));
+                tasks.push(tokio::spawn(serve::outbound_http(
+                    listener,
+                    outbound,
+                    shared.clone(),
+                )));
             }
             Protocol::Tcp => {
-                tasks.push(tokio::spawn(serve::outbound_tcp(listener, connector(&[])?, l.name.clone(), shared.clone())));
+                tasks.push(tokio::spawn(serve::outbound_tcp(
+                    listener,
+                    connector(&[])?,
+                    l.name.clone(),
+                    shared.clone(),
+                )));
             }
         }
     }
     if let Some(listener) = admin {
         bound.admin = listener.local_addr().ok();
-        tasks.push(tokio::spawn(serve::admin(listener, shared.clone(), !config.inbound.is_empty())));
+        tasks.push(tokio::spawn(serve::admin(
+            listener,
+            shared.clone(),
+            !config.inbound.is_empty(),
+        )));
     }
     tracing::info!(inbound = ?bound.inbound, outbound = ?bound.outbound, admin = ?bound.admin, "proxy listening");
     if let Some(path) = &ready_file {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&bound).unwrap_or_default())
             .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|source| ProxyError::ReadyFile { path: path.clone(), source })?;
+            .map_err(|source| ProxyError::ReadyFile {
+                path: path.clone(),
+                source,
+            })?;
     }
 
     shutdown.await;
-    tracing::info!(open = shared.open.load(Ordering::SeqCst), "draining connections");
+    tracing::info!(
+        open = shared.open.load(Ordering::SeqCst),
+        "draining connections"
+    );
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now() + config.limits.drain_timeout;
     while shared.open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
@@ -263,7 +327,12 @@ pub async fn run(
 
 /// Sends edge counts to the server every `interval`; what cannot be sent
 /// is kept (bounded) for the next attempt.
-async fn report(telemetry: Arc<Telemetry>, http: reqwest::Client, server: String, interval: Duration) {
+async fn report(
+    telemetry: Arc<Telemetry>,
+    http: reqwest::Client,
+    server: String,
+    interval: Duration,
+) {
     let url = format!("{server}/v1/proxy/telemetry");
     loop {
         tokio::time::sleep(interval).await;

@@ -32,24 +32,37 @@ pub struct PolicyState {
 
 impl PolicyState {
     pub fn new(cache: Option<PathBuf>, telemetry: Arc<Telemetry>) -> Self {
-        Self { current: RwLock::new(None), cache, telemetry }
+        Self {
+            current: RwLock::new(None),
+            cache,
+            telemetry,
+        }
     }
 
     /// The policy in force, if any.
     pub fn current(&self) -> Option<Arc<Loaded>> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Loads the on-disk copy, if there is a usable one.
     pub fn load_cache(&self) {
         let Some(path) = &self.cache else { return };
-        let Ok(text) = std::fs::read(path) else { return };
+        let Ok(text) = std::fs::read(path) else {
+            return;
+        };
         match serde_json::from_slice::<ProxyPolicy>(&text) {
             Ok(p) => match self.install(p, false) {
                 Ok(()) => tracing::info!(path = %path.display(), "policy loaded from the cache"),
-                Err(e) => tracing::warn!(error = %e, "the cached policy does not validate; ignoring it"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the cached policy does not validate; ignoring it")
+                }
             },
-            Err(e) => tracing::warn!(error = %e, path = %path.display(), "the policy cache is unreadable; ignoring it"),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "the policy cache is unreadable; ignoring it")
+            }
         }
     }
 
@@ -58,12 +71,17 @@ impl PolicyState {
         let engine = Engine::new(&p.text, p.labels.clone())?;
         if persist {
             if let Some(path) = &self.cache {
-                if let Err(e) = write_atomically(path, &serde_json::to_vec(&p).unwrap_or_default()) {
+                if let Err(e) = write_atomically(path, &serde_json::to_vec(&p).unwrap_or_default())
+                {
                     tracing::warn!(error = %e, path = %path.display(), "cannot write the policy cache");
                 }
             }
         }
-        tracing::info!(version = p.version, policies = engine.len(), "policy in force");
+        tracing::info!(
+            version = p.version,
+            policies = engine.len(),
+            "policy in force"
+        );
         self.telemetry.policy_version.set(p.version);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Loaded {
             engine,
@@ -102,7 +120,11 @@ pub async fn watch_server(
     loop {
         let url = format!("{server}/v1/proxy/policy?since={since}&wait=25");
         let result = async {
-            let resp = http.get(&url).timeout(Duration::from_secs(40)).send().await?;
+            let resp = http
+                .get(&url)
+                .timeout(Duration::from_secs(40))
+                .send()
+                .await?;
             let resp = resp.error_for_status()?;
             resp.json::<ProxyPolicy>().await
         }
@@ -112,7 +134,13 @@ pub async fn watch_server(
                 backoff = Duration::from_millis(200);
                 let changed = state.current().is_none_or(|c| c.revision != p.revision);
                 since = p.revision;
-                if changed {
+                if p.version == 0 {
+                    if state.current().is_none() {
+                        tracing::warn!(
+                            "no policy has been pushed to the server yet: every call is denied"
+                        );
+                    }
+                } else if changed {
                     let version = p.version;
                     if let Err(e) = state.install(p, true) {
                         tracing::error!(version, error = %e, "the server's policy does not validate here; keeping the previous one");
@@ -132,7 +160,9 @@ pub async fn watch_server(
 pub async fn watch_file(state: Arc<PolicyState>, path: PathBuf) {
     let mut last = None;
     loop {
-        let stamp = std::fs::metadata(&path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+        let stamp = std::fs::metadata(&path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
         if stamp.is_some() && stamp != last {
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
@@ -152,7 +182,9 @@ pub async fn watch_file(state: Arc<PolicyState>, path: PathBuf) {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot read the policy file"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read the policy file")
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

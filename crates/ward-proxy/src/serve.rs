@@ -75,7 +75,9 @@ where
     let permits = Arc::new(Semaphore::new(s.limits.max_connections));
     let mut shutdown = s.shutdown.clone();
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
@@ -130,17 +132,31 @@ fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 /// An inbound HTTP listener.
-pub async fn inbound_http(listener: TcpListener, acceptor: TlsAcceptor, inbound: Arc<Inbound>, s: Shared) {
+pub async fn inbound_http(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    inbound: Arc<Inbound>,
+    s: Shared,
+) {
     let builder = Arc::new(http_builder(&s.limits));
     let shared = s.clone();
     accept_loop(listener, s, move |tcp, peer| {
-        let (acceptor, inbound, builder, s) = (acceptor.clone(), inbound.clone(), builder.clone(), shared.clone());
+        let (acceptor, inbound, builder, s) = (
+            acceptor.clone(),
+            inbound.clone(),
+            builder.clone(),
+            shared.clone(),
+        );
         async move {
             let _open = OpenGuard::new(&s);
-            let Some((tls, caller)) = handshake(&acceptor, tcp, peer, s.limits.handshake_timeout).await else {
+            let Some((tls, caller)) =
+                handshake(&acceptor, tcp, peer, s.limits.handshake_timeout).await
+            else {
                 return;
             };
-            let svc = service_fn(move |req: Request<Incoming>| inbound.clone().handle(caller.clone(), req));
+            let svc = service_fn(move |req: Request<Incoming>| {
+                inbound.clone().handle(caller.clone(), req)
+            });
             let conn = builder.serve_connection(TokioIo::new(tls), svc);
             drive(conn, s.shutdown.clone(), s.limits.drain_timeout).await;
         }
@@ -180,15 +196,30 @@ pub async fn inbound_tcp(
     let route: Arc<str> = format!("tcp:{name}").into();
     let shared = s.clone();
     accept_loop(listener, s, move |tcp, peer| {
-        let (acceptor, own_id, route, s) = (acceptor.clone(), own_id.clone(), route.clone(), shared.clone());
+        let (acceptor, own_id, route, s) = (
+            acceptor.clone(),
+            own_id.clone(),
+            route.clone(),
+            shared.clone(),
+        );
         async move {
             let _open = OpenGuard::new(&s);
             let started = Instant::now();
-            let Some((mut tls, caller)) = handshake(&acceptor, tcp, peer, s.limits.handshake_timeout).await else {
+            let Some((mut tls, caller)) =
+                handshake(&acceptor, tcp, peer, s.limits.handshake_timeout).await
+            else {
                 return;
             };
             let own = own_id.read().unwrap_or_else(|p| p.into_inner()).clone();
-            let allowed = authorize(&s.policy, &caller, &own, "connect", &route, "tcp", &Default::default());
+            let allowed = authorize(
+                &s.policy,
+                &caller,
+                &own,
+                "connect",
+                &route,
+                "tcp",
+                &Default::default(),
+            );
             let edge = |status: &str, decision: &str| Edge {
                 source: caller.id.to_string(),
                 destination: own.to_string(),
@@ -202,14 +233,22 @@ pub async fn inbound_tcp(
                 s.telemetry.record(edge("none", "deny"), started.elapsed());
                 return;
             }
-            let app_conn = tokio::time::timeout(s.limits.connect_timeout, TcpStream::connect(app)).await;
+            let app_conn =
+                tokio::time::timeout(s.limits.connect_timeout, TcpStream::connect(app)).await;
             let Ok(Ok(mut app_conn)) = app_conn else {
                 tracing::warn!(%app, "the app is unreachable");
-                s.telemetry.record(edge("error", "allow"), started.elapsed());
+                s.telemetry
+                    .record(edge("error", "allow"), started.elapsed());
                 return;
             };
             s.telemetry.record(edge("ok", "allow"), started.elapsed());
-            pipe(&mut tls, &mut app_conn, s.shutdown.clone(), s.limits.drain_timeout).await;
+            pipe(
+                &mut tls,
+                &mut app_conn,
+                s.shutdown.clone(),
+                s.limits.drain_timeout,
+            )
+            .await;
         }
     })
     .await
@@ -248,7 +287,12 @@ pub async fn outbound_http(listener: TcpListener, outbound: Arc<Outbound>, s: Sh
 }
 
 /// An outbound opaque-TCP listener.
-pub async fn outbound_tcp(listener: TcpListener, connector: MtlsConnector, name: String, s: Shared) {
+pub async fn outbound_tcp(
+    listener: TcpListener,
+    connector: MtlsConnector,
+    name: String,
+    s: Shared,
+) {
     let shared = s.clone();
     accept_loop(listener, s, move |mut tcp, _peer| {
         let (connector, name, s) = (connector.clone(), name.clone(), shared.clone());
@@ -284,15 +328,24 @@ pub async fn admin(listener: TcpListener, s: Shared, needs_policy: bool) {
                         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
                         "/readyz" => {
                             if s.identity.borrow().is_none() {
-                                (StatusCode::SERVICE_UNAVAILABLE, "not ready: no SVID yet\n".into())
+                                (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "not ready: no SVID yet\n".into(),
+                                )
                             } else if needs_policy && s.policy.current().is_none() {
-                                (StatusCode::SERVICE_UNAVAILABLE, "not ready: no policy yet (every call is denied)\n".into())
+                                (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "not ready: no policy yet (every call is denied)\n".into(),
+                                )
                             } else {
                                 (StatusCode::OK, "ready\n".into())
                             }
                         }
                         "/metrics" => (StatusCode::OK, s.telemetry.encode()),
-                        _ => (StatusCode::NOT_FOUND, "not found: try /healthz, /readyz or /metrics\n".into()),
+                        _ => (
+                            StatusCode::NOT_FOUND,
+                            "not found: try /healthz, /readyz or /metrics\n".into(),
+                        ),
                     };
                     let mut r = Response::new(Full::new(bytes::Bytes::from(body)));
                     *r.status_mut() = status;

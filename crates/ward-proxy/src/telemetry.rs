@@ -36,12 +36,17 @@ pub struct Upstream {
     pub status_class: String,
 }
 
-const KNOWN_METHODS: [&str; 10] =
-    ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT", "connect"];
+const KNOWN_METHODS: [&str; 10] = [
+    "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT", "connect",
+];
 
 /// The method as a bounded label.
 pub fn method_label(method: &str) -> &str {
-    KNOWN_METHODS.iter().find(|m| **m == method).copied().unwrap_or("OTHER")
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("OTHER")
 }
 
 /// "2xx".."5xx" for a status code.
@@ -77,17 +82,22 @@ pub struct Telemetry {
 
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 16))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.00005, 2.0, 16,
+    ))
 }
 
 impl Telemetry {
     pub fn new(max_edges: usize) -> Self {
         let mut registry = Registry::with_prefix("ward_proxy");
         let requests = Family::<Edge, Counter>::default();
-        let latency = Family::<Edge, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let latency =
+            Family::<Edge, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let upstream = Family::<Upstream, Counter>::default();
         let upstream_latency =
-            Family::<Upstream, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+            Family::<Upstream, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
         let policy_version = Gauge::default();
         let svid_expiry = Gauge::default();
         let connections = Gauge::<i64, AtomicI64>::default();
@@ -101,15 +111,31 @@ impl Telemetry {
             "Time from request to response headers from the app (or to the decision when denied)",
             latency.clone(),
         );
-        registry.register("outbound_requests", "Requests sent through outbound listeners", upstream.clone());
+        registry.register(
+            "outbound_requests",
+            "Requests sent through outbound listeners",
+            upstream.clone(),
+        );
         registry.register(
             "outbound_request_duration_seconds",
             "Time from request to response headers from the upstream",
             upstream_latency.clone(),
         );
-        registry.register("policy_version", "Version of the policy in force (0: none)", policy_version.clone());
-        registry.register("svid_expiry_seconds", "Unix time when the proxy's SVID expires", svid_expiry.clone());
-        registry.register("open_connections", "Connections open on all listeners", connections.clone());
+        registry.register(
+            "policy_version",
+            "Version of the policy in force (0: none)",
+            policy_version.clone(),
+        );
+        registry.register(
+            "svid_expiry_seconds",
+            "Unix time when the proxy's SVID expires",
+            svid_expiry.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Connections open on all listeners",
+            connections.clone(),
+        );
         Self {
             registry,
             requests,
@@ -129,7 +155,9 @@ impl Telemetry {
     pub fn record(&self, edge: Edge, latency: Duration) {
         let edge = self.bound(edge);
         self.requests.get_or_create(&edge).inc();
-        self.latency.get_or_create(&edge).observe(latency.as_secs_f64());
+        self.latency
+            .get_or_create(&edge)
+            .observe(latency.as_secs_f64());
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let p = pending.1.entry(edge).or_default();
         p.requests += 1;
@@ -138,9 +166,14 @@ impl Telemetry {
 
     /// Counts one request through an outbound listener.
     pub fn record_upstream(&self, listener: &str, status_class: &str, latency: Duration) {
-        let labels = Upstream { listener: listener.to_string(), status_class: status_class.to_string() };
+        let labels = Upstream {
+            listener: listener.to_string(),
+            status_class: status_class.to_string(),
+        };
         self.upstream.get_or_create(&labels).inc();
-        self.upstream_latency.get_or_create(&labels).observe(latency.as_secs_f64());
+        self.upstream_latency
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
     }
 
     fn bound(&self, edge: Edge) -> Edge {
@@ -152,7 +185,11 @@ impl Telemetry {
             known.insert(edge.clone());
             return edge;
         }
-        Edge { source: "other".into(), route: "other".into(), ..edge }
+        Edge {
+            source: "other".into(),
+            route: "other".into(),
+            ..edge
+        }
     }
 
     /// Takes the counts gathered since the last call, as reports.
@@ -237,7 +274,10 @@ mod tests {
         t.record(edge("spiffe://td/a", "/x"), Duration::from_micros(300));
         t.record(edge("spiffe://td/a", "/x"), Duration::from_micros(100));
         let text = t.encode();
-        assert!(text.contains("ward_proxy_inbound_requests_total{source=\"spiffe://td/a\""), "{text}");
+        assert!(
+            text.contains("ward_proxy_inbound_requests_total{source=\"spiffe://td/a\""),
+            "{text}"
+        );
         let reports = t.drain();
         assert_eq!(reports.len(), 1);
         assert_eq!((reports[0].requests, reports[0].latency_us_sum), (2, 400));
@@ -250,7 +290,10 @@ mod tests {
     fn label_sets_are_bounded() {
         let t = Telemetry::new(3);
         for i in 0..100 {
-            t.record(edge(&format!("spiffe://td/s{i}"), &format!("/r{i}")), Duration::ZERO);
+            t.record(
+                edge(&format!("spiffe://td/s{i}"), &format!("/r{i}")),
+                Duration::ZERO,
+            );
         }
         let reports = t.drain();
         assert_eq!(reports.len(), 4, "3 distinct edges and one 'other'");

@@ -81,7 +81,9 @@ fn node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
     if is_agent_id(s, &id) {
         Ok(id)
     } else {
-        Err(ApiError::Forbidden(format!("{id} is not a node agent identity")))
+        Err(ApiError::Forbidden(format!(
+            "{id} is not a node agent identity"
+        )))
     }
 }
 

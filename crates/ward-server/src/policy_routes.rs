@@ -46,7 +46,10 @@ pub(crate) fn router() -> Router<Arc<Server>> {
 }
 
 fn sha256_hex(text: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()))
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        text.as_bytes(),
+    ))
 }
 
 async fn push(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -63,7 +66,10 @@ async fn push(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
         "policy",
         serde_json::json!({"sha256": sha, "policies": count}),
     );
-    let record = s.store.push_policy(text, &sha, &caller.actor(), audit).await?;
+    let record = s
+        .store
+        .push_policy(text, &sha, &caller.actor(), audit)
+        .await?;
     s.changes.notify_waiters();
     tracing::info!(version = record.version, policies = count, "policy pushed");
     ok(&PolicyVersion {
@@ -81,7 +87,9 @@ async fn current(State(s): S, headers: HeaderMap) -> ApiResult {
     let p = s.store.current_policy().await?;
     ok(&PolicyCurrent {
         version: p.as_ref().map_or(0, |p| p.version),
-        sha256: p.as_ref().map_or_else(|| sha256_hex(""), |p| p.sha256.clone()),
+        sha256: p
+            .as_ref()
+            .map_or_else(|| sha256_hex(""), |p| p.sha256.clone()),
         text: p.map(|p| p.text).unwrap_or_default(),
     })
 }
@@ -91,7 +99,9 @@ async fn current(State(s): S, headers: HeaderMap) -> ApiResult {
 fn workload(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
     let id = verified_peer(s, peer)?;
     if id.trust_domain() != &s.config.trust_domain || id.path().starts_with("/ward/") {
-        return Err(ApiError::Forbidden(format!("{id} is not a workload of this trust domain")));
+        return Err(ApiError::Forbidden(format!(
+            "{id} is not a workload of this trust domain"
+        )));
     }
     Ok(id)
 }
@@ -130,7 +140,9 @@ async fn watch(
             return ok(&ProxyPolicy {
                 revision,
                 version: policy.as_ref().map_or(0, |p| p.version),
-                sha256: policy.as_ref().map_or_else(|| sha256_hex(""), |p| p.sha256.clone()),
+                sha256: policy
+                    .as_ref()
+                    .map_or_else(|| sha256_hex(""), |p| p.sha256.clone()),
                 text: policy.map(|p| p.text).unwrap_or_default(),
                 labels,
             });
@@ -154,14 +166,22 @@ async fn telemetry(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes)
     }
     for (i, e) in batch.edges.iter().enumerate() {
         let bad = |what: &str| ApiError::BadRequest(format!("field `edges[{i}]`: {what}"));
-        for f in [&e.source, &e.destination, &e.method, &e.route, &e.status_class] {
+        for f in [
+            &e.source,
+            &e.destination,
+            &e.method,
+            &e.route,
+            &e.status_class,
+        ] {
             if f.len() > MAX_FIELD {
                 return Err(bad("a field is longer than 512 bytes"));
             }
         }
         // A proxy reports only edges it is an end of.
         if e.source != reporter && e.destination != reporter {
-            return Err(bad("a proxy may only report calls to or from its own identity"));
+            return Err(bad(
+                "a proxy may only report calls to or from its own identity",
+            ));
         }
         if e.decision != "allow" && e.decision != "deny" {
             return Err(bad("`decision` must be allow or deny"));
@@ -189,5 +209,7 @@ async fn edges(
     let Query(q) =
         q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
     let since = q.since.unwrap_or_else(|| now_secs() - 3600);
-    ok(&EdgeTotals { edges: s.store.edge_totals(since).await? })
+    ok(&EdgeTotals {
+        edges: s.store.edge_totals(since).await?,
+    })
 }

@@ -282,12 +282,15 @@ fn validate_selectors(selectors: &[String]) -> Result<(), ApiError> {
 /// Labels become Cedar tags: short, printable keys and values, few of them.
 fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
     if labels.len() > 32 {
-        return Err(ApiError::BadRequest("field `labels`: at most 32 labels".into()));
+        return Err(ApiError::BadRequest(
+            "field `labels`: at most 32 labels".into(),
+        ));
     }
     for (k, v) in labels {
         let key_ok = !k.is_empty()
             && k.len() <= 63
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
         if !key_ok || v.len() > 253 || v.chars().any(char::is_control) {
             return Err(ApiError::BadRequest(format!(
                 "field `labels`: {k:?} is not a valid label (keys: 1-63 of A-Z a-z 0-9 - _ . /; values: up to 253 printable characters)"

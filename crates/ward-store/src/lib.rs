@@ -1038,8 +1038,7 @@ pub(crate) async fn append_in_tx(
     Ok(seqs)
 }
 
-const ENTRY_COLUMNS: &str =
-    "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels";
+const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels";
 
 fn entry_from_row(r: &AnyRow) -> Result<EntryRecord> {
     let selectors: String = r.try_get(3)?;

@@ -145,7 +145,10 @@ impl Store {
                 }
                 sql.push('(');
                 sql.push_str(
-                    &(1..=12).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(","),
+                    &(1..=12)
+                        .map(|k| format!("${}", b + k))
+                        .collect::<Vec<_>>()
+                        .join(","),
                 );
                 sql.push(')');
             }

@@ -127,17 +127,31 @@ async fn policies_are_versioned_and_advance_the_revision(store: Store) {
     assert_eq!(store.current_policy().await.unwrap(), None);
     let before = store.revision().await.unwrap();
     let one = store
-        .push_policy("permit(principal, action, resource);", "aa", "token:t", ev("policy.push", "1"))
+        .push_policy(
+            "permit(principal, action, resource);",
+            "aa",
+            "token:t",
+            ev("policy.push", "1"),
+        )
         .await
         .unwrap();
     assert_eq!((one.version, one.revision), (1, before + 1));
-    let two = store.push_policy("", "bb", "token:t", ev("policy.push", "2")).await.unwrap();
+    let two = store
+        .push_policy("", "bb", "token:t", ev("policy.push", "2"))
+        .await
+        .unwrap();
     assert_eq!(two.version, 2);
     assert_eq!(store.current_policy().await.unwrap().unwrap(), two);
     assert_eq!(store.revision().await.unwrap(), two.revision);
     // The label map survives a round trip through the entries table.
-    store.create_entry(entry("labelled", "p"), ev("entry.create", "l")).await.unwrap();
-    assert_eq!(store.entry("labelled").await.unwrap().labels["team"], "shop");
+    store
+        .create_entry(entry("labelled", "p"), ev("entry.create", "l"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.entry("labelled").await.unwrap().labels["team"],
+        "shop"
+    );
 }
 
 async fn edge_reports_are_summed_per_edge(store: Store) {
@@ -146,15 +160,25 @@ async fn edge_reports_are_summed_per_edge(store: Store) {
         destination: "spiffe://td/b".into(),
         method: "GET".into(),
         route: "/x".into(),
-        status_class: if decision == "allow" { "2xx".into() } else { "none".into() },
+        status_class: if decision == "allow" {
+            "2xx".into()
+        } else {
+            "none".into()
+        },
         decision: decision.into(),
         requests: n,
         latency_us_sum: n * 100,
         window_start: 1,
         window_end: 2,
     };
-    store.record_edges("spiffe://td/b", &[edge("allow", 3), edge("deny", 1)]).await.unwrap();
-    store.record_edges("spiffe://td/b", &[edge("allow", 4)]).await.unwrap();
+    store
+        .record_edges("spiffe://td/b", &[edge("allow", 3), edge("deny", 1)])
+        .await
+        .unwrap();
+    store
+        .record_edges("spiffe://td/b", &[edge("allow", 4)])
+        .await
+        .unwrap();
     let totals = store.edge_totals(0).await.unwrap();
     assert_eq!(totals.len(), 2);
     let allow = totals.iter().find(|t| t.decision == "allow").unwrap();

@@ -75,10 +75,18 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    // One crypto provider for every TLS client and server in the process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // WARD_THREADS caps the worker threads (default: one per core), e.g. to
+    // give a sidecar one core, as a like-for-like benchmark needs.
+    if let Some(n) = std::env::var("WARD_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
     {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -74,7 +74,8 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             });
         }
         PolicyCommand::Validate { file } => {
-            let set = ward_policy::validate(&read(&file)?).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+            let set =
+                ward_policy::validate(&read(&file)?).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
             println!("{file}: valid ({} policies)", set.policies().count());
         }
         PolicyCommand::Show { client } => {
@@ -105,7 +106,14 @@ pub async fn run_telemetry(cmd: TelemetryCommand) -> anyhow::Result<()> {
                 }
                 println!(
                     "{:<40} {:<40} {:<7} {:<20} {:<6} {:<6} {:>8} {:>9}  LAST",
-                    "SOURCE", "DESTINATION", "METHOD", "ROUTE", "STATUS", "DECIDE", "CALLS", "MEAN µs"
+                    "SOURCE",
+                    "DESTINATION",
+                    "METHOD",
+                    "ROUTE",
+                    "STATUS",
+                    "DECIDE",
+                    "CALLS",
+                    "MEAN µs"
                 );
                 for e in &t.edges {
                     println!(

@@ -69,9 +69,13 @@ pub struct DemoAppArgs {
 }
 
 fn parse_call(s: &str) -> Result<(String, String), String> {
-    let (name, url) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=URL"))?;
+    let (name, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=URL"))?;
     if !url.starts_with("http://") {
-        return Err(format!("{url:?}: the URL must start with http:// (the local outbound listener)"));
+        return Err(format!(
+            "{url:?}: the URL must start with http:// (the local outbound listener)"
+        ));
     }
     Ok((name.to_string(), url.to_string()))
 }
@@ -83,8 +87,11 @@ pub async fn run_demo_app(args: DemoAppArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     if let Some(path) = &args.ready_file {
-        std::fs::write(path, serde_json::to_vec(&serde_json::json!({"listen": addr}))?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_vec(&serde_json::json!({"listen": addr}))?,
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
     }
     eprintln!("demo app {:?} listening on {addr}", args.name);
     let calls: BTreeMap<String, String> = args.calls.into_iter().collect();

@@ -15,7 +15,11 @@ use ward_api::{EntryCreate, EntryUpdate};
 
 const SERVICES: [&str; 3] = ["frontend", "orders", "payments"];
 /// Who may call whom: each pair gets an outbound listener on the caller's proxy.
-const CALLS: [(&str, &str); 3] = [("frontend", "orders"), ("frontend", "payments"), ("orders", "payments")];
+const CALLS: [(&str, &str); 3] = [
+    ("frontend", "orders"),
+    ("frontend", "payments"),
+    ("orders", "payments"),
+];
 
 pub struct MeshSetup<'a> {
     pub client: &'a ward_client::Client,
@@ -77,23 +81,31 @@ fn link_exe(dst: &Path) -> anyhow::Result<PathBuf> {
     let src = std::env::current_exe().context("cannot find the ward binary")?;
     let _ = std::fs::remove_file(dst);
     if std::fs::hard_link(&src, dst).is_err() {
-        std::fs::copy(&src, dst).with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
+        std::fs::copy(&src, dst)
+            .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))?;
     }
     Ok(std::fs::canonicalize(dst)?)
 }
 
 fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<tokio::process::Child> {
-    let log = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let log =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
     // SAFETY: set_pdeathsig is async-signal-safe (one prctl call); it makes
     // the child stop if `ward up` dies without stopping it.
     unsafe {
         cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
         });
     }
-    cmd.spawn().with_context(|| format!("cannot start {}", exe.display()))
+    cmd.spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))
 }
 
 pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
@@ -113,10 +125,16 @@ pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
     for name in SERVICES {
         let spiffe_id = format!("spiffe://{}/ns/demo/sa/{name}", setup.td);
         let exe = link_exe(&bin.join(format!("ward-proxy-{name}")))?;
-        let selectors = vec![format!("unix:uid:{}", setup.uid), format!("unix:path:{}", exe.display())];
+        let selectors = vec![
+            format!("unix:uid:{}", setup.uid),
+            format!("unix:path:{}", exe.display()),
+        ];
         match existing.iter().find(|e| e.spiffe_id == spiffe_id) {
             Some(e) if e.selectors != selectors => {
-                let update = EntryUpdate { selectors: Some(selectors), ..Default::default() };
+                let update = EntryUpdate {
+                    selectors: Some(selectors),
+                    ..Default::default()
+                };
                 client.update_entry(&e.id, &update).await?;
             }
             Some(_) => {}
@@ -157,7 +175,10 @@ pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
             .outbound
             .iter()
             .map(|(to, listen)| {
-                let callee = services.iter().find(|c| c.name == *to).map(|c| (c.inbound, c.spiffe_id.clone()));
+                let callee = services
+                    .iter()
+                    .find(|c| c.name == *to)
+                    .map(|c| (c.inbound, c.spiffe_id.clone()));
                 let (upstream, id) = callee.unwrap_or((*listen, String::new()));
                 serde_json::json!({
                     "name": to, "listen": listen.to_string(), "upstream": upstream.to_string(),
@@ -179,16 +200,39 @@ pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
         });
         let config_path = proxies.join(format!("{}.toml", s.name));
         std::fs::write(&config_path, toml::to_string(&config)?)?;
-        let mut app_args = vec!["demo-app".to_string(), "--name".into(), s.name.into(), "--listen".into(), s.app.to_string()];
+        let mut app_args = vec![
+            "demo-app".to_string(),
+            "--name".into(),
+            s.name.into(),
+            "--listen".into(),
+            s.app.to_string(),
+        ];
         for (to, listen) in &s.outbound {
             app_args.push("--call".into());
             app_args.push(format!("{to}=http://{listen}"));
         }
-        children.push(spawn(&ward, &app_args, &logs.join(format!("{}-app.log", s.name)))?);
-        let proxy_args = vec!["proxy".to_string(), "--config".into(), config_path.display().to_string()];
-        children.push(spawn(&exes[s.name], &proxy_args, &logs.join(format!("{}-proxy.log", s.name)))?);
+        children.push(spawn(
+            &ward,
+            &app_args,
+            &logs.join(format!("{}-app.log", s.name)),
+        )?);
+        let proxy_args = vec![
+            "proxy".to_string(),
+            "--config".into(),
+            config_path.display().to_string(),
+        ];
+        children.push(spawn(
+            &exes[s.name],
+            &proxy_args,
+            &logs.join(format!("{}-proxy.log", s.name)),
+        )?);
     }
-    let mut mesh = Mesh { services, children, tried: Vec::new(), logs };
+    let mut mesh = Mesh {
+        services,
+        children,
+        tried: Vec::new(),
+        logs,
+    };
     mesh.wait_ready().await?;
     mesh.try_calls().await;
     Ok(mesh)
@@ -196,7 +240,9 @@ pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
 
 impl Mesh {
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         for s in &self.services {
             loop {
@@ -207,7 +253,10 @@ impl Mesh {
                 }
                 for c in &mut self.children {
                     if let Ok(Some(status)) = c.try_wait() {
-                        anyhow::bail!("a demo process exited ({status}); see the logs in {}", self.logs.display());
+                        anyhow::bail!(
+                            "a demo process exited ({status}); see the logs in {}",
+                            self.logs.display()
+                        );
                     }
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -225,12 +274,23 @@ impl Mesh {
 
     /// One allowed and one denied call, to show in the walk-through.
     async fn try_calls(&mut self) {
-        let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(10)).build() else { return };
+        let Ok(http) = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+        else {
+            return;
+        };
         for (from, to) in CALLS {
-            let Some(app) = self.services.iter().find(|s| s.name == from).map(|s| s.app) else { continue };
+            let Some(app) = self.services.iter().find(|s| s.name == from).map(|s| s.app) else {
+                continue;
+            };
             let answer = async {
-                let v: serde_json::Value =
-                    http.get(format!("http://{app}/call/{to}/hello")).send().await?.json().await?;
+                let v: serde_json::Value = http
+                    .get(format!("http://{app}/call/{to}/hello"))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
                 Ok::<_, reqwest::Error>(v)
             }
             .await;
@@ -270,7 +330,9 @@ impl Mesh {
 
     /// The part of the banner about the services.
     pub fn walkthrough(&self, exe: &str) -> String {
-        let mut s = String::from("Demo services, each behind its own `ward proxy` (policy: frontend → orders → payments):\n");
+        let mut s = String::from(
+            "Demo services, each behind its own `ward proxy` (policy: frontend → orders → payments):\n",
+        );
         for svc in &self.services {
             s.push_str(&format!(
                 "  {:<9} {}  app {}  mTLS inbound {}  admin http://{}/metrics\n",
@@ -281,8 +343,18 @@ impl Mesh {
         for (from, to, line) in &self.tried {
             s.push_str(&format!("  {from:>8} → {to:<9} {line}\n"));
         }
-        let fe = self.services.iter().find(|s| s.name == "frontend").map(|s| s.app.to_string()).unwrap_or_default();
-        let pay = self.services.iter().find(|s| s.name == "payments").map(|s| s.inbound.to_string()).unwrap_or_default();
+        let fe = self
+            .services
+            .iter()
+            .find(|s| s.name == "frontend")
+            .map(|s| s.app.to_string())
+            .unwrap_or_default();
+        let pay = self
+            .services
+            .iter()
+            .find(|s| s.name == "payments")
+            .map(|s| s.inbound.to_string())
+            .unwrap_or_default();
         s.push_str(&format!(
             r#"
 Try:
@@ -302,11 +374,17 @@ Try:
     pub async fn stop(mut self) {
         for c in &self.children {
             if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
         }
         for c in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), c.wait())
+                .await
+                .is_err()
+            {
                 let _ = c.kill().await;
             }
         }

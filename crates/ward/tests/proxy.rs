@@ -37,7 +37,11 @@ fn push(server: &Server, dir: &Path, text: &str) {
     let file = dir.join("policy.cedar");
     std::fs::write(&file, text).unwrap();
     let out = server.ward(&["policy", "push", &file.display().to_string()]);
-    assert!(out.status.success(), "policy push: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "policy push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `[policy]` from the server, with a cache file.
@@ -46,7 +50,9 @@ fn server_policy(server: &Server, dir: &Path, name: &str) -> String {
         "[policy]\nserver = {:?}\nserver_ca = {:?}\ncache = {:?}\n[telemetry]\nreport_interval = \"1s\"\n",
         server.addr(),
         server.cacert(),
-        dir.join(format!("{name}-policy.json")).display().to_string()
+        dir.join(format!("{name}-policy.json"))
+            .display()
+            .to_string()
     )
 }
 
@@ -77,7 +83,13 @@ fn setup() -> Setup {
     let orders = Svid::mint(&server, &dir.path().join("orders"), ORDERS, "1h");
     let pay = Svid::mint(&server, &dir.path().join("pay"), PAY, "1h");
     push(&server, dir.path(), &policy());
-    Setup { dir, server, fe, orders, pay }
+    Setup {
+        dir,
+        server,
+        fe,
+        orders,
+        pay,
+    }
 }
 
 /// The orders proxy in front of `app`, policy from the server.
@@ -106,29 +118,62 @@ fn callers_are_authorized_and_the_app_sees_only_verified_identity() {
     let (code, body) = curl_mtls(
         fe,
         &url("/hello"),
-        &["-H", &format!("x-forwarded-client-cert: By=x;URI={PAY}"), "-H", &format!("x-ward-caller: {PAY}")],
+        &[
+            "-H",
+            &format!("x-forwarded-client-cert: By=x;URI={PAY}"),
+            "-H",
+            &format!("x-ward-caller: {PAY}"),
+        ],
     );
     assert_eq!(code, 200, "{body}\n{}", proxy.log_text());
     let seen = app.requests();
     assert_eq!(seen.len(), 1);
     let head = seen[0].to_ascii_lowercase();
-    assert!(head.contains(&format!("x-forwarded-client-cert: by={ORDERS};hash=")), "{head}");
+    assert!(
+        head.contains(&format!("x-forwarded-client-cert: by={ORDERS};hash=")),
+        "{head}"
+    );
     assert!(head.contains(&format!(";uri={FE}")), "{head}");
-    assert!(!head.contains("payments") && !head.contains("x-ward-caller"), "{head}");
+    assert!(
+        !head.contains("payments") && !head.contains("x-ward-caller"),
+        "{head}"
+    );
 
     // Percent-encoded unreserved characters are decoded before the decision and in what the app gets.
     assert_eq!(curl_mtls(fe, &url("/%68ello"), &[]).0, 200);
-    assert!(app.requests()[1].starts_with("GET /hello HTTP/1.1"), "{:?}", app.requests());
+    assert!(
+        app.requests()[1].starts_with("GET /hello HTTP/1.1"),
+        "{:?}",
+        app.requests()
+    );
 
     let before = app.requests().len();
     // Denied: a write by frontend, another path, another caller.
-    assert_eq!(curl_mtls(fe, &url("/hello"), &["-X", "POST", "-d", "x"]).0, 403);
+    assert_eq!(
+        curl_mtls(fe, &url("/hello"), &["-X", "POST", "-d", "x"]).0,
+        403
+    );
     let (code, body) = curl_mtls(fe, &url("/admin"), &[]);
-    assert_eq!((code, body.as_str()), (403, "forbidden\n"), "the body names no policy");
+    assert_eq!(
+        (code, body.as_str()),
+        (403, "forbidden\n"),
+        "the body names no policy"
+    );
     let pay = (s.pay.cert(), s.pay.key());
-    assert_eq!(curl_mtls(Some((&pay.0, &pay.1)), &url("/hello"), &[]).0, 403, "the wrong SPIFFE ID");
+    assert_eq!(
+        curl_mtls(Some((&pay.0, &pay.1)), &url("/hello"), &[]).0,
+        403,
+        "the wrong SPIFFE ID"
+    );
     // Paths that servers read differently never get a decision.
-    for p in ["/x/../hello", "/%2e%2e/hello", "//hello", "/hello%2Fx", "/hello;x=1", "/hello%5c"] {
+    for p in [
+        "/x/../hello",
+        "/%2e%2e/hello",
+        "//hello",
+        "/hello%2Fx",
+        "/hello;x=1",
+        "/hello%5c",
+    ] {
         let (code, _) = curl_mtls(fe, &url(p), &["--path-as-is"]);
         assert_eq!(code, 400, "{p}");
     }
@@ -137,36 +182,91 @@ fn callers_are_authorized_and_the_app_sees_only_verified_identity() {
     let d = s.dir.path();
     let p = |f: &str| d.join(f).display().to_string();
     let (ok, err) = openssl(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &p("rk.pem"),
-        "-out", &p("rc.pem"), "-days", "1", "-subj", "/CN=rogue", "-addext", &format!("subjectAltName=URI:{FE}"),
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("rk.pem"),
+        "-out",
+        &p("rc.pem"),
+        "-days",
+        "1",
+        "-subj",
+        "/CN=rogue",
+        "-addext",
+        &format!("subjectAltName=URI:{FE}"),
     ]);
     assert!(ok, "{err}");
-    assert_ne!(curl_mtls(Some((&p("rc.pem"), &p("rk.pem"))), &url("/hello"), &[]).0, 200);
+    assert_ne!(
+        curl_mtls(Some((&p("rc.pem"), &p("rk.pem"))), &url("/hello"), &[]).0,
+        200
+    );
     let (ok, err) = openssl(&[
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &p("ck.pem"),
-        "-out", &p("c.csr"), "-subj", "/CN=child",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("ck.pem"),
+        "-out",
+        &p("c.csr"),
+        "-subj",
+        "/CN=child",
     ]);
     assert!(ok, "{err}");
     std::fs::write(d.join("c.ext"), format!("subjectAltName=URI:{FE}\n")).unwrap();
     let (ok, err) = openssl(&[
-        "x509", "-req", "-in", &p("c.csr"), "-CA", &s.fe.cert(), "-CAkey", &s.fe.key(), "-CAcreateserial",
-        "-days", "1", "-extfile", &p("c.ext"), "-out", &p("c.pem"),
+        "x509",
+        "-req",
+        "-in",
+        &p("c.csr"),
+        "-CA",
+        &s.fe.cert(),
+        "-CAkey",
+        &s.fe.key(),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &p("c.ext"),
+        "-out",
+        &p("c.pem"),
     ]);
     assert!(ok, "{err}");
-    let chain = format!("{}{}", std::fs::read_to_string(p("c.pem")).unwrap(), std::fs::read_to_string(s.fe.cert()).unwrap());
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(p("c.pem")).unwrap(),
+        std::fs::read_to_string(s.fe.cert()).unwrap()
+    );
     std::fs::write(d.join("cchain.pem"), chain).unwrap();
-    assert_ne!(curl_mtls(Some((&p("cchain.pem"), &p("ck.pem"))), &url("/hello"), &[]).0, 200);
+    assert_ne!(
+        curl_mtls(Some((&p("cchain.pem"), &p("ck.pem"))), &url("/hello"), &[]).0,
+        200
+    );
     // An expired SVID of the right identity.
     let old = Svid::mint(&s.server, &d.join("fe-short"), FE, "1s");
     let not_after = {
         let (_, out) = openssl(&["x509", "-in", &old.cert(), "-noout", "-enddate"]);
         out
     };
-    assert!(wait_for(Duration::from_secs(15), || {
-        let (_, out) = openssl(&["x509", "-in", &old.cert(), "-noout", "-checkend", "0"]);
-        out.contains("will expire")
-    }), "{not_after}");
-    assert_ne!(curl_mtls(Some((&old.cert(), &old.key())), &url("/hello"), &[]).0, 200);
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            let (_, out) = openssl(&["x509", "-in", &old.cert(), "-noout", "-checkend", "0"]);
+            out.contains("will expire")
+        }),
+        "{not_after}"
+    );
+    assert_ne!(
+        curl_mtls(Some((&old.cert(), &old.key())), &url("/hello"), &[]).0,
+        200
+    );
     // None of the refused requests reached the app.
     assert_eq!(app.requests().len(), before, "{:?}", app.requests());
 
@@ -178,7 +278,11 @@ fn callers_are_authorized_and_the_app_sees_only_verified_identity() {
     // Denials are reported to the server.
     assert!(wait_for(Duration::from_secs(15), || {
         let v = s.server.ward_json(&["telemetry", "edges"]);
-        v["edges"].as_array().unwrap().iter().any(|e| e["source"] == PAY && e["decision"] == "deny")
+        v["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["source"] == PAY && e["decision"] == "deny")
     }));
 }
 
@@ -192,7 +296,16 @@ fn a_smuggled_request_never_reaches_the_app() {
         "GET /hello HTTP/1.1\r\nHost: orders\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: orders\r\n\r\n"
     );
     let mut child = std::process::Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &proxy.inbound("in"), "-cert", &s.fe.cert(), "-key", &s.fe.key()])
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &proxy.inbound("in"),
+            "-cert",
+            &s.fe.cert(),
+            "-key",
+            &s.fe.key(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -210,10 +323,17 @@ fn a_smuggled_request_never_reaches_the_app() {
     for head in app.requests() {
         assert!(!head.contains("/admin"), "smuggled: {head}");
         let lower = head.to_ascii_lowercase();
-        assert!(!(lower.contains("content-length") && lower.contains("transfer-encoding")), "{head}");
+        assert!(
+            !(lower.contains("content-length") && lower.contains("transfer-encoding")),
+            "{head}"
+        );
     }
     // Whatever hyper made of it, /admin was never allowed through.
-    assert!(!text.contains("\"app\":\"recording\"") || app.requests().iter().all(|h| h.starts_with("GET /hello")), "{text}");
+    assert!(
+        !text.contains("\"app\":\"recording\"")
+            || app.requests().iter().all(|h| h.starts_with("GET /hello")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -231,29 +351,67 @@ fn outbound_checks_the_upstream_and_policy_pushes_apply() {
     );
     std::fs::write(s.dir.path().join("unused.cedar"), "").unwrap();
     let fe = Proxy::start(s.dir.path(), "fe", &config);
-    assert!(wait_for(Duration::from_secs(10), || fe.log_text().contains("identity loaded")));
+    assert!(wait_for(Duration::from_secs(10), || fe
+        .log_text()
+        .contains("identity loaded")));
 
     let (code, body) = http_get(&fe.outbound("orders"), "/hello");
-    assert_eq!(code, 200, "{body}\n{}\n{}", fe.log_text(), orders.log_text());
+    assert_eq!(
+        code,
+        200,
+        "{body}\n{}\n{}",
+        fe.log_text(),
+        orders.log_text()
+    );
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["service"].as_str(), v["caller"].as_str()), (Some("orders"), Some(FE)));
+    assert_eq!(
+        (v["service"].as_str(), v["caller"].as_str()),
+        (Some("orders"), Some(FE))
+    );
     // The upstream is orders, not payments: refused before any request is sent.
     let (code, _) = http_get(&fe.outbound("wrong"), "/hello");
     assert_eq!(code, 502);
-    assert!(fe.log_text().contains("not an expected SPIFFE ID"), "{}", fe.log_text());
+    assert!(
+        fe.log_text().contains("not an expected SPIFFE ID"),
+        "{}",
+        fe.log_text()
+    );
 
     // A push that removes the permission applies within 5 s, and one that restores it too.
     push(&s.server, s.dir.path(), "");
-    assert!(wait_for(Duration::from_secs(5), || http_get(&fe.outbound("orders"), "/hello").0 == 403));
+    assert!(wait_for(Duration::from_secs(5), || http_get(
+        &fe.outbound("orders"),
+        "/hello"
+    )
+    .0 == 403));
     push(&s.server, s.dir.path(), &policy());
-    assert!(wait_for(Duration::from_secs(5), || http_get(&fe.outbound("orders"), "/hello").0 == 200));
+    assert!(wait_for(Duration::from_secs(5), || http_get(
+        &fe.outbound("orders"),
+        "/hello"
+    )
+    .0 == 200));
     // A policy that does not validate is refused by the server and changes nothing.
     let bad = s.dir.path().join("bad.cedar");
-    std::fs::write(&bad, "permit(principal, action, resource) when { resource.path == 1 };").unwrap();
-    let out = s.server.ward(&["policy", "push", &bad.display().to_string()]);
+    std::fs::write(
+        &bad,
+        "permit(principal, action, resource) when { resource.path == 1 };",
+    )
+    .unwrap();
+    let out = s
+        .server
+        .ward(&["policy", "push", &bad.display().to_string()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"), "{}", String::from_utf8_lossy(&out.stderr));
-    let (code, body) = s.server.curl("PUT", "/v1/policy", Some(s.server.token()), Some("permit(principal, action"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, body) = s.server.curl(
+        "PUT",
+        "/v1/policy",
+        Some(s.server.token()),
+        Some("permit(principal, action"),
+    );
     assert_eq!(code, 400, "{body}");
     assert_eq!(http_get(&fe.outbound("orders"), "/hello").0, 200);
 }
@@ -271,14 +429,19 @@ fn svid_rotation_under_traffic_fails_no_request() {
     );
     std::fs::write(s.dir.path().join("none.cedar"), "").unwrap();
     let fe = Proxy::start(s.dir.path(), "fe", &config);
-    assert!(wait_for(Duration::from_secs(10), || http_get(&fe.outbound("orders"), "/hello").0 == 200));
+    assert!(wait_for(Duration::from_secs(10), || http_get(
+        &fe.outbound("orders"),
+        "/hello"
+    )
+    .0 == 200));
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let target = fe.outbound("orders");
     let workers: Vec<_> = (0..2)
         .map(|_| {
-            let (stop, ok, failed, target) = (stop.clone(), ok.clone(), failed.clone(), target.clone());
+            let (stop, ok, failed, target) =
+                (stop.clone(), ok.clone(), failed.clone(), target.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     let (code, body) = http_get(&target, "/hello");
@@ -294,28 +457,44 @@ fn svid_rotation_under_traffic_fails_no_request() {
         .collect();
     let expiry = |p: &Proxy| {
         let (_, m) = p.admin_get("/metrics");
-        m.lines().find(|l| l.starts_with("ward_proxy_svid_expiry_seconds ")).unwrap_or_default().to_string()
+        m.lines()
+            .find(|l| l.starts_with("ward_proxy_svid_expiry_seconds "))
+            .unwrap_or_default()
+            .to_string()
     };
     for round in 0..3 {
         let (fe_before, orders_before) = (expiry(&fe), expiry(&orders));
         // Each side gets a new SVID (new key, new serial) written in place.
         for (svid, id) in [(&s.fe, FE), (&s.orders, ORDERS)] {
-            let fresh = Svid::mint(&s.server, &s.dir.path().join(format!("fresh-{round}")), id, &format!("{}m", 30 + round));
+            let fresh = Svid::mint(
+                &s.server,
+                &s.dir.path().join(format!("fresh-{round}")),
+                id,
+                &format!("{}m", 30 + round),
+            );
             for f in ["key.pem", "svid.pem", "bundle.pem"] {
                 let tmp = svid.dir.join(format!("{f}.new"));
                 std::fs::copy(fresh.dir.join(f), &tmp).unwrap();
                 std::fs::rename(&tmp, svid.dir.join(f)).unwrap();
             }
         }
-        assert!(wait_for(Duration::from_secs(10), || expiry(&fe) != fe_before && expiry(&orders) != orders_before));
+        assert!(wait_for(Duration::from_secs(10), || expiry(&fe)
+            != fe_before
+            && expiry(&orders) != orders_before));
     }
     let before = ok.load(Ordering::SeqCst);
-    assert!(wait_for(Duration::from_secs(10), || ok.load(Ordering::SeqCst) > before + 20));
+    assert!(wait_for(Duration::from_secs(10), || ok
+        .load(Ordering::SeqCst)
+        > before + 20));
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.join().unwrap();
     }
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "requests failed during rotation");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during rotation"
+    );
     assert!(ok.load(Ordering::SeqCst) > 50);
 }
 
@@ -333,7 +512,11 @@ fn traffic_and_decisions_continue_with_the_server_down() {
     assert_eq!(curl_mtls(Some((&pay.0, &pay.1)), &url, &[]).0, 403);
     // A restart with the server still down: the cached policy is used.
     orders.terminate();
-    assert!(orders.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    assert!(
+        orders
+            .wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success())
+    );
     let config = std::fs::read_to_string(s.dir.path().join("orders.toml")).unwrap();
     let orders = Proxy::start(s.dir.path(), "orders", &config);
     orders.wait_ready();
@@ -350,12 +533,23 @@ fn a_proxy_without_any_policy_denies_everything() {
     let orders = Svid::mint(&server, &dir.path().join("orders"), ORDERS, "1h");
     let fe = Svid::mint(&server, &dir.path().join("fe"), FE, "1h");
     let app = RecordingApp::start();
-    let config = format!("{}{}{}", orders.identity_toml(), server_policy(&server, dir.path(), "o"), inbound(&app.addr.to_string(), "http"));
+    let config = format!(
+        "{}{}{}",
+        orders.identity_toml(),
+        server_policy(&server, dir.path(), "o"),
+        inbound(&app.addr.to_string(), "http")
+    );
     let proxy = Proxy::start(dir.path(), "orders", &config);
     let (code, body) = proxy.admin_get("/readyz");
     assert_eq!(code, 503, "{body}");
-    assert!(wait_for(Duration::from_secs(10), || proxy.log_text().contains("policy in force")));
-    let (code, _) = curl_mtls(Some((&fe.cert(), &fe.key())), &format!("https://{}/", proxy.inbound("in")), &[]);
+    assert!(wait_for(Duration::from_secs(10), || proxy
+        .log_text()
+        .contains("policy in force")));
+    let (code, _) = curl_mtls(
+        Some((&fe.cert(), &fe.key())),
+        &format!("https://{}/", proxy.inbound("in")),
+        &[],
+    );
     assert_eq!(code, 403);
     assert!(app.requests().is_empty());
 }
@@ -365,11 +559,15 @@ fn grpc_works_through_two_proxies() {
     let s = setup();
     let rt = tokio::runtime::Runtime::new().unwrap();
     // A real gRPC server (the standard health service) as the app.
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
     let app_addr = listener.local_addr().unwrap();
     rt.spawn(async move {
         let (reporter, service) = tonic_health::server::health_reporter();
-        reporter.set_service_status("orders", tonic_health::ServingStatus::Serving).await;
+        reporter
+            .set_service_status("orders", tonic_health::ServingStatus::Serving)
+            .await;
         tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
@@ -387,16 +585,31 @@ fn grpc_works_through_two_proxies() {
     let fe = Proxy::start(s.dir.path(), "fe", &config);
     let out = fe.outbound("orders");
     let status = rt.block_on(async move {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{out}")).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{out}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
         let a = client
-            .check(tonic_health::pb::HealthCheckRequest { service: "orders".into() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "orders".into(),
+            })
             .await
             .map(|r| r.into_inner().status);
-        let b = client.check(tonic_health::pb::HealthCheckRequest { service: "nope".into() }).await.map(|_| ()).map_err(|s| s.code());
+        let b = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "nope".into(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code());
         (a, b)
     });
-    assert_eq!(status.0.unwrap(), tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        status.0.unwrap(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     // A gRPC error status (in trailers) comes back intact.
     assert_eq!(status.1, Err(tonic::Code::NotFound));
 }
@@ -442,18 +655,34 @@ fn tcp_mode_authorizes_each_connection() {
             Err(_) => String::new(),
         }
     };
-    assert!(wait_for(Duration::from_secs(10), || roundtrip(&fe.outbound("orders")) == "ping"));
+    assert!(wait_for(Duration::from_secs(10), || roundtrip(
+        &fe.outbound("orders")
+    ) == "ping"));
     let before = connections.load(Ordering::SeqCst);
-    assert_eq!(roundtrip(&pay.outbound("orders")), "", "payments may not connect");
-    assert_eq!(connections.load(Ordering::SeqCst), before, "the app never saw the denied connection");
+    assert_eq!(
+        roundtrip(&pay.outbound("orders")),
+        "",
+        "payments may not connect"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        before,
+        "the app never saw the denied connection"
+    );
 }
 
 #[test]
 fn bad_configuration_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     for (text, needle) in [
-        ("[identity]\nworkload_api = \"/x\"\n[policy]\nfile = \"p\"\n", "no [[inbound]] or [[outbound]]"),
-        ("[identity]\nworkload_api = \"/x\"\n[policy]\nfile = \"p\"\n[[inbound]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\napp = \"127.0.0.1:1\"\nprotocol = \"quic\"\n", "quic"),
+        (
+            "[identity]\nworkload_api = \"/x\"\n[policy]\nfile = \"p\"\n",
+            "no [[inbound]] or [[outbound]]",
+        ),
+        (
+            "[identity]\nworkload_api = \"/x\"\n[policy]\nfile = \"p\"\n[[inbound]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\napp = \"127.0.0.1:1\"\nprotocol = \"quic\"\n",
+            "quic",
+        ),
         ("not toml at all [", "proxy.toml"),
     ] {
         let path = dir.path().join("proxy.toml");
@@ -482,7 +711,9 @@ fn sigterm_drains_an_open_request() {
                 let mut buf = [0u8; 4096];
                 let _ = conn.read(&mut buf);
                 std::thread::sleep(Duration::from_millis(1500));
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow");
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow",
+                );
             });
         }
     });
@@ -494,5 +725,9 @@ fn sigterm_drains_an_open_request() {
     orders.terminate();
     let (code, body) = inflight.join().unwrap();
     assert_eq!((code, body.as_str()), (200, "slow"));
-    assert!(orders.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    assert!(
+        orders
+            .wait_exit(Duration::from_secs(20))
+            .is_some_and(|s| s.success())
+    );
 }

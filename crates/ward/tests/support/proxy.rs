@@ -19,9 +19,25 @@ pub struct Svid {
 
 impl Svid {
     pub fn mint(server: &Server, dir: &Path, id: &str, ttl: &str) -> Self {
-        let out = server.ward(&["x509", "mint", "--spiffe-id", id, "--out", &dir.display().to_string(), "--ttl", ttl]);
-        assert!(out.status.success(), "mint {id}: {}", String::from_utf8_lossy(&out.stderr));
-        Self { dir: dir.to_owned(), id: id.to_owned() }
+        let out = server.ward(&[
+            "x509",
+            "mint",
+            "--spiffe-id",
+            id,
+            "--out",
+            &dir.display().to_string(),
+            "--ttl",
+            ttl,
+        ]);
+        assert!(
+            out.status.success(),
+            "mint {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            dir: dir.to_owned(),
+            id: id.to_owned(),
+        }
     }
 
     pub fn cert(&self) -> String {
@@ -36,7 +52,12 @@ impl Svid {
 
     /// `[identity]` for a proxy using these files.
     pub fn identity_toml(&self) -> String {
-        format!("[identity]\nsvid = {:?}\nkey = {:?}\nbundle = {:?}\n", self.cert(), self.key(), self.bundle())
+        format!(
+            "[identity]\nsvid = {:?}\nkey = {:?}\nbundle = {:?}\n",
+            self.cert(),
+            self.key(),
+            self.bundle()
+        )
     }
 }
 
@@ -54,25 +75,50 @@ impl Proxy {
         std::fs::write(&config_path, config).unwrap();
         let ready = dir.join(format!("{name}.ready"));
         let _ = std::fs::remove_file(&ready);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{name}.log")))
+            .unwrap();
         let child = Command::new(ward_bin())
-            .args(["proxy", "--config", &config_path.display().to_string(), "--ready-file", &ready.display().to_string()])
+            .args([
+                "proxy",
+                "--config",
+                &config_path.display().to_string(),
+                "--ready-file",
+                &ready.display().to_string(),
+            ])
             .env("WARD_LOG", "info,ward_proxy=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start ward proxy");
-        let mut p = Self { child, dir: dir.to_owned(), name: name.to_owned(), bound: serde_json::Value::Null };
-        assert!(wait_for(Duration::from_secs(20), || ready.exists()), "proxy {name} did not start: {}", p.log_text());
+        let mut p = Self {
+            child,
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            bound: serde_json::Value::Null,
+        };
+        assert!(
+            wait_for(Duration::from_secs(20), || ready.exists()),
+            "proxy {name} did not start: {}",
+            p.log_text()
+        );
         p.bound = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
         p
     }
 
     pub fn inbound(&self, listener: &str) -> String {
-        self.bound["inbound"][listener].as_str().unwrap().to_string()
+        self.bound["inbound"][listener]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
     pub fn outbound(&self, listener: &str) -> String {
-        self.bound["outbound"][listener].as_str().unwrap().to_string()
+        self.bound["outbound"][listener]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
     pub fn admin(&self) -> String {
         self.bound["admin"].as_str().unwrap().to_string()
@@ -90,7 +136,8 @@ impl Proxy {
     /// Waits until /readyz answers 200 (identity and policy loaded).
     pub fn wait_ready(&self) {
         assert!(
-            wait_for(Duration::from_secs(20), || self.admin_get("/readyz").0 == 200),
+            wait_for(Duration::from_secs(20), || self.admin_get("/readyz").0
+                == 200),
             "proxy {} not ready: {:?}\n{}",
             self.name,
             self.admin_get("/readyz"),
@@ -99,7 +146,9 @@ impl Proxy {
     }
 
     pub fn terminate(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -121,19 +170,31 @@ impl Drop for Proxy {
 
 /// A plain HTTP/1.1 GET with `Connection: close`: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 /// Sends raw request bytes on a plain connection: (status, body).
 pub fn http_request(addr: &str, raw: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(addr) else { return (0, String::new()) };
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(15)));
     let _ = s.write_all(raw.as_bytes());
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).to_string();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -161,17 +222,34 @@ pub struct DemoApp {
 impl DemoApp {
     pub fn start(dir: &Path, name: &str, calls: &[(&str, &str)]) -> Self {
         let ready = dir.join(format!("{name}-app.ready"));
-        let mut args = vec!["demo-app".to_string(), "--name".into(), name.into(), "--listen".into(), "127.0.0.1:0".into()];
+        let mut args = vec![
+            "demo-app".to_string(),
+            "--name".into(),
+            name.into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
         for (n, url) in calls {
             args.push("--call".into());
             args.push(format!("{n}={url}"));
         }
         args.push("--ready-file".into());
         args.push(ready.display().to_string());
-        let child = Command::new(ward_bin()).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        assert!(wait_for(Duration::from_secs(10), || ready.exists() && std::fs::metadata(&ready).map(|m| m.len() > 0).unwrap_or(false)));
+        let child = Command::new(ward_bin())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_for(Duration::from_secs(10), || ready.exists()
+            && std::fs::metadata(&ready)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)));
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&ready).unwrap()).unwrap();
-        Self { child, addr: v["listen"].as_str().unwrap().to_string() }
+        Self {
+            child,
+            addr: v["listen"].as_str().unwrap().to_string(),
+        }
     }
 }
 
@@ -254,8 +332,15 @@ fn serve_recorded(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
         }
         seen.lock().unwrap().push(head);
         let body = b"{\"app\":\"recording\"}";
-        let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
-        if writer.write_all(resp.as_bytes()).and_then(|_| writer.write_all(body)).is_err() {
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        if writer
+            .write_all(resp.as_bytes())
+            .and_then(|_| writer.write_all(body))
+            .is_err()
+        {
             return;
         }
     }

@@ -1,0 +1,90 @@
+//! Open-loop load at a fixed rate, for added-latency figures: sends GET
+//! URL at RATE requests/s for SECONDS over keep-alive HTTP/1.1
+//! connections and prints latency percentiles measured from each
+//! request's scheduled start (so a stall is not hidden by waiting for it).
+//!
+//! Usage: rate-load URL RATE SECONDS
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(url), Some(rate), Some(secs)) = (
+        args.get(1),
+        args.get(2).and_then(|r| r.parse::<u64>().ok()),
+        args.get(3).and_then(|s| s.parse::<u64>().ok()),
+    ) else {
+        eprintln!("usage: rate-load URL RATE SECONDS");
+        std::process::exit(2);
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(url.parse().unwrap(), rate, secs));
+}
+
+async fn run(uri: hyper::Uri, rate: u64, secs: u64) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build_http();
+    let total = rate * secs;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let errors = Arc::new(Mutex::new(0u64));
+    // Warm the pool.
+    for _ in 0..4 {
+        if let Ok(r) = client.get(uri.clone()).await {
+            let _ = r.into_body().collect().await;
+        }
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled.into()).await;
+        let (client, uri, latencies, errors) = (
+            client.clone(),
+            uri.clone(),
+            latencies.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let ok = match client.get(uri).await {
+                Ok(r) => r.status().is_success() && r.into_body().collect().await.is_ok(),
+                Err(_) => false,
+            };
+            if ok {
+                latencies.lock().unwrap().push(scheduled.elapsed());
+            } else {
+                *errors.lock().unwrap() += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort();
+    let p = |q: f64| -> f64 {
+        if l.is_empty() {
+            return 0.0;
+        }
+        l[((l.len() as f64 * q) as usize).min(l.len() - 1)].as_secs_f64() * 1e6
+    };
+    println!(
+        "requests={} errors={} p50_us={:.0} p90_us={:.0} p99_us={:.0} max_us={:.0}",
+        l.len(),
+        errors.lock().unwrap(),
+        p(0.50),
+        p(0.90),
+        p(0.99),
+        p(1.0)
+    );
+}
