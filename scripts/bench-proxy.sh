@@ -8,7 +8,8 @@
 #   on both hops. Passes interleaved (direct, ward, haproxy, nginx) x ROUNDS;
 #   then latency at a fixed rate and RSS/CPU per proxy.
 # policy: criterion + percentiles for a Cedar decision with 1,000 policies.
-# Env: DURATION (s per pass, default 8), CONNS (default 32), ROUNDS (default 2), RATE (default 1000).
+# Env: DURATION (s per pass, default 8), CONNS (default 32), ROUNDS (default 2), RATE (default 1000),
+#      HOLD=SECONDS keeps the setup up that long instead of measuring (for profiling).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=$1
@@ -205,6 +206,10 @@ for t in ward haproxy nginx; do
   set -- ${PIDS_OF[$t]}; echo "  $t: $(rss_kib $1) / $(rss_kib $2)"
 done
 
+if [ -n "${HOLD:-}" ]; then
+  # For profiling: keep everything up and say where it is.
+  echo "HOLD: ward client $WARD_C server $WARD_S; urls: ${URL[*]}"; sleep "$HOLD"; exit 0
+fi
 cat > "$TMP/report.lua" <<'LUA'
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -222,7 +227,7 @@ for round in $(seq "$ROUNDS"); do
 done | tee "$TMP/results"
 
 echo
-echo "latency at a fixed $RATE requests/s (open loop, from each request's scheduled start), and proxy CPU at that rate:"
+echo "latency at a fixed $RATE requests/s (open loop), and proxy CPU at that rate:"
 hz=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
   for t in direct ward haproxy nginx; do
