@@ -9,7 +9,8 @@
 #   then latency at a fixed rate and RSS/CPU per proxy.
 # policy: criterion + percentiles for a Cedar decision with 1,000 policies.
 # Env: DURATION (s per pass, default 8), CONNS (default 32), ROUNDS (default 2), RATE (default 1000),
-#      HOLD=SECONDS keeps the setup up that long instead of measuring (for profiling).
+#      HOLD=SECONDS keeps the setup up that long instead of measuring (for profiling),
+#      WARD_PROXY_THREADS (worker threads per Ward proxy; default 1, as the baselines get one each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=$1
@@ -180,8 +181,8 @@ upstream = "127.0.0.1:$WS"
 spiffe_ids = ["spiffe://bench.test/ns/bench/sa/server"]
 protocol = "http"
 EOF
-WARD_THREADS=1 WARD_LOG=warn start "$WARD" proxy --config "$TMP/ward-server.toml"; WARD_S=$LAST
-WARD_THREADS=1 WARD_LOG=warn start "$WARD" proxy --config "$TMP/ward-client.toml"; WARD_C=$LAST
+WARD_THREADS=${WARD_PROXY_THREADS:-1} WARD_LOG=warn start "$WARD" proxy --config "$TMP/ward-server.toml"; WARD_S=$LAST
+WARD_THREADS=${WARD_PROXY_THREADS:-1} WARD_LOG=warn start "$WARD" proxy --config "$TMP/ward-client.toml"; WARD_C=$LAST
 
 declare -A URL=(
   [direct]="http://127.0.0.1:$APP/1k"

@@ -203,28 +203,48 @@ impl Engine {
             Err(e) => return Decision::deny(e.to_string()),
         };
         let policies = self.subset_for(call.caller, &principal);
-        let response = self.authorizer.is_authorized(&request, &policies, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&request, &policies, &entities);
         let mut errors = Vec::new();
         let mut forbid_failed = false;
         for e in response.diagnostics().errors() {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
-            if policies.policy(e.policy_id()).is_some_and(|p| p.effect() == Effect::Forbid) {
+            if policies
+                .policy(e.policy_id())
+                .is_some_and(|p| p.effect() == Effect::Forbid)
+            {
                 forbid_failed = true;
             }
             errors.push(format!("{}: {}", e.policy_id(), e.inner()));
         }
-        let reasons: Vec<String> =
-            response.diagnostics().reason().map(PolicyId::to_string).collect();
+        let reasons: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(PolicyId::to_string)
+            .collect();
         let allowed = response.decision() == cedar_policy::Decision::Allow && !forbid_failed;
-        Decision { allowed, policies: reasons, errors }
+        Decision {
+            allowed,
+            policies: reasons,
+            errors,
+        }
     }
 
     /// The entities of a call (caller, destination, their namespaces, the
     /// route, the action), built once per (caller, action, route) and
     /// reused: building them costs more than most decisions.
     fn entities_for(&self, call: &Call<'_>, action: &Entity) -> Result<Arc<Entities>, String> {
-        let key = format!("{}\n{}\n{}\n{}", call.caller, call.destination, call.action, call.route);
-        if let Some(e) = self.entity_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        let key = format!(
+            "{}\n{}\n{}\n{}",
+            call.caller, call.destination, call.action, call.route
+        );
+        if let Some(e) = self
+            .entity_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(e.clone());
         }
         let caller = self.service_entity(call.caller)?;
@@ -232,7 +252,10 @@ impl Engine {
         let route = Entity::new_with_tags(
             self.types.uid(&self.types.route, call.route),
             [
-                ("path".to_string(), RestrictedExpression::new_string(call.route.to_string())),
+                (
+                    "path".to_string(),
+                    RestrictedExpression::new_string(call.route.to_string()),
+                ),
                 (
                     "service".to_string(),
                     RestrictedExpression::new_entity_uid(destination.uid()),
@@ -248,7 +271,9 @@ impl Engine {
             .map(Entity::with_uid)
             .collect::<Vec<_>>();
         let entities = Entities::from_entities(
-            [caller, destination, route, action.clone()].into_iter().chain(namespaces),
+            [caller, destination, route, action.clone()]
+                .into_iter()
+                .chain(namespaces),
             None,
         )
         .map_err(|e| e.to_string())?;
@@ -272,7 +297,11 @@ impl Engine {
         let mut key = format!("{}\n{second}\n{}", call.source, call.protocol);
         for name in CONTEXT_HEADERS {
             key.push('\n');
-            if let Some((_, v)) = call.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            if let Some((_, v)) = call
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
                 key.push('=');
                 key.push_str(v);
             }

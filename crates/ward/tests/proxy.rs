@@ -292,9 +292,7 @@ fn a_smuggled_request_never_reaches_the_app() {
     let app = RecordingApp::start();
     let proxy = orders_proxy(&s, &app.addr.to_string(), "http");
     // Content-Length and Transfer-Encoding together, with a second request hidden in the body.
-    let raw = format!(
-        "GET /hello HTTP/1.1\r\nHost: orders\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: orders\r\n\r\n"
-    );
+    let raw = "GET /hello HTTP/1.1\r\nHost: orders\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: orders\r\n\r\n";
     let mut child = std::process::Command::new("openssl")
         .args([
             "s_client",
@@ -542,9 +540,18 @@ fn a_proxy_without_any_policy_denies_everything() {
     let proxy = Proxy::start(dir.path(), "orders", &config);
     let (code, body) = proxy.admin_get("/readyz");
     assert_eq!(code, 503, "{body}");
-    assert!(wait_for(Duration::from_secs(10), || proxy
-        .log_text()
-        .contains("policy in force")));
+    assert!(
+        wait_for(Duration::from_secs(10), || proxy
+            .log_text()
+            .contains("no policy has been pushed")),
+        "{}",
+        proxy.log_text()
+    );
+    assert_eq!(
+        proxy.admin_get("/readyz").0,
+        503,
+        "still not ready: no policy"
+    );
     let (code, _) = curl_mtls(
         Some((&fe.cert(), &fe.key())),
         &format!("https://{}/", proxy.inbound("in")),
@@ -729,5 +736,75 @@ fn sigterm_drains_an_open_request() {
         orders
             .wait_exit(Duration::from_secs(20))
             .is_some_and(|s| s.success())
+    );
+}
+
+#[test]
+fn ward_up_runs_three_services_behind_agent_attested_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("up");
+    let mut up = std::process::Command::new(support::ward_bin())
+        .args([
+            "up",
+            "--data-dir",
+            &data.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up_json = data.join("up.json");
+    let ready = wait_for(Duration::from_secs(90), || up_json.exists());
+    if !ready {
+        let _ = up.kill();
+        let out = up.wait_with_output().unwrap();
+        panic!("no up.json: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&up_json).unwrap()).unwrap();
+    let td = v["trust_domain"].as_str().unwrap().to_string();
+    let svc = |name: &str, key: &str| v["services"][name][key].as_str().unwrap().to_string();
+    assert_eq!(
+        svc("frontend", "spiffe_id"),
+        format!("spiffe://{td}/ns/demo/sa/frontend")
+    );
+    // frontend → orders is allowed, and orders sees frontend's verified identity.
+    let (code, body) = http_get(&svc("frontend", "app"), "/call/orders/hello");
+    assert_eq!(code, 200);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(
+        answer["response"]["caller"].as_str(),
+        Some(svc("frontend", "spiffe_id").as_str())
+    );
+    // frontend → payments is denied by payments' proxy; orders → payments is allowed.
+    let (_, body) = http_get(&svc("frontend", "app"), "/call/payments/hello");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"],
+        403,
+        "{body}"
+    );
+    let (_, body) = http_get(&svc("orders", "app"), "/call/payments/charge");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"],
+        200,
+        "{body}"
+    );
+    // Ctrl-C (SIGTERM) stops everything ward up started.
+    let admin = svc("payments", "admin");
+    assert_eq!(http_get(&admin, "/readyz").0, 200);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status();
+    assert!(wait_for(Duration::from_secs(30), || up
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some()));
+    assert!(
+        wait_for(Duration::from_secs(10), || http_get(&admin, "/readyz").0
+            == 0),
+        "the payments proxy outlived ward up"
     );
 }

@@ -460,7 +460,20 @@ fn every_command_has_complete_help() {
     let top = Command::new(ward_bin()).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&top.stdout).to_string();
     for cmd in [
-        "server", "up", "operator", "entry", "agent", "x509", "jwt", "ca", "bundle", "audit",
+        "server",
+        "up",
+        "operator",
+        "entry",
+        "agent",
+        "x509",
+        "jwt",
+        "ca",
+        "bundle",
+        "audit",
+        "proxy",
+        "policy",
+        "telemetry",
+        "demo-app",
     ] {
         assert!(text.contains(cmd), "ward --help does not list {cmd}");
     }
@@ -488,6 +501,13 @@ fn every_command_has_complete_help() {
         &["bundle", "show"],
         &["audit", "verify"],
         &["audit", "tail"],
+        &["proxy"],
+        &["policy", "push"],
+        &["policy", "validate"],
+        &["policy", "show"],
+        &["policy", "schema"],
+        &["telemetry", "edges"],
+        &["demo-app"],
     ];
     for path in paths {
         let out = Command::new(ward_bin())
