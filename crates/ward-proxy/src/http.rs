@@ -98,6 +98,41 @@ fn strip_identity_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// HTTP/2 requests carry the host in `:authority`; an HTTP/1.1 hop needs `Host`.
+fn keep_host(parts: &mut http::request::Parts) {
+    if parts.headers.get(header::HOST).is_none() {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+}
+
+/// Sends one request through a pool and returns the response without its
+/// hop-by-hop headers; `Err(None)` when no response headers came in time.
+async fn send<C>(
+    client: &Client<C, ProxyBody>,
+    request: Request<ProxyBody>,
+    timeout: Duration,
+) -> Result<Response<ProxyBody>, Option<hyper_util::client::legacy::Error>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.extensions.remove::<UpstreamId>();
+            Ok(Response::from_parts(parts, Either::Left(body)))
+        }
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(None),
+    }
+}
+
 fn client_builder(limits: &Limits) -> hyper_util::client::legacy::Builder {
     let mut b = Client::builder(TokioExecutor::new());
     b.pool_idle_timeout(limits.pool_idle_timeout)
@@ -191,13 +226,7 @@ impl Inbound {
         if let Ok(v) = HeaderValue::from_str(&xfcc) {
             parts.headers.insert(XFCC, v);
         }
-        if parts.headers.get(header::HOST).is_none() {
-            if let Some(a) = parts.uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    parts.headers.insert(header::HOST, v);
-                }
-            }
-        }
+        keep_host(&mut parts);
         let query = parts
             .uri
             .query()
@@ -228,21 +257,16 @@ impl Inbound {
             &self.h1
         };
         let request = Request::from_parts(parts, Either::Left(body));
-        let result = tokio::time::timeout(self.response_timeout, client.request(request)).await;
-        let response = match result {
-            Ok(Ok(resp)) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Either::Left(body))
-            }
-            Ok(Err(e)) => {
+        let response = match send(client, request, self.response_timeout).await {
+            Ok(resp) => resp,
+            Err(Some(e)) => {
                 tracing::warn!(app = %self.app, error = %e, "the app is unreachable");
                 plain(
                     StatusCode::BAD_GATEWAY,
                     "bad gateway: the service is unreachable\n",
                 )
             }
-            Err(_) => plain(
+            Err(None) => plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 "gateway timeout: the service did not answer in time\n",
             ),
@@ -395,13 +419,7 @@ impl Outbound {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        if parts.headers.get(header::HOST).is_none() {
-            if let Some(a) = parts.uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    parts.headers.insert(header::HOST, v);
-                }
-            }
-        }
+        keep_host(&mut parts);
         let Ok(uri) = format!("https://{}{path_and_query}", self.upstream).parse::<Uri>() else {
             return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
         };
@@ -412,15 +430,9 @@ impl Outbound {
             &self.h1
         };
         let request = Request::from_parts(parts, Either::Left(body));
-        let result = tokio::time::timeout(self.response_timeout, client.request(request)).await;
-        let response = match result {
-            Ok(Ok(resp)) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                parts.extensions.remove::<UpstreamId>();
-                Response::from_parts(parts, Either::Left(body))
-            }
-            Ok(Err(e)) => {
+        let response = match send(client, request, self.response_timeout).await {
+            Ok(resp) => resp,
+            Err(Some(e)) => {
                 // Includes an upstream that presented the wrong SPIFFE ID.
                 let reason = std::error::Error::source(&e)
                     .map(|s| s.to_string())
@@ -431,7 +443,7 @@ impl Outbound {
                     "bad gateway: the upstream is unreachable or failed verification\n",
                 )
             }
-            Err(_) => plain(
+            Err(None) => plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 "gateway timeout: the upstream did not answer in time\n",
             ),

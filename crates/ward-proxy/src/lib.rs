@@ -340,17 +340,38 @@ async fn report(
         if edges.is_empty() {
             continue;
         }
-        let batch = ward_api::TelemetryBatch { edges };
-        let sent = http
-            .post(&url)
-            .json(&batch)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status());
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "cannot report telemetry; will retry");
-            telemetry.restore(batch.edges);
+        // Batches of 200 edges stay well under the server's body limit.
+        let mut unsent = Vec::new();
+        let mut chunks = edges.chunks(200);
+        for chunk in chunks.by_ref() {
+            let batch = ward_api::TelemetryBatch {
+                edges: chunk.to_vec(),
+            };
+            let sent = http
+                .post(&url)
+                .json(&batch)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {}
+                // Refused as invalid: sending it again cannot help.
+                Ok(r) if r.status().is_client_error() && r.status() != 401 => {
+                    tracing::error!(status = %r.status(), "the server refused a telemetry batch; dropping it");
+                }
+                other => {
+                    let reason = other
+                        .map(|r| r.status().to_string())
+                        .unwrap_or_else(|e| e.to_string());
+                    tracing::warn!(error = %reason, "cannot report telemetry; will retry");
+                    unsent.extend(batch.edges);
+                    break;
+                }
+            }
+        }
+        unsent.extend(chunks.flatten().cloned());
+        if !unsent.is_empty() {
+            telemetry.restore(unsent);
         }
     }
 }

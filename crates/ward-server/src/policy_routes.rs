@@ -29,6 +29,9 @@ type S = State<Arc<Server>>;
 type ApiResult = Result<Response, ApiError>;
 
 pub(crate) const POLICY_PATH: &str = "/v1/policy";
+const TELEMETRY_PATH: &str = "/v1/proxy/telemetry";
+/// The paths whose bodies may be as large as a policy text.
+pub(crate) const LARGE_BODY_PATHS: [&str; 2] = [POLICY_PATH, TELEMETRY_PATH];
 /// The longest a policy watch waits for a change.
 const MAX_WAIT: u64 = 30;
 /// How often a waiting watch looks for changes made by other replicas.
@@ -41,7 +44,7 @@ pub(crate) fn router() -> Router<Arc<Server>> {
     Router::new()
         .route(POLICY_PATH, get(current).put(push).post(push))
         .route("/v1/proxy/policy", get(watch))
-        .route("/v1/proxy/telemetry", post(telemetry))
+        .route(TELEMETRY_PATH, post(telemetry))
         .route("/v1/telemetry/edges", get(edges))
 }
 

@@ -51,7 +51,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/audit", get(audit_page))
         .merge(crate::agent_routes::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        // Policy texts are larger than any other body: they get their own limit.
+        // Policy texts and telemetry batches are larger than any other body: they get their own limit.
         .merge(crate::policy_routes::router().layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)))
         .fallback(|| async { ApiError::NotFound("no such API path".into()) })
         .layer(axum::middleware::from_fn(reject_oversized))
@@ -67,7 +67,7 @@ async fn reject_oversized(req: axum::extract::Request, next: axum::middleware::N
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let limit = if req.uri().path() == crate::policy_routes::POLICY_PATH {
+    let limit = if crate::policy_routes::LARGE_BODY_PATHS.contains(&req.uri().path()) {
         MAX_POLICY_BYTES
     } else {
         MAX_BODY

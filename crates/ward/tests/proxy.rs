@@ -808,3 +808,50 @@ fn ward_up_runs_three_services_behind_agent_attested_proxies() {
         "the payments proxy outlived ward up"
     );
 }
+
+#[test]
+fn telemetry_reports_need_a_workload_svid_and_name_the_reporter() {
+    let s = setup();
+    let edge = |source: &str, destination: &str| {
+        serde_json::json!({"source": source, "destination": destination, "method": "GET",
+            "route": "/hello", "status_class": "2xx", "decision": "allow", "requests": 1,
+            "latency_us_sum": 100, "window_start": 1, "window_end": 2})
+    };
+    let post = |svid: Option<&Svid>, edges: Vec<serde_json::Value>| -> u16 {
+        let body = serde_json::json!({ "edges": edges }).to_string();
+        let file = s.dir.path().join("batch.json");
+        std::fs::write(&file, body).unwrap();
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            s.server.cacert(),
+        ]);
+        if let Some(v) = svid {
+            cmd.args(["--cert", &v.cert(), "--key", &v.key()]);
+        }
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{}/v1/proxy/telemetry", s.server.addr()));
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    // A large batch (over the 64 KiB limit of other bodies) from the destination's proxy.
+    let many: Vec<_> = (0..400)
+        .map(|i| edge(&format!("spiffe://{TD}/ns/demo/sa/c{i}"), ORDERS))
+        .collect();
+    assert_eq!(post(Some(&s.orders), many), 200);
+    // An edge the reporter is not an end of, and no certificate at all.
+    assert_eq!(post(Some(&s.orders), vec![edge(FE, PAY)]), 400);
+    assert_eq!(post(None, vec![edge(FE, ORDERS)]), 401);
+    let v = s.server.ward_json(&["telemetry", "edges"]);
+    let edges = v["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 400);
+    assert!(edges.iter().all(|e| e["destination"] == ORDERS));
+}
