@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "ward",
     version,
-    about = "Zero-trust security for microservices: workload identity (SPIFFE), a certificate authority and a tamper-evident audit log, in one binary",
+    about = "Zero-trust security for microservices: workload identity (SPIFFE), mTLS sidecars that authorize every call with Cedar, a certificate authority and a tamper-evident audit log, in one binary",
     long_about = None,
     after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  proxy     the sidecar: mTLS between services, Cedar authorization per request\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit, policy, telemetry\n\nStart here: `ward up`, then follow what it prints."
 )]

@@ -139,6 +139,34 @@ fn callers_are_authorized_and_the_app_sees_only_verified_identity() {
         "{head}"
     );
 
+    // Any TLS client can be a peer: the proxy's chain verifies against the bundle
+    // (curl's -k above only skips the host-name match an SVID cannot satisfy).
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &proxy.inbound("in"),
+            "-CAfile",
+            &s.fe.bundle(),
+        ])
+        .args([
+            "-cert",
+            &s.fe.cert(),
+            "-key",
+            &s.fe.key(),
+            "-verify_return_error",
+            "-brief",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Verification: OK") && text.contains("TLSv1.3"),
+        "{text}"
+    );
+
     // Percent-encoded unreserved characters are decoded before the decision and in what the app gets.
     assert_eq!(curl_mtls(fe, &url("/%68ello"), &[]).0, 200);
     assert!(
