@@ -38,6 +38,10 @@ const ACTIONS: [&str; 10] = [
 
 /// The most entity sets and contexts kept (each cache starts over when full).
 const MAX_CACHED_CALLS: usize = 10_000;
+/// Calls with longer keys (long paths or header values, which a caller
+/// controls) are decided without caching, so the caches stay within
+/// MAX_CACHED_CALLS × 2 KiB.
+const MAX_CACHED_KEY: usize = 2048;
 
 /// The most callers whose policy subsets are kept; beyond it the cache
 /// starts over (callers are verified identities, so this is rarely hit).
@@ -278,6 +282,9 @@ impl Engine {
         )
         .map_err(|e| e.to_string())?;
         let entities = Arc::new(entities);
+        if key.len() > MAX_CACHED_KEY {
+            return Ok(entities);
+        }
         let mut cache = self.entity_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= MAX_CACHED_CALLS {
             cache.clear();
@@ -317,6 +324,9 @@ impl Engine {
             }
         }
         let context = self.context(call)?;
+        if key.len() > MAX_CACHED_KEY {
+            return Ok(context);
+        }
         let mut cache = self.context_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.0 == second {
             if cache.1.len() >= MAX_CACHED_CALLS {
@@ -562,6 +572,24 @@ mod tests {
         c = call(FE, ORDERS, "GET", "/");
         c.headers = &[];
         assert!(!e.decide(&c).allowed);
+    }
+
+    #[test]
+    fn long_inputs_are_decided_but_not_cached() {
+        let e = engine("permit(principal, action, resource) when { resource.path like \"/a*\" };");
+        let long = format!("/a{}", "x".repeat(4096));
+        let ua = "u".repeat(4096);
+        let mut c = call(FE, ORDERS, "GET", &long);
+        let headers = [("user-agent", ua.as_str())];
+        c.headers = &headers;
+        assert!(e.decide(&c).allowed);
+        assert!(!e.decide(&call(FE, ORDERS, "GET", "/b")).allowed);
+        assert_eq!(
+            e.entity_cache.lock().unwrap().len(),
+            1,
+            "only the short call is cached"
+        );
+        assert!(e.context_cache.lock().unwrap().1.len() <= 1);
     }
 
     #[test]
