@@ -53,6 +53,8 @@ pub enum ProxyError {
     },
     #[error("cannot read the server CA certificate {path}: {reason}")]
     ServerCa { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Identity(String),
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
     #[error("cannot build the server API client: {0}")]
@@ -142,7 +144,12 @@ pub async fn run(
                 id_tx,
             ));
         }
-        _ => unreachable!("checked by ProxyConfig::check"),
+        _ => {
+            return Err(ProxyError::Identity(
+                "[identity]: set either `workload_api`, or all of `svid`, `key` and `bundle`"
+                    .into(),
+            ));
+        }
     }
     let own_id: Arc<RwLock<Arc<str>>> = Arc::new(RwLock::new(Arc::from("")));
     {
