@@ -13,7 +13,6 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde::Deserialize;
 use time::OffsetDateTime;
 use ward_api::*;
 use ward_identity::{SpiffeId, validate_csr};
@@ -21,6 +20,7 @@ use ward_store::{AuditEvent, JoinTokenUse, now_secs};
 
 use crate::error::{ApiError, parse_json};
 use crate::issuance;
+use crate::long_poll::{LongPoll, LongPollQuery};
 use crate::peer::PeerId;
 use crate::routes::ok;
 use crate::state::{Server, token_hash};
@@ -30,10 +30,6 @@ type ApiResult = Result<Response, ApiError>;
 
 /// The most SVIDs signed in one batch request.
 const MAX_BATCH: usize = 1000;
-/// The longest a sync request waits for a change.
-const MAX_WAIT: u64 = 30;
-/// How often a waiting sync looks for changes made by other replicas.
-const POLL: Duration = Duration::from_millis(500);
 
 pub(crate) fn router() -> Router<Arc<Server>> {
     Router::new()
@@ -179,25 +175,15 @@ async fn renew(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
     ok(&issuance::x509_response(&authority, svid))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SyncQuery {
-    since: Option<i64>,
-    wait: Option<u64>,
-}
-
 async fn sync(
     State(s): S,
     Extension(peer): Extension<PeerId>,
-    q: Result<Query<SyncQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<LongPollQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let node = node(&s, &peer)?;
     s.authority()?;
-    let Query(q) =
-        q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
-    let since = q.since.unwrap_or(0).max(0);
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
+    let poll = LongPoll::from_query(q)?;
+    let since = poll.since;
     let node_str = node.to_string();
     loop {
         let changes = if since == 0 {
@@ -205,7 +191,7 @@ async fn sync(
         } else {
             s.store.entry_changes(None, since).await?
         };
-        if changes.revision > since || tokio::time::Instant::now() >= deadline {
+        if changes.revision > since || poll.expired() {
             // Entries that moved to another parent are gone for this node.
             let (mine, moved): (Vec<_>, Vec<_>) = changes
                 .entries
@@ -222,12 +208,7 @@ async fn sync(
                 jwt_bundle: authority.spiffe_bundle(),
             });
         }
-        let wake = s.changes.notified();
-        tokio::select! {
-            _ = wake => {}
-            _ = tokio::time::sleep(POLL) => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-        }
+        poll.wait(s.changes.notified()).await;
     }
 }
 

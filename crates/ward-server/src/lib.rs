@@ -11,6 +11,7 @@ pub mod dev;
 pub mod error;
 pub mod init;
 mod issuance;
+mod long_poll;
 pub mod peer;
 mod policy_routes;
 mod routes;

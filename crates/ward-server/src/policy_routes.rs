@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -21,6 +20,7 @@ use ward_store::{AuditEvent, now_secs};
 
 use crate::agent_routes::verified_peer;
 use crate::error::{ApiError, parse_json};
+use crate::long_poll::{LongPoll, LongPollQuery};
 use crate::peer::PeerId;
 use crate::routes::ok;
 use crate::state::Server;
@@ -32,10 +32,6 @@ pub(crate) const POLICY_PATH: &str = "/v1/policy";
 const TELEMETRY_PATH: &str = "/v1/proxy/telemetry";
 /// The paths whose bodies may be as large as a policy text.
 pub(crate) const LARGE_BODY_PATHS: [&str; 2] = [POLICY_PATH, TELEMETRY_PATH];
-/// The longest a policy watch waits for a change.
-const MAX_WAIT: u64 = 30;
-/// How often a waiting watch looks for changes made by other replicas.
-const POLL: Duration = Duration::from_millis(500);
 /// The most edges in one telemetry batch, and the longest field.
 const MAX_EDGES: usize = 2000;
 const MAX_FIELD: usize = 512;
@@ -109,30 +105,19 @@ fn workload(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
     Ok(id)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WatchQuery {
-    since: Option<i64>,
-    wait: Option<u64>,
-}
-
 async fn watch(
     State(s): S,
     Extension(peer): Extension<PeerId>,
-    q: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<LongPollQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     workload(&s, &peer)?;
     s.authority()?;
-    let Query(q) =
-        q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
-    let since = q.since.unwrap_or(0).max(0);
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
+    let poll = LongPoll::from_query(q)?;
     loop {
         // Register for a wake-up before reading, so a change in between is not missed.
         let wake = s.changes.notified();
         let revision = s.store.revision().await?;
-        if revision > since || tokio::time::Instant::now() >= deadline {
+        if revision > poll.since || poll.expired() {
             let policy = s.store.current_policy().await?;
             let mut labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
             for e in s.store.entry_changes(None, 0).await?.entries {
@@ -150,11 +135,7 @@ async fn watch(
                 labels,
             });
         }
-        tokio::select! {
-            _ = wake => {}
-            _ = tokio::time::sleep(POLL) => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-        }
+        poll.wait(wake).await;
     }
 }
 
