@@ -189,6 +189,17 @@ impl Engine {
     /// unknown method, a malformed input, or an error in a `forbid` policy
     /// (Cedar skips policies that error; a skipped forbid must not allow).
     pub fn decide(&self, call: &Call<'_>) -> Decision {
+        self.decide_in(call, false)
+    }
+
+    /// Decides with every policy, without the per-caller subset (for
+    /// benchmarks and for checking that the subset changes nothing).
+    #[doc(hidden)]
+    pub fn decide_unindexed(&self, call: &Call<'_>) -> Decision {
+        self.decide_in(call, true)
+    }
+
+    fn decide_in(&self, call: &Call<'_>, every_policy: bool) -> Decision {
         let Some(action) = self.types.actions.get(call.action) else {
             return Decision::deny(format!("no action {:?} in the schema", call.action));
         };
@@ -206,10 +217,14 @@ impl Engine {
             Ok(r) => r,
             Err(e) => return Decision::deny(e.to_string()),
         };
-        let policies = self.subset_for(call.caller, &principal);
-        let response = self
-            .authorizer
-            .is_authorized(&request, &policies, &entities);
+        let subset;
+        let policies = if every_policy {
+            &self.policies
+        } else {
+            subset = self.subset_for(call.caller, &principal);
+            &*subset
+        };
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
         let mut errors = Vec::new();
         let mut forbid_failed = false;
         for e in response.diagnostics().errors() {
@@ -427,23 +442,6 @@ impl Engine {
         }
         cache.insert(caller.to_string(), set.clone());
         set
-    }
-
-    /// Decides with every policy, without the per-caller subset (for
-    /// benchmarks and for checking that the subset changes nothing).
-    #[doc(hidden)]
-    pub fn decide_unindexed(&self, call: &Call<'_>) -> Decision {
-        let full = Arc::new(self.policies.clone());
-        self.subsets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(call.caller.to_string(), full);
-        let d = self.decide(call);
-        self.subsets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(call.caller);
-        d
     }
 }
 
