@@ -25,7 +25,7 @@ fn per_namespace(n: usize) -> String {
     (0..n)
         .map(|i| {
             format!(
-                "permit(principal in Ward::Namespace::\"n{}\", action in Ward::Action::\"read\", resource) \
+                "permit(principal in Ward::Namespace::\"spiffe://td/ns/n{}\", action in Ward::Action::\"read\", resource) \
                  when {{ resource.path like \"/api/v{i}/*\" }};\n",
                 i % 10
             )
@@ -41,6 +41,7 @@ fn call(route: &str) -> Call<'_> {
         caller: CALLER,
         destination: ORDERS,
         action: "GET",
+        method: "GET",
         route,
         source: "10.1.2.3".parse().unwrap(),
         time: SystemTime::now(),

@@ -10,6 +10,7 @@ pub mod ca;
 pub mod csr;
 pub mod jwt;
 pub mod spiffe_id;
+pub mod tls;
 
 pub use ca::{CaError, CaMaterial, CertificateAuthority, UpstreamCa, X509Svid, spiffe_id_of_cert};
 pub use csr::{CsrError, ValidatedCsr, validate_csr};

@@ -32,8 +32,18 @@ const CONTEXT_HEADERS: [&str; 5] = [
 ];
 
 /// The actions the schema declares (HTTP methods and `connect`).
-const ACTIONS: [&str; 10] = [
-    "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT", "connect",
+const ACTIONS: [&str; 11] = [
+    "GET",
+    "HEAD",
+    "OPTIONS",
+    "POST",
+    "PUT",
+    "PATCH",
+    "DELETE",
+    "TRACE",
+    "CONNECT",
+    "EXTENSION",
+    "connect",
 ];
 
 /// The most entity sets and contexts kept (each cache starts over when full).
@@ -54,8 +64,11 @@ pub struct Call<'a> {
     pub caller: &'a str,
     /// The SPIFFE ID of the service being called (the proxy's own).
     pub destination: &'a str,
-    /// The HTTP method, or `connect` for opaque TCP.
+    /// The Cedar action: the HTTP method, `EXTENSION` for a configured
+    /// extension method, or `connect` for opaque TCP.
     pub action: &'a str,
+    /// The request method as sent (`context.method`).
+    pub method: &'a str,
     /// The canonical request path, or `tcp:<listener>`.
     pub route: &'a str,
     pub source: IpAddr,
@@ -107,6 +120,7 @@ pub struct Engine {
 struct Types {
     service: EntityTypeName,
     namespace: EntityTypeName,
+    trust_domain: EntityTypeName,
     route: EntityTypeName,
     /// Each action with its groups (`read`/`write`) as parents, from the schema.
     actions: HashMap<&'static str, Entity>,
@@ -123,6 +137,7 @@ impl Types {
         Self {
             service: name("Ward::Service"),
             namespace: name("Ward::Namespace"),
+            trust_domain: name("Ward::TrustDomain"),
             route: name("Ward::Route"),
             actions: ACTIONS
                 .iter()
@@ -284,15 +299,27 @@ impl Engine {
             [],
         )
         .map_err(|e| e.to_string())?;
-        let namespaces = [&caller, &destination]
-            .into_iter()
-            .flat_map(|e| namespace_of(e, &self.types))
-            .map(Entity::with_uid)
-            .collect::<Vec<_>>();
+        // Namespaces and trust domains of both ends (once each), so that
+        // `principal in Ward::Namespace::"spiffe://td/ns/demo"` and
+        // `principal in Ward::TrustDomain::"td"` resolve.
+        let mut groups: Vec<Entity> = Vec::new();
+        for id in [call.caller, call.destination] {
+            let (td, namespace) = self.groups_of(id);
+            let td_entity = Entity::with_uid(td.clone());
+            if let Some(ns) = namespace {
+                let ns_entity = Entity::new_no_attrs(ns, [td].into());
+                if !groups.iter().any(|g| g.uid() == ns_entity.uid()) {
+                    groups.push(ns_entity);
+                }
+            }
+            if !groups.iter().any(|g| g.uid() == td_entity.uid()) {
+                groups.push(td_entity);
+            }
+        }
         let entities = Entities::from_entities(
             [caller, destination, route, action.clone()]
                 .into_iter()
-                .chain(namespaces),
+                .chain(groups),
             None,
         )
         .map_err(|e| e.to_string())?;
@@ -316,7 +343,10 @@ impl Engine {
             .time
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut key = format!("{}\n{second}\n{}", call.source, call.protocol);
+        let mut key = format!(
+            "{}\n{second}\n{}\n{}",
+            call.source, call.protocol, call.method
+        );
         for name in CONTEXT_HEADERS {
             key.push('\n');
             if let Some((_, v)) = call
@@ -378,6 +408,10 @@ impl Engine {
                 RestrictedExpression::new_string(call.protocol.to_string()),
             ),
             (
+                "method".to_string(),
+                RestrictedExpression::new_string(call.method.to_string()),
+            ),
+            (
                 "headers".to_string(),
                 RestrictedExpression::new_record(headers).map_err(|e| e.to_string())?,
             ),
@@ -385,13 +419,29 @@ impl Engine {
         .map_err(|e| e.to_string())
     }
 
+    /// A service's groups: its trust domain, and its namespace when its ID
+    /// has one. Namespaces are named by their SPIFFE ID prefix
+    /// (`spiffe://td/ns/demo`), so a policy on one domain's namespace can
+    /// never match a workload of another domain with the same namespace.
+    fn groups_of(&self, id: &str) -> (EntityUid, Option<EntityUid>) {
+        let (trust_domain, path) = split_id(id);
+        let td = self.types.uid(&self.types.trust_domain, trust_domain);
+        let ns = namespace_segment(path).map(|ns| {
+            self.types.uid(
+                &self.types.namespace,
+                &format!("spiffe://{trust_domain}/ns/{ns}"),
+            )
+        });
+        (td, ns)
+    }
+
     fn service_entity(&self, id: &str) -> Result<Entity, String> {
         let (trust_domain, path) = split_id(id);
         let namespace = namespace_segment(path).unwrap_or("");
         let name = path.rsplit('/').next().unwrap_or("");
         let uid = self.types.uid(&self.types.service, id);
-        let parents =
-            (!namespace.is_empty()).then(|| self.types.uid(&self.types.namespace, namespace));
+        let (td, ns) = self.groups_of(id);
+        let parents = [ns.unwrap_or(td)];
         let tags = self
             .labels
             .get(id)
@@ -423,10 +473,9 @@ impl Engine {
         {
             return s.clone();
         }
-        let namespace = namespace_segment(split_id(caller).1)
-            .map(|ns| self.types.uid(&self.types.namespace, ns));
+        let (td, namespace) = self.groups_of(caller);
         let mut set = PolicySet::new();
-        let scoped = [Some(principal), namespace.as_ref()]
+        let scoped = [Some(principal), namespace.as_ref(), Some(&td)]
             .into_iter()
             .flatten()
             .filter_map(|uid| self.by_principal.get(uid))
@@ -452,11 +501,6 @@ fn namespace_segment(path: &str) -> Option<&str> {
     (!ns.is_empty()).then_some(ns)
 }
 
-fn namespace_of(service: &Entity, types: &Types) -> Option<EntityUid> {
-    let uid = service.uid();
-    namespace_segment(split_id(uid.id().unescaped()).1).map(|ns| types.uid(&types.namespace, ns))
-}
-
 /// `spiffe://td/path` → ("td", "/path"). The proxy passes only IDs it has
 /// verified; anything else yields an empty trust domain and path.
 fn split_id(id: &str) -> (&str, &str) {
@@ -480,6 +524,7 @@ mod tests {
             caller,
             destination: dest,
             action: method,
+            method,
             route: path,
             source: "127.0.0.1".parse().unwrap(),
             time: SystemTime::now(),
@@ -504,7 +549,7 @@ mod tests {
             permit(principal == Ward::Service::"{FE}", action in Ward::Action::"read",
                    resource in Ward::Service::"{ORDERS}")
             when {{ resource.path like "/orders*" && context.headers has "content-type" }};
-            permit(principal in Ward::Namespace::"demo", action == Ward::Action::"POST", resource)
+            permit(principal in Ward::Namespace::"spiffe://td/ns/demo", action == Ward::Action::"POST", resource)
             when {{ resource.service.hasTag("team") && resource.service.getTag("team") == "shop" }};"#
         ));
         let d = e.decide(&call(FE, ORDERS, "GET", "/orders/1"));
@@ -598,7 +643,7 @@ mod tests {
                 "permit(principal == Ward::Service::\"spiffe://td/ns/n{i}/sa/s{i}\", action, resource) when {{ resource.path == \"/p{i}\" }};\n"
             ));
         }
-        text.push_str("forbid(principal in Ward::Namespace::\"n7\", action == Ward::Action::\"DELETE\", resource);\n");
+        text.push_str("forbid(principal in Ward::Namespace::\"spiffe://td/ns/n7\", action == Ward::Action::\"DELETE\", resource);\n");
         text.push_str(
             "permit(principal is Ward::Service, action == Ward::Action::\"HEAD\", resource);\n",
         );

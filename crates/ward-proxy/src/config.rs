@@ -5,6 +5,12 @@
 //! [identity]                      # one of:
 //! workload_api = "/run/ward/agent.sock"
 //! # svid = "svid.pem"; key = "key.pem"; bundle = "bundle.pem"   (re-read when changed)
+//! [[identity.federation]]         # callers/upstreams of another trust domain (optional)
+//! trust_domain = "partner.example"
+//! bundle = "partner-bundle.pem"   # its own anchors (default: the Workload API's federated bundle)
+//!
+//! [http]
+//! extension_methods = ["PROPFIND"]    # besides GET HEAD OPTIONS POST PUT PATCH DELETE TRACE
 //!
 //! [policy]                        # one of:
 //! server = "https://127.0.0.1:8443"   # watch the server (mTLS with the proxy's SVID)
@@ -63,6 +69,8 @@ pub struct ProxyConfig {
     pub outbound: Vec<OutboundConfig>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Reporting of call edges to the server (needs `policy.server`).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -79,6 +87,29 @@ pub struct IdentityConfig {
     pub svid: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub bundle: Option<PathBuf>,
+    /// Other trust domains whose workloads are accepted, each with its own bundle.
+    #[serde(default)]
+    pub federation: Vec<FederationConfig>,
+}
+
+/// A federated trust domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    pub trust_domain: String,
+    /// Its CA certificates (PEM); without it, the Workload API's bundle for it.
+    pub bundle: Option<PathBuf>,
+}
+
+/// What an HTTP listener accepts beyond the standard.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Extension methods (uppercase tokens) that reach Cedar as the
+    /// `EXTENSION` action with `context.method`; any other non-standard
+    /// method is answered 501.
+    #[serde(default)]
+    pub extension_methods: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +148,16 @@ pub enum AppProtocol {
     Auto,
     Http1,
     Http2,
+}
+
+impl From<AppProtocol> for ward_dataplane::forward::AppProtocol {
+    fn from(p: AppProtocol) -> Self {
+        match p {
+            AppProtocol::Auto => Self::Auto,
+            AppProtocol::Http1 => Self::Http1,
+            AppProtocol::Http2 => Self::Http2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +206,20 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Most connections served at once per listener.
     pub max_connections: usize,
+    /// Most TLS handshakes in progress at once per listener (apart from
+    /// the connection cap, so slow handshakes cannot starve callers).
+    pub max_handshakes: usize,
+    /// A declared request body (Content-Length) above this is refused
+    /// with 413 before it is read.
+    pub max_body_bytes: u64,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive ping interval (and how long a ping may go unanswered).
+    #[serde(with = "humantime_serde_compat")]
+    pub keepalive_interval: Duration,
+    /// A connection with no request in flight is closed after this.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -178,6 +233,11 @@ impl Default for Limits {
             pool_idle_timeout: Duration::from_secs(90),
             drain_timeout: Duration::from_secs(15),
             max_connections: 10_000,
+            max_handshakes: 256,
+            max_body_bytes: 16 << 20,
+            max_concurrent_streams: 100,
+            keepalive_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -316,6 +376,43 @@ impl ProxyConfig {
         if self.limits.max_connections == 0 {
             return Err("[limits] max_connections: at least 1".into());
         }
+        if self.limits.max_handshakes == 0 {
+            return Err("[limits] max_handshakes: at least 1".into());
+        }
+        if self.limits.max_concurrent_streams == 0 {
+            return Err("[limits] max_concurrent_streams: at least 1".into());
+        }
+        for (key, d) in [
+            ("keepalive_interval", self.limits.keepalive_interval),
+            ("idle_timeout", self.limits.idle_timeout),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(format!("[limits] {key}: at least 1s"));
+            }
+        }
+        ward_dataplane::authz::Methods::new(self.http.extension_methods.clone())
+            .map_err(|e| format!("[http] {e}"))?;
+        let mut federated = std::collections::HashSet::new();
+        for f in &id.federation {
+            let td = ward_identity::TrustDomain::parse(&f.trust_domain).map_err(|e| {
+                format!(
+                    "[[identity.federation]] trust_domain {:?}: {e}",
+                    f.trust_domain
+                )
+            })?;
+            if !federated.insert(td) {
+                return Err(format!(
+                    "[[identity.federation]]: {:?} is named twice",
+                    f.trust_domain
+                ));
+            }
+            if f.bundle.is_none() && id.workload_api.is_none() {
+                return Err(format!(
+                    "[[identity.federation]] {:?}: `bundle` is required unless the identity comes from `workload_api`",
+                    f.trust_domain
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -380,6 +477,28 @@ mod tests {
                 "two listeners",
             ),
             (GOOD.replace("127.0.0.1:8080", "localhost"), "app"),
+            (
+                format!("{GOOD}\n[http]\nextension_methods = [\"propfind\"]\n"),
+                "propfind",
+            ),
+            (
+                GOOD.replace(
+                    "bundle = \"b.pem\"",
+                    "bundle = \"b.pem\"\n[[identity.federation]]\ntrust_domain = \"Bad Domain\"\nbundle = \"p.pem\"",
+                ),
+                "trust_domain",
+            ),
+            (
+                GOOD.replace(
+                    "bundle = \"b.pem\"",
+                    "bundle = \"b.pem\"\n[[identity.federation]]\ntrust_domain = \"partner.test\"",
+                ),
+                "`bundle` is required",
+            ),
+            (
+                GOOD.replace("[limits]", "[limits]\nidle_timeout = \"10ms\""),
+                "idle_timeout",
+            ),
         ];
         for (text, needle) in cases {
             let err = parse(&text).unwrap_err();

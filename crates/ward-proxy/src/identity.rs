@@ -4,22 +4,27 @@
 //! channel; TLS reads it at every handshake, so rotation applies to new
 //! connections while open ones continue. If the source fails, the last
 //! good identity stays in use until its certificate expires.
+//!
+//! Trust is per trust domain: the identity's own domain with its bundle,
+//! plus the federated domains named in config, each with its own bundle
+//! (a file, or what the Workload API sends for that domain).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
+use ward_dataplane::listener::Trust;
 use ward_identity::ca::not_after_of_cert;
-use ward_identity::{SpiffeId, spiffe_id_of_cert};
+use ward_identity::tls::{BundleSet, PeerPolicy};
+use ward_identity::{SpiffeId, TrustDomain, spiffe_id_of_cert};
+
+use crate::config::FederationConfig;
 
 /// Why an identity could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,8 @@ pub enum IdentityError {
     Key(String),
     #[error("the trust bundle holds no usable CA certificate")]
     NoBundle,
+    #[error("federated trust domain {0}: {1}")]
+    Federation(String, String),
     #[error("Workload API: {0}")]
     WorkloadApi(String),
 }
@@ -44,9 +51,8 @@ pub struct Identity {
     /// `spiffe_id` as text (used on every request).
     pub id: String,
     pub certified_key: Arc<CertifiedKey>,
-    pub roots: Arc<RootCertStore>,
-    /// Verifies callers' certificates against `roots`.
-    pub client_verifier: Arc<dyn ClientCertVerifier>,
+    /// Bundles by trust domain and which domains peers may come from.
+    pub trust: Arc<Trust>,
     /// The SVID's notAfter, Unix seconds.
     pub not_after: i64,
 }
@@ -62,10 +68,12 @@ impl std::fmt::Debug for Identity {
 
 impl Identity {
     /// Builds an identity from DER parts, checking that they fit together.
+    /// `federated` are the other domains' bundles, by trust domain.
     pub fn from_der(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
         bundle: Vec<CertificateDer<'static>>,
+        federated: Vec<(TrustDomain, Vec<CertificateDer<'static>>)>,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, IdentityError> {
         let leaf = chain.first().ok_or(IdentityError::NoCertificate)?;
@@ -79,55 +87,95 @@ impl Identity {
         certified_key
             .keys_match()
             .map_err(|e| IdentityError::Key(e.to_string()))?;
-        let mut roots = RootCertStore::empty();
-        for der in bundle {
-            let _ = roots.add(der);
+        let own = spiffe_id.trust_domain().clone();
+        let mut bundles = BundleSet::new();
+        bundles
+            .insert(own.clone(), bundle, provider)
+            .map_err(|_| IdentityError::NoBundle)?;
+        let mut domains = Vec::new();
+        for (td, anchors) in federated {
+            if td == own {
+                return Err(IdentityError::Federation(
+                    td.to_string(),
+                    "is the proxy's own trust domain".into(),
+                ));
+            }
+            bundles
+                .insert(td.clone(), anchors, provider)
+                .map_err(|e| IdentityError::Federation(td.to_string(), e.to_string()))?;
+            domains.push(td);
         }
-        if roots.is_empty() {
-            return Err(IdentityError::NoBundle);
-        }
-        let roots = Arc::new(roots);
-        let client_verifier =
-            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .build()
-                .map_err(|_| IdentityError::NoBundle)?;
+        let peers = PeerPolicy::own_domain(own).with_federated(domains);
         Ok(Self {
             id: spiffe_id.to_string(),
             spiffe_id,
             certified_key: Arc::new(certified_key),
-            roots,
-            client_verifier,
+            trust: Arc::new(Trust {
+                bundles: Arc::new(bundles),
+                peers: Arc::new(peers),
+            }),
             not_after,
         })
     }
 
-    /// Reads PEM files: the SVID chain (leaf first), its key, the bundle.
+    /// Reads PEM files: the SVID chain (leaf first), its key, the bundle,
+    /// and the federated domains' bundle files.
     pub fn from_files(
         svid: &Path,
         key: &Path,
         bundle: &Path,
+        federation: &[FederationConfig],
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, IdentityError> {
-        let read_certs = |p: &Path| -> Result<Vec<CertificateDer<'static>>, IdentityError> {
-            let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(p)
-                .map_err(|e| IdentityError::Read {
-                    path: p.to_owned(),
-                    reason: e.to_string(),
-                })?
-                .collect();
-            certs.map_err(|e| IdentityError::Read {
-                path: p.to_owned(),
-                reason: e.to_string(),
-            })
-        };
         let chain = read_certs(svid)?;
         let bundle = read_certs(bundle)?;
         let key = PrivateKeyDer::from_pem_file(key).map_err(|e| IdentityError::Read {
             path: key.to_owned(),
             reason: e.to_string(),
         })?;
-        Self::from_der(chain, key, bundle, provider)
+        let federated = federated_bundles(federation, &|_| None)?;
+        Self::from_der(chain, key, bundle, federated, provider)
     }
+}
+
+fn read_certs(p: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(p)
+        .map_err(|e| IdentityError::Read {
+            path: p.to_owned(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    certs.map_err(|e| IdentityError::Read {
+        path: p.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The federated domains' anchors: from each entry's file, or else from
+/// `from_api` (the Workload API's bundle for that domain).
+fn federated_bundles(
+    federation: &[FederationConfig],
+    from_api: &dyn Fn(&TrustDomain) -> Option<Vec<CertificateDer<'static>>>,
+) -> Result<Vec<(TrustDomain, Vec<CertificateDer<'static>>)>, IdentityError> {
+    let mut out = Vec::new();
+    for f in federation {
+        // Checked when the config was loaded.
+        let td = TrustDomain::parse(&f.trust_domain)
+            .map_err(|e| IdentityError::Federation(f.trust_domain.clone(), e.to_string()))?;
+        let anchors = match &f.bundle {
+            Some(path) => read_certs(path)?,
+            None => match from_api(&td) {
+                Some(a) => a,
+                None => {
+                    // Not (yet) offered: that domain's peers are refused.
+                    tracing::warn!(trust_domain = %td, "the Workload API offers no bundle for this federated trust domain");
+                    continue;
+                }
+            },
+        };
+        out.push((td, anchors));
+    }
+    Ok(out)
 }
 
 /// The current identity; `None` until the first one is loaded.
@@ -139,10 +187,13 @@ pub async fn watch_files(
     svid: PathBuf,
     key: PathBuf,
     bundle: PathBuf,
+    federation: Vec<FederationConfig>,
     provider: Arc<CryptoProvider>,
     tx: watch::Sender<Option<Arc<Identity>>>,
 ) {
-    let stamp = |paths: [&Path; 3]| -> Vec<Option<(SystemTime, u64)>> {
+    let mut paths: Vec<PathBuf> = vec![svid.clone(), key.clone(), bundle.clone()];
+    paths.extend(federation.iter().filter_map(|f| f.bundle.clone()));
+    let stamp = |paths: &[PathBuf]| -> Vec<Option<(SystemTime, u64)>> {
         paths
             .iter()
             .map(|p| {
@@ -154,9 +205,9 @@ pub async fn watch_files(
     };
     let mut last = None;
     loop {
-        let now = stamp([&svid, &key, &bundle]);
+        let now = stamp(&paths);
         if last.as_ref() != Some(&now) {
-            match Identity::from_files(&svid, &key, &bundle, &provider) {
+            match Identity::from_files(&svid, &key, &bundle, &federation, &provider) {
                 Ok(id) => {
                     tracing::info!(spiffe_id = %id.id, "identity loaded from files");
                     tx.send_replace(Some(Arc::new(id)));
@@ -177,6 +228,7 @@ pub async fn watch_files(
 pub async fn watch_workload_api(
     socket: String,
     want: Option<String>,
+    federation: Vec<FederationConfig>,
     provider: Arc<CryptoProvider>,
     tx: watch::Sender<Option<Arc<Identity>>>,
 ) {
@@ -187,7 +239,7 @@ pub async fn watch_workload_api(
     };
     let mut backoff = Duration::from_millis(200);
     loop {
-        match stream_once(&endpoint, want.as_deref(), &provider, &tx).await {
+        match stream_once(&endpoint, want.as_deref(), &federation, &provider, &tx).await {
             Ok(()) => tracing::warn!("the Workload API stream ended; reconnecting"),
             Err(e) => {
                 tracing::warn!(error = %e, "Workload API unavailable; keeping the current identity")
@@ -201,6 +253,7 @@ pub async fn watch_workload_api(
 async fn stream_once(
     endpoint: &str,
     want: Option<&str>,
+    federation: &[FederationConfig],
     provider: &Arc<CryptoProvider>,
     tx: &watch::Sender<Option<Arc<Identity>>>,
 ) -> Result<(), IdentityError> {
@@ -239,7 +292,24 @@ async fn stream_once(
                     .collect()
             })
             .unwrap_or_default();
-        match Identity::from_der(chain, key, bundle, provider) {
+        let from_api = |td: &TrustDomain| -> Option<Vec<CertificateDer<'static>>> {
+            let td = spiffe::TrustDomain::new(td.as_str()).ok()?;
+            let b = ctx.bundle_set().get(&td)?;
+            Some(
+                b.authorities()
+                    .iter()
+                    .map(|c| CertificateDer::from(c.as_bytes().to_vec()))
+                    .collect(),
+            )
+        };
+        let federated = match federated_bundles(federation, &from_api) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a federated bundle; keeping the current identity");
+                continue;
+            }
+        };
+        match Identity::from_der(chain, key, bundle, federated, provider) {
             Ok(id) => {
                 tracing::info!(spiffe_id = %id.id, not_after = id.not_after, "identity received from the Workload API");
                 tx.send_replace(Some(Arc::new(id)));

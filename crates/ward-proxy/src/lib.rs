@@ -8,20 +8,17 @@
 //! is never on the request path.
 
 pub mod config;
-pub mod connect;
 pub mod demo;
-pub mod http;
 pub mod identity;
-pub mod path;
+mod outbound;
 pub mod policy;
 mod serve;
-pub mod telemetry;
 pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -31,14 +28,19 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use ward_dataplane::authz::{Authorizer, Methods};
+use ward_dataplane::connect::MtlsConnector;
+use ward_dataplane::forward::AppClient;
+use ward_dataplane::inbound::{DEFAULT_BUFFER_LIMIT, InboundHttp};
+use ward_dataplane::listener::{ConnectionLimits, OpenConnections, Trust};
+use ward_dataplane::tcp::InboundTcp;
+use ward_dataplane::telemetry::Telemetry;
 use ward_identity::SpiffeId;
 
 use crate::config::{Protocol, ProxyConfig};
-use crate::connect::MtlsConnector;
-use crate::http::{Inbound, Outbound};
+use crate::outbound::Outbound;
 use crate::policy::PolicyState;
 use crate::serve::Shared;
-use crate::telemetry::Telemetry;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -94,20 +96,40 @@ pub async fn run(
 ) -> Result<(), ProxyError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let (id_tx, identity) = watch::channel(None);
-    let telemetry = Arc::new(Telemetry::new(config.telemetry.max_edges));
+    let (trust_tx, trust) = watch::channel::<Option<Arc<Trust>>>(None);
+    let telemetry = Arc::new(Telemetry::new("ward_proxy", config.telemetry.max_edges));
     let policy = Arc::new(PolicyState::new(
         config.policy.cache.clone(),
         telemetry.clone(),
     ));
     policy.load_cache();
+    let methods = Methods::new(config.http.extension_methods.clone()).map_err(|e| {
+        ProxyError::Config(config::ConfigError::Invalid {
+            path: PathBuf::from("[http]"),
+            message: e,
+        })
+    })?;
+    let authorizer = Authorizer::new(policy.slot.clone(), methods);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let l = &config.limits;
     let shared = Shared {
         identity: identity.clone(),
+        trust: trust.clone(),
         policy: policy.clone(),
         telemetry: telemetry.clone(),
-        limits: config.limits.clone(),
+        limits: ConnectionLimits {
+            max_connections: l.max_connections,
+            max_handshakes: l.max_handshakes,
+            handshake_timeout: l.handshake_timeout,
+            header_timeout: l.header_timeout,
+            max_header_bytes: l.max_header_bytes,
+            idle_timeout: l.idle_timeout,
+            max_concurrent_streams: l.max_concurrent_streams,
+            keepalive_interval: l.keepalive_interval,
+            drain_timeout: l.drain_timeout,
+        },
         shutdown: stop_rx,
-        open: Arc::new(AtomicUsize::new(0)),
+        open: OpenConnections::new(telemetry.clone()),
     };
 
     // Bind everything first: a taken port is an error at start, not later.
@@ -131,6 +153,7 @@ pub async fn run(
             tokio::spawn(identity::watch_workload_api(
                 socket.clone(),
                 id.spiffe_id.clone(),
+                id.federation.clone(),
                 provider.clone(),
                 id_tx,
             ));
@@ -140,6 +163,7 @@ pub async fn run(
                 svid.clone(),
                 key.clone(),
                 bundle.clone(),
+                id.federation.clone(),
                 provider.clone(),
                 id_tx,
             ));
@@ -152,14 +176,22 @@ pub async fn run(
         }
     }
     let own_id: Arc<RwLock<Arc<str>>> = Arc::new(RwLock::new(Arc::from("")));
+    // Bumped at each new SVID: outbound pools start over with it.
+    let identity_generation = Arc::new(AtomicU64::new(0));
     {
-        let (own_id, mut identity, telemetry) =
-            (own_id.clone(), identity.clone(), telemetry.clone());
+        let (own_id, mut identity, telemetry, generation) = (
+            own_id.clone(),
+            identity.clone(),
+            telemetry.clone(),
+            identity_generation.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 if let Some(i) = identity.borrow_and_update().clone() {
                     *own_id.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(i.id.as_str());
                     telemetry.svid_expiry.set(i.not_after);
+                    generation.fetch_add(1, Ordering::SeqCst);
+                    trust_tx.send_replace(Some(i.trust.clone()));
                 }
                 if identity.changed().await.is_err() {
                     return;
@@ -222,15 +254,22 @@ pub async fn run(
             Protocol::Http => {
                 let tls =
                     tls::inbound_config(identity.clone(), provider.clone(), &[b"h2", b"http/1.1"])?;
-                let inbound = Arc::new(Inbound::new(
-                    l.name.clone(),
-                    l.app,
-                    l.app_protocol,
-                    own_id.clone(),
-                    policy.clone(),
-                    telemetry.clone(),
-                    &config.limits,
-                ));
+                let inbound = Arc::new(InboundHttp {
+                    listener: l.name.as_str().into(),
+                    own_id: own_id.clone(),
+                    authorizer: authorizer.clone(),
+                    trust: trust.clone(),
+                    app: AppClient::new(
+                        l.app,
+                        l.app_protocol.into(),
+                        config.limits.connect_timeout,
+                        config.limits.pool_idle_timeout,
+                        config.limits.response_timeout,
+                    ),
+                    telemetry: telemetry.clone(),
+                    max_body: config.limits.max_body_bytes,
+                    buffer_limit: DEFAULT_BUFFER_LIMIT,
+                });
                 tasks.push(tokio::spawn(serve::inbound_http(
                     listener,
                     TlsAcceptor::from(tls),
@@ -240,12 +279,20 @@ pub async fn run(
             }
             Protocol::Tcp => {
                 let tls = tls::inbound_config(identity.clone(), provider.clone(), &[])?;
+                let tcp = Arc::new(InboundTcp {
+                    route: format!("tcp:{}", l.name).into(),
+                    app: l.app,
+                    own_id: own_id.clone(),
+                    authorizer: authorizer.clone(),
+                    trust: trust.clone(),
+                    telemetry: telemetry.clone(),
+                    connect_timeout: config.limits.connect_timeout,
+                    drain_timeout: config.limits.drain_timeout,
+                });
                 tasks.push(tokio::spawn(serve::inbound_tcp(
                     listener,
                     TlsAcceptor::from(tls),
-                    l.name.clone(),
-                    l.app,
-                    own_id.clone(),
+                    tcp,
                     shared.clone(),
                 )));
             }
@@ -275,11 +322,12 @@ pub async fn run(
         match l.protocol {
             Protocol::Http => {
                 let outbound = Arc::new(Outbound::new(
-                    l.name.clone(),
+                    &l.name,
                     connector(&[b"http/1.1"])?,
                     connector(&[b"h2"])?,
                     telemetry.clone(),
                     &config.limits,
+                    identity_generation.clone(),
                 ));
                 tasks.push(tokio::spawn(serve::outbound_http(
                     listener,
@@ -291,7 +339,7 @@ pub async fn run(
                 tasks.push(tokio::spawn(serve::outbound_tcp(
                     listener,
                     connector(&[])?,
-                    l.name.clone(),
+                    l.name.as_str().into(),
                     shared.clone(),
                 )));
             }
@@ -317,13 +365,10 @@ pub async fn run(
     }
 
     shutdown.await;
-    tracing::info!(
-        open = shared.open.load(Ordering::SeqCst),
-        "draining connections"
-    );
+    tracing::info!(open = shared.open.count(), "draining connections");
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now() + config.limits.drain_timeout;
-    while shared.open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+    while shared.open.count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for t in tasks {

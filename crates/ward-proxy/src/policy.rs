@@ -3,29 +3,23 @@
 //! (`policy.cache`) so that a restart while the server is down still has
 //! the last good version. Until a first version arrives every call is
 //! denied. A version that does not validate is refused and the previous
-//! one stays in force.
+//! one stays in force. Versions are installed into the data plane's
+//! [`PolicySlot`], which every listener decides on.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ward_api::ProxyPolicy;
+use ward_dataplane::authz::{Loaded, PolicySlot};
+use ward_dataplane::telemetry::Telemetry;
 use ward_policy::Engine;
 
 use crate::identity::IdentityWatch;
-use crate::telemetry::Telemetry;
 
-/// A validated policy version.
-pub struct Loaded {
-    pub engine: Engine,
-    pub version: i64,
-    pub revision: i64,
-    pub sha256: String,
-}
-
-/// The policy in force, shared by every listener.
+/// Where the policy in force comes from and where it is kept.
 pub struct PolicyState {
-    current: RwLock<Option<Arc<Loaded>>>,
+    pub slot: Arc<PolicySlot>,
     cache: Option<PathBuf>,
     telemetry: Arc<Telemetry>,
 }
@@ -33,7 +27,7 @@ pub struct PolicyState {
 impl PolicyState {
     pub fn new(cache: Option<PathBuf>, telemetry: Arc<Telemetry>) -> Self {
         Self {
-            current: RwLock::new(None),
+            slot: Arc::new(PolicySlot::default()),
             cache,
             telemetry,
         }
@@ -41,10 +35,7 @@ impl PolicyState {
 
     /// The policy in force, if any.
     pub fn current(&self) -> Option<Arc<Loaded>> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.slot.current()
     }
 
     /// Loads the on-disk copy, if there is a usable one.
@@ -83,12 +74,12 @@ impl PolicyState {
             "policy in force"
         );
         self.telemetry.policy_version.set(p.version);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Loaded {
+        self.slot.install(Loaded {
             engine,
             version: p.version,
             revision: p.revision,
             sha256: p.sha256,
-        }));
+        });
         Ok(())
     }
 }

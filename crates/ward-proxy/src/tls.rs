@@ -1,23 +1,23 @@
-//! rustls configurations that follow the current identity. Certificates
-//! and the trust bundle are looked up at each handshake, so a rotated SVID
-//! or bundle applies to the next connection without a restart. TLS 1.3
-//! only, no session resumption (a resumed session would outlive a change
-//! of trust).
+//! The proxy's rustls configurations, following the current identity:
+//! certificates and trust are looked up at each handshake, so a rotated
+//! SVID or bundle applies to the next connection without a restart. Peers
+//! are verified by the one SPIFFE verifier (`ward_identity::tls`): a
+//! workload ID of our own trust domain or a federated one, chaining to
+//! that domain's bundle. TLS 1.3 only, no session resumption (a resumed
+//! session would outlive a change of trust).
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, NoServerSessionStorage, ParsedCertificate, ResolvesServerCert};
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, ServerConfig,
-    SignatureScheme,
+use rustls::{ClientConfig, Error, ServerConfig, SignatureScheme};
+use rustls_pki_types::CertificateDer;
+use ward_identity::SpiffeId;
+use ward_identity::tls::{
+    BundleSet, PeerPolicy, SpiffeClientVerifier, SpiffeServerVerifier, TrustSource,
 };
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use ward_identity::{SpiffeId, spiffe_id_of_cert};
 
 use crate::identity::IdentityWatch;
 
@@ -51,156 +51,16 @@ impl ResolvesClientCert for CurrentSvid {
     }
 }
 
-/// Requires a client certificate chaining to the current trust bundle.
+/// The trust of the current identity, for the SPIFFE verifiers.
 #[derive(Debug)]
-struct CallerVerifier {
-    identity: IdentityWatch,
-    provider: Arc<CryptoProvider>,
-}
+struct CurrentTrust(IdentityWatch);
 
-impl ClientCertVerifier for CallerVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        let verifier = self
-            .identity
+impl TrustSource for CurrentTrust {
+    fn trust(&self) -> Option<(Arc<BundleSet>, Arc<PeerPolicy>)> {
+        self.0
             .borrow()
             .as_ref()
-            .map(|i| i.client_verifier.clone())
-            .ok_or_else(|| Error::General("no trust bundle yet".into()))?;
-        verifier.verify_client_cert(end_entity, intermediates, now)?;
-        // Authorization needs a SPIFFE ID: a certificate without one is no caller.
-        spiffe_id_of_cert(end_entity).ok_or(Error::InvalidCertificate(
-            CertificateError::ApplicationVerificationFailure,
-        ))?;
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Verifies an upstream's SVID: it chains to the current bundle and names
-/// one of the expected SPIFFE IDs. Host names are never consulted.
-#[derive(Debug)]
-struct UpstreamVerifier {
-    identity: IdentityWatch,
-    expected: Vec<SpiffeId>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for UpstreamVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        let roots = self
-            .identity
-            .borrow()
-            .as_ref()
-            .map(|i| i.roots.clone())
-            .ok_or_else(|| Error::General("no trust bundle yet".into()))?;
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        match spiffe_id_of_cert(end_entity) {
-            Some(id) if self.expected.contains(&id) => Ok(ServerCertVerified::assertion()),
-            Some(id) => Err(Error::General(format!(
-                "the upstream presented {id}, which is not an expected SPIFFE ID"
-            ))),
-            None => Err(Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+            .map(|i| (i.trust.bundles.clone(), i.trust.peers.clone()))
     }
 }
 
@@ -212,10 +72,10 @@ pub fn inbound_config(
 ) -> Result<Arc<ServerConfig>, Error> {
     let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(CallerVerifier {
-            identity: identity.clone(),
+        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::required(
+            CurrentTrust(identity.clone()),
             provider,
-        }))
+        )))
         .with_cert_resolver(Arc::new(CurrentSvid(identity)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -233,11 +93,11 @@ pub fn outbound_config(
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(UpstreamVerifier {
-            identity: identity.clone(),
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
+            CurrentTrust(identity.clone()),
             expected,
             provider,
-        }))
+        )))
         .with_client_cert_resolver(Arc::new(CurrentSvid(identity)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.resumption = Resumption::disabled();

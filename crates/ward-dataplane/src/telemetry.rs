@@ -1,14 +1,20 @@
 //! Counting every decision and call per edge (source ID, destination ID,
 //! method, route, status class, decision): Prometheus counters and latency
-//! histograms on `/metrics`, and deltas batched to the server. Label sets
+//! histograms on `/metrics`, and deltas batched to the server; denials by
+//! reason and deciding policy; requests refused as malformed. Label sets
 //! are bounded: routes are cut to their first segment, methods to the
-//! known ones, and past `max_edges` distinct edges new ones are counted as
-//! source "other", route "other".
+//! known ones, past `max_edges` distinct edges new ones are counted as
+//! source "other", route "other", and past `MAX_POLICY_LABELS` policy IDs
+//! as policy "other".
+//!
+//! Every inbound request or connection gets one [`CallRecord`], which
+//! records itself exactly once when dropped — on every exit, including a
+//! caller that goes away mid-request (status "cancelled").
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::AtomicI64;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,19 +27,35 @@ use ward_api::EdgeReport;
 /// One edge of the call graph, as a label set.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Edge {
-    pub source: String,
-    pub destination: String,
-    pub method: String,
-    pub route: String,
-    pub status_class: String,
-    pub decision: String,
+    pub source: Arc<str>,
+    pub destination: Arc<str>,
+    pub method: &'static str,
+    pub route: Arc<str>,
+    pub status_class: &'static str,
+    pub decision: &'static str,
 }
+
+/// A denial, by reason and deciding policy ("" when no permit matched).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    pub reason: &'static str,
+    pub policy: Arc<str>,
+}
+
+/// A request refused before authorization (malformed, ambiguous).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabels {
+    pub reason: &'static str,
+}
+
+/// Distinct policy IDs counted on `/metrics` before the rest are "other".
+const MAX_POLICY_LABELS: usize = 200;
 
 /// Calls made through an outbound listener.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Upstream {
-    pub listener: String,
-    pub status_class: String,
+    pub listener: Arc<str>,
+    pub status_class: &'static str,
 }
 
 const KNOWN_METHODS: [&str; 10] = [
@@ -41,7 +63,7 @@ const KNOWN_METHODS: [&str; 10] = [
 ];
 
 /// The method as a bounded label.
-pub fn method_label(method: &str) -> &str {
+pub fn method_label(method: &str) -> &'static str {
     KNOWN_METHODS
         .iter()
         .find(|m| **m == method)
@@ -75,6 +97,9 @@ pub struct Telemetry {
     pub policy_version: Gauge,
     pub svid_expiry: Gauge,
     pub connections: Gauge<i64, AtomicI64>,
+    denials: Family<DenialLabels, Counter>,
+    rejections: Family<RejectionLabels, Counter>,
+    policy_labels: Mutex<HashSet<Arc<str>>>,
     max_edges: usize,
     known: Mutex<HashSet<Edge>>,
     pending: Mutex<(i64, HashMap<Edge, Pending>)>,
@@ -88,8 +113,9 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Telemetry {
-    pub fn new(max_edges: usize) -> Self {
-        let mut registry = Registry::with_prefix("ward_proxy");
+    /// Metrics named `<prefix>_…` (`ward_proxy`, `ward_gateway`).
+    pub fn new(prefix: &str, max_edges: usize) -> Self {
+        let mut registry = Registry::with_prefix(prefix);
         let requests = Family::<Edge, Counter>::default();
         let latency =
             Family::<Edge, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
@@ -101,6 +127,18 @@ impl Telemetry {
         let policy_version = Gauge::default();
         let svid_expiry = Gauge::default();
         let connections = Gauge::<i64, AtomicI64>::default();
+        let denials = Family::<DenialLabels, Counter>::default();
+        let rejections = Family::<RejectionLabels, Counter>::default();
+        registry.register(
+            "denials",
+            "Denied requests and connections by reason and deciding policy (\"\" when no permit matched)",
+            denials.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests refused as malformed or ambiguous before authorization, by reason",
+            rejections.clone(),
+        );
         registry.register(
             "inbound_requests",
             "Inbound requests and TCP connections by edge and decision",
@@ -145,6 +183,9 @@ impl Telemetry {
             policy_version,
             svid_expiry,
             connections,
+            denials,
+            rejections,
+            policy_labels: Mutex::new(HashSet::new()),
             max_edges,
             known: Mutex::new(HashSet::new()),
             pending: Mutex::new((now_secs(), HashMap::new())),
@@ -164,11 +205,48 @@ impl Telemetry {
         p.latency_us += latency.as_micros() as i64;
     }
 
+    /// Counts one denial: once per deciding policy, or once with policy "".
+    pub fn record_denial(&self, reason: &'static str, policies: &[String]) {
+        if policies.is_empty() {
+            self.denials
+                .get_or_create(&DenialLabels {
+                    reason,
+                    policy: Arc::from(""),
+                })
+                .inc();
+            return;
+        }
+        for p in policies {
+            let policy = {
+                let mut known = self.policy_labels.lock().unwrap_or_else(|p| p.into_inner());
+                match known.get(p.as_str()) {
+                    Some(k) => k.clone(),
+                    None if known.len() < MAX_POLICY_LABELS => {
+                        let k: Arc<str> = Arc::from(p.as_str());
+                        known.insert(k.clone());
+                        k
+                    }
+                    None => Arc::from("other"),
+                }
+            };
+            self.denials
+                .get_or_create(&DenialLabels { reason, policy })
+                .inc();
+        }
+    }
+
+    /// Counts one request refused before authorization.
+    pub fn record_rejection(&self, reason: &'static str) {
+        self.rejections
+            .get_or_create(&RejectionLabels { reason })
+            .inc();
+    }
+
     /// Counts one request through an outbound listener.
-    pub fn record_upstream(&self, listener: &str, status_class: &str, latency: Duration) {
+    pub fn record_upstream(&self, listener: &Arc<str>, status_class: &'static str, latency: Duration) {
         let labels = Upstream {
-            listener: listener.to_string(),
-            status_class: status_class.to_string(),
+            listener: listener.clone(),
+            status_class,
         };
         self.upstream.get_or_create(&labels).inc();
         self.upstream_latency
@@ -186,8 +264,8 @@ impl Telemetry {
             return edge;
         }
         Edge {
-            source: "other".into(),
-            route: "other".into(),
+            source: Arc::from("other"),
+            route: Arc::from("other"),
             ..edge
         }
     }
@@ -201,12 +279,12 @@ impl Telemetry {
             .1
             .drain()
             .map(|(e, p)| EdgeReport {
-                source: e.source,
-                destination: e.destination,
-                method: e.method,
-                route: e.route,
-                status_class: e.status_class,
-                decision: e.decision,
+                source: e.source.to_string(),
+                destination: e.destination.to_string(),
+                method: e.method.to_string(),
+                route: e.route.to_string(),
+                status_class: e.status_class.to_string(),
+                decision: e.decision.to_string(),
                 requests: p.requests,
                 latency_us_sum: p.latency_us,
                 window_start: start,
@@ -224,12 +302,12 @@ impl Telemetry {
                 break;
             }
             let edge = Edge {
-                source: r.source,
-                destination: r.destination,
-                method: r.method,
-                route: r.route,
-                status_class: r.status_class,
-                decision: r.decision,
+                source: Arc::from(r.source),
+                destination: Arc::from(r.destination),
+                method: method_label(&r.method),
+                route: Arc::from(r.route),
+                status_class: static_label(&r.status_class, &STATUS_LABELS),
+                decision: static_label(&r.decision, &["allow", "deny"]),
             };
             let p = pending.1.entry(edge).or_default();
             p.requests += r.requests;
@@ -243,6 +321,80 @@ impl Telemetry {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+const STATUS_LABELS: [&str; 9] = [
+    "1xx",
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    "ok",
+    "error",
+    "none",
+    "cancelled",
+];
+
+/// A label read back from a report, as one of the known static values.
+fn static_label(value: &str, known: &[&'static str]) -> &'static str {
+    known.iter().find(|k| **k == value).copied().unwrap_or("other")
+}
+
+/// One inbound request or connection, recorded exactly once on drop.
+/// Fields are filled in as the call proceeds; whatever exit the call
+/// takes (answer, denial, malformed request, caller gone), the drop
+/// records what was known by then.
+pub struct CallRecord {
+    telemetry: Arc<Telemetry>,
+    started: Instant,
+    pub source: Arc<str>,
+    pub destination: Arc<str>,
+    pub method: &'static str,
+    pub route: Arc<str>,
+    /// "cancelled" until an outcome is set.
+    pub status_class: &'static str,
+    pub decision: &'static str,
+}
+
+impl CallRecord {
+    /// Starts the record of a call from `source` to `destination`.
+    pub fn start(
+        telemetry: Arc<Telemetry>,
+        source: Arc<str>,
+        destination: Arc<str>,
+        method: &'static str,
+    ) -> Self {
+        Self {
+            telemetry,
+            started: Instant::now(),
+            source,
+            destination,
+            method,
+            route: Arc::from("invalid"),
+            status_class: "cancelled",
+            decision: "deny",
+        }
+    }
+
+    /// Sets the outcome: status class and decision.
+    pub fn outcome(&mut self, status_class: &'static str, decision: &'static str) {
+        self.status_class = status_class;
+        self.decision = decision;
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        let edge = Edge {
+            source: self.source.clone(),
+            destination: self.destination.clone(),
+            method: self.method,
+            route: self.route.clone(),
+            status_class: self.status_class,
+            decision: self.decision,
+        };
+        self.telemetry.record(edge, self.started.elapsed());
     }
 }
 
@@ -261,16 +413,16 @@ mod tests {
         Edge {
             source: source.into(),
             destination: "spiffe://td/b".into(),
-            method: "GET".into(),
+            method: "GET",
             route: route.into(),
-            status_class: "2xx".into(),
-            decision: "allow".into(),
+            status_class: "2xx",
+            decision: "allow",
         }
     }
 
     #[test]
     fn counts_are_exposed_and_drained_once() {
-        let t = Telemetry::new(10);
+        let t = Telemetry::new("ward_proxy", 10);
         t.record(edge("spiffe://td/a", "/x"), Duration::from_micros(300));
         t.record(edge("spiffe://td/a", "/x"), Duration::from_micros(100));
         let text = t.encode();
@@ -288,7 +440,7 @@ mod tests {
 
     #[test]
     fn label_sets_are_bounded() {
-        let t = Telemetry::new(3);
+        let t = Telemetry::new("ward_proxy", 3);
         for i in 0..100 {
             t.record(
                 edge(&format!("spiffe://td/s{i}"), &format!("/r{i}")),
@@ -300,5 +452,31 @@ mod tests {
         let other = reports.iter().find(|r| r.source == "other").unwrap();
         assert_eq!(other.requests, 97);
         assert_eq!(method_label("PROPFIND"), "OTHER");
+    }
+
+    #[test]
+    fn a_call_record_counts_once_even_when_cancelled() {
+        let t = Arc::new(Telemetry::new("ward_proxy", 10));
+        {
+            let mut r = CallRecord::start(t.clone(), "spiffe://td/a".into(), "spiffe://td/b".into(), "GET");
+            r.route = "/x".into();
+        }
+        let reports = t.drain();
+        assert_eq!(reports.len(), 1);
+        assert_eq!((reports[0].status_class.as_str(), reports[0].requests), ("cancelled", 1));
+    }
+
+    #[test]
+    fn denials_name_their_policy_within_bounds() {
+        let t = Telemetry::new("ward_proxy", 10);
+        t.record_denial("policy", &["no-admin".to_string()]);
+        t.record_denial("no_policy", &[]);
+        for i in 0..(MAX_POLICY_LABELS + 50) {
+            t.record_denial("policy", &[format!("p{i}")]);
+        }
+        let text = t.encode();
+        assert!(text.contains("ward_proxy_denials_total{reason=\"policy\",policy=\"no-admin\"} 1"), "{text}");
+        assert!(text.contains("ward_proxy_denials_total{reason=\"no_policy\",policy=\"\"} 1"), "{text}");
+        assert!(text.contains("policy=\"other\"} 51"), "{text}");
     }
 }

@@ -20,6 +20,13 @@ pub enum PathError {
     Parameters,
     #[error("malformed percent-encoding")]
     BadEscape,
+    /// Raw bytes outside ASCII: one server reads them as UTF-8, another as
+    /// Latin-1; only their percent-encoded form is unambiguous.
+    #[error("raw non-ASCII bytes are not accepted in paths (percent-encode them)")]
+    NonAscii,
+    /// Control characters and spaces are never part of a path.
+    #[error("control characters are not accepted in paths")]
+    Control,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -72,6 +79,8 @@ pub fn canonical_path(path: &str) -> Result<String, PathError> {
             b'\\' | 0 => return Err(PathError::EncodedSeparator),
             b';' => return Err(PathError::Parameters),
             b'#' | b'?' => return Err(PathError::NotOriginForm),
+            0x80.. => return Err(PathError::NonAscii),
+            ..=0x20 | 0x7f => return Err(PathError::Control),
             _ => out.push(b as char),
         }
         i += 1;
@@ -115,6 +124,9 @@ mod tests {
     #[test]
     fn ambiguous_paths_are_refused() {
         for (p, e) in [
+            ("/caf\u{e9}", PathError::NonAscii),
+            ("/a b", PathError::Control),
+            ("/a\tb", PathError::Control),
             ("/a/../admin", PathError::DotSegment),
             ("/a/./b", PathError::DotSegment),
             ("/a/%2e%2e/admin", PathError::DotSegment),

@@ -1,0 +1,282 @@
+//! Forwarding: the request that was authorised, and only that, goes on to
+//! the app (inbound) or the upstream (outbound) over pooled connections.
+//! Hop-by-hop headers are removed both ways; identity headers a caller
+//! sent are dropped and the verified one is set; the target is rebuilt
+//! from the canonical path the [`Permit`] carries.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::authz::{Caller, Permit};
+use crate::body::RequestBody;
+use crate::connect::UpstreamId;
+
+/// What the data plane answers with: the app's body, or one of its own.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// `x-forwarded-client-cert`, in Envoy's format.
+pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// A short plain-text answer of the data plane's own.
+pub fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// [`plain`], and the connection is closed after it (HTTP/1.1): after a
+/// malformed request, nothing more on that connection can be trusted to
+/// be framed as the caller meant.
+pub fn plain_and_close(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut r = plain(status, text);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in
+/// `Connection`. `te: trailers` is kept: gRPC needs it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for h in [
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if headers
+        .get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
+    }
+}
+
+/// Identity headers only the data plane may set: anything a caller sends
+/// under these names is dropped.
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    headers.remove(&XFCC);
+    if headers.keys().any(|k| k.as_str().starts_with("x-ward-")) {
+        let ward: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-ward-"))
+            .cloned()
+            .collect();
+        for k in ward {
+            headers.remove(k);
+        }
+    }
+}
+
+/// HTTP/2 requests carry the host in `:authority`; an HTTP/1.1 hop needs `Host`.
+pub fn keep_host(parts: &mut http::request::Parts) {
+    if parts.headers.get(header::HOST).is_none() {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+}
+
+/// Why a forwarded request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// The app or upstream failed (connect, TLS, protocol, reset).
+    Upstream(hyper_util::client::legacy::Error),
+    /// No response headers within the timeout.
+    Timeout,
+}
+
+/// Sends one request through a pool and returns the response without its
+/// hop-by-hop headers.
+pub async fn send<C>(
+    client: &Client<C, RequestBody>,
+    request: Request<RequestBody>,
+    timeout: Duration,
+) -> Result<Response<ResponseBody>, SendError>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            parts.extensions.remove::<UpstreamId>();
+            Ok(Response::from_parts(parts, Either::Left(body)))
+        }
+        Ok(Err(e)) => Err(SendError::Upstream(e)),
+        Err(_) => Err(SendError::Timeout),
+    }
+}
+
+/// Pool settings shared by every client.
+pub fn client_builder(pool_idle_timeout: Duration) -> hyper_util::client::legacy::Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_idle_timeout(pool_idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new());
+    b
+}
+
+/// How the inbound side talks to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppProtocol {
+    /// gRPC (HTTP/2 with `content-type: application/grpc…`) as h2c,
+    /// everything else as HTTP/1.1.
+    #[default]
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// Plain-text pools to the local app.
+pub struct AppClient {
+    pub app: SocketAddr,
+    pub protocol: AppProtocol,
+    pub response_timeout: Duration,
+    h1: Client<HttpConnector, RequestBody>,
+    h2: Client<HttpConnector, RequestBody>,
+}
+
+impl AppClient {
+    pub fn new(
+        app: SocketAddr,
+        protocol: AppProtocol,
+        connect_timeout: Duration,
+        pool_idle_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        Self {
+            app,
+            protocol,
+            response_timeout,
+            h1: client_builder(pool_idle_timeout).build(connector.clone()),
+            h2: client_builder(pool_idle_timeout)
+                .http2_only(true)
+                .build(connector),
+        }
+    }
+
+    /// Forwards an authorised request to the app: the canonical path from
+    /// the permit, the query as sent, hop-by-hop and caller-sent identity
+    /// headers removed, the verified caller in `x-forwarded-client-cert`.
+    pub async fn forward(
+        &self,
+        permit: Permit,
+        caller: &Caller,
+        own_id: &str,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        strip_hop_by_hop(&mut parts.headers);
+        strip_identity_headers(&mut parts.headers);
+        // Envoy's format: the proxy that verified (By), the certificate's hash, the caller's ID.
+        let xfcc = format!(
+            "By={own_id};Hash={};URI={}",
+            caller.cert_hash, caller.id_text
+        );
+        if let Ok(v) = HeaderValue::from_str(&xfcc) {
+            parts.headers.insert(XFCC, v);
+        }
+        let mut target = String::with_capacity(permit.path.len() + 32);
+        target.push_str("http://");
+        target.push_str(&self.app.to_string());
+        target.push_str(&permit.path);
+        if let Some(q) = parts.uri.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        // The permit's path was canonicalised from a valid URI: it parses.
+        parts.uri = target.parse::<Uri>().unwrap_or_default();
+        let use_h2 = match self.protocol {
+            // gRPC needs HTTP/2 end to end; everything else goes as HTTP/1.1,
+            // which every app speaks, whatever the caller negotiated.
+            AppProtocol::Auto => {
+                parts.version == Version::HTTP_2
+                    && parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+            }
+            AppProtocol::Http1 => false,
+            AppProtocol::Http2 => true,
+        };
+        let client = if use_h2 {
+            parts.version = Version::HTTP_2;
+            &self.h2
+        } else {
+            parts.version = Version::HTTP_11;
+            &self.h1
+        };
+        send(
+            client,
+            Request::from_parts(parts, body),
+            self.response_timeout,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_identity_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-custom"),
+        );
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(XFCC, HeaderValue::from_static("URI=spiffe://td/evil"));
+        h.insert(
+            "x-ward-caller",
+            HeaderValue::from_static("spiffe://td/evil"),
+        );
+        h.insert("x-other", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        strip_identity_headers(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(h.contains_key(header::TE) && h.contains_key("x-other"));
+    }
+}

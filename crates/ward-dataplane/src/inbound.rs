@@ -1,0 +1,159 @@
+//! The inbound HTTP request path, top to bottom: strict validation of the
+//! head, the authorization hook (its [`Permit`](crate::authz::Permit) is
+//! what forwarding takes), the checked start of the body, forwarding to
+//! the app. Each phase that refuses carries its own answer; the caller
+//! never learns more than the status. One [`CallRecord`] per request.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::authz::{Authorizer, CallFacts, Caller, DenyReason};
+use crate::body::{Prepared, RequestBody};
+use crate::forward::{AppClient, ResponseBody, SendError, plain, plain_and_close};
+use crate::listener::TrustWatch;
+use crate::path::{canonical_path, metric_route};
+use crate::strict;
+use crate::telemetry::{CallRecord, Telemetry, method_label, status_class};
+
+/// Bodies up to this size are read and checked before anything is
+/// forwarded (see `body`).
+pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// One inbound HTTP listener's request path.
+pub struct InboundHttp {
+    pub listener: Arc<str>,
+    /// Our own SPIFFE ID (the called service), following rotations.
+    pub own_id: Arc<RwLock<Arc<str>>>,
+    pub authorizer: Authorizer,
+    pub trust: TrustWatch,
+    pub app: AppClient,
+    pub telemetry: Arc<Telemetry>,
+    /// A declared Content-Length above this is refused (413) unread.
+    pub max_body: u64,
+    pub buffer_limit: usize,
+}
+
+impl InboundHttp {
+    /// Validates, authorizes and forwards one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        caller: Arc<Caller>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let own_id = self
+            .own_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut record = CallRecord::start(
+            self.telemetry.clone(),
+            caller.id_text.clone(),
+            own_id.clone(),
+            method_label(req.method().as_str()),
+        );
+        let (mut parts, body) = req.into_parts();
+
+        if let Err(r) = strict::check_request(&mut parts, self.max_body) {
+            tracing::info!(caller = %caller.id_text, listener = %self.listener, reason = %r, "refused a malformed request");
+            self.telemetry.record_rejection(r.label());
+            record.outcome(status_class(r.status().as_u16()), "deny");
+            return Ok(plain_and_close(r.status(), rejection_text(r.status())));
+        }
+
+        let protocol = if parts.version == Version::HTTP_2 {
+            "h2"
+        } else {
+            "http/1.1"
+        };
+        let trust = self.trust.borrow().clone();
+        let decision = {
+            let headers = strict::context_headers(&parts.headers);
+            let facts = CallFacts {
+                method: parts.method.as_str(),
+                raw_path: parts.uri.path(),
+                protocol,
+                headers: &headers,
+            };
+            self.authorizer.authorize(
+                &caller,
+                &own_id,
+                trust.as_ref().map(|t| &*t.peers),
+                &facts,
+            )
+        };
+        let permit = match decision {
+            Ok(p) => p,
+            Err(denial) => {
+                if let Ok(path) = canonical_path(parts.uri.path()) {
+                    record.route = metric_route(&path).into();
+                }
+                let policies = denial.policies();
+                match &denial.reason {
+                    DenyReason::EvaluationError { errors } => {
+                        tracing::warn!(caller = %caller.id_text, method = %parts.method, path = parts.uri.path(), listener = %self.listener, reason = denial.reason.label(), ?errors, "denied")
+                    }
+                    DenyReason::InvalidPath(e) => {
+                        tracing::info!(caller = %caller.id_text, method = %parts.method, listener = %self.listener, reason = denial.reason.label(), error = %e, "denied")
+                    }
+                    _ => {
+                        tracing::info!(caller = %caller.id_text, method = %parts.method, path = parts.uri.path(), listener = %self.listener, reason = denial.reason.label(), ?policies, "denied")
+                    }
+                }
+                self.telemetry
+                    .record_denial(denial.reason.label(), policies);
+                record.outcome(status_class(denial.status().as_u16()), "deny");
+                return Ok(plain(denial.status(), denial.body()));
+            }
+        };
+        record.route = metric_route(&permit.path).into();
+
+        let failed = Arc::new(AtomicBool::new(false));
+        let body = match RequestBody::prepare(body, self.buffer_limit, failed.clone()).await {
+            Prepared::Ready(b) => b,
+            Prepared::Malformed(e) => {
+                tracing::info!(caller = %caller.id_text, listener = %self.listener, error = %e, "refused a malformed request body");
+                self.telemetry.record_rejection("malformed_body");
+                record.outcome("4xx", "allow");
+                return Ok(plain_and_close(
+                    StatusCode::BAD_REQUEST,
+                    "bad request: malformed body\n",
+                ));
+            }
+        };
+
+        let response = match self.app.forward(permit, &caller, &own_id, parts, body).await {
+            Ok(r) => r,
+            // The caller's body broke mid-stream: their fault, not the app's.
+            Err(_) if failed.load(Ordering::SeqCst) => {
+                tracing::info!(caller = %caller.id_text, listener = %self.listener, "refused a malformed request body (after its first bytes were forwarded)");
+                self.telemetry.record_rejection("malformed_body");
+                plain_and_close(StatusCode::BAD_REQUEST, "bad request: malformed body\n")
+            }
+            Err(SendError::Upstream(e)) => {
+                tracing::warn!(app = %self.app.app, error = %e, "the app is unreachable");
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: the service is unreachable\n",
+                )
+            }
+            Err(SendError::Timeout) => plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway timeout: the service did not answer in time\n",
+            ),
+        };
+        record.outcome(status_class(response.status().as_u16()), "allow");
+        Ok(response)
+    }
+}
+
+fn rejection_text(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_IMPLEMENTED => "not implemented: transfer coding\n",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload too large\n",
+        _ => "bad request\n",
+    }
+}
