@@ -11,6 +11,7 @@
 pub mod authz;
 pub mod body;
 pub mod connect;
+pub mod explain;
 pub mod forward;
 pub mod inbound;
 pub mod listener;

@@ -68,8 +68,10 @@ pub async fn prepare(config: ServerConfig) -> Result<ReadyServer, String> {
 
 /// As [`prepare`], with a store already open and initialized.
 pub async fn prepare_with_store(config: ServerConfig, store: Store) -> Result<ReadyServer, String> {
-    let verifier =
-        peer::BundleClientVerifier::new(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = peer::BundleClientVerifier::new(
+        config.trust_domain.clone(),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    );
     let tls = tls::server_tls(
         &config.data_dir,
         config.listen,

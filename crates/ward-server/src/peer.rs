@@ -1,9 +1,10 @@
 //! Who is on the other end of a TLS connection to the API. Agents
 //! authenticate with their node SVID (mutual TLS); operators with a token and
-//! no client certificate. The verifier accepts client certificates that
-//! chain to the current trust bundle, and follows CA rotations: the bundle
-//! is swapped in when the authority is (re)loaded. While sealed it accepts
-//! none.
+//! no client certificate. A presented certificate is verified by the one
+//! SPIFFE verifier (`ward_identity::tls`): a workload ID of the server's own
+//! trust domain, chaining to that domain's current bundle. The bundle
+//! follows CA rotations: it is swapped in when the authority is (re)loaded.
+//! While sealed it accepts none.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -11,11 +12,11 @@ use std::sync::{Arc, RwLock};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use ward_identity::SpiffeId;
+use ward_identity::tls::{BundleSet, PeerPolicy, SpiffeClientVerifier, TrustSource};
+use ward_identity::{SpiffeId, TrustDomain};
 
 /// What the TLS handshake verified about the client certificate. It is
 /// checked again on every request: a connection can outlive the
@@ -35,46 +36,51 @@ pub struct PeerId {
 #[derive(Debug)]
 pub struct BundleClientVerifier {
     provider: Arc<CryptoProvider>,
-    inner: RwLock<Option<Arc<dyn ClientCertVerifier>>>,
+    trust_domain: TrustDomain,
+    inner: RwLock<Option<Trust>>,
     generation: AtomicU64,
 }
 
+type Trust = (Arc<BundleSet>, Arc<PeerPolicy>);
+
+/// One snapshot of the trust, for one handshake.
+#[derive(Debug)]
+struct Snapshot(Option<Trust>);
+
+impl TrustSource for Snapshot {
+    fn trust(&self) -> Option<Trust> {
+        self.0.clone()
+    }
+}
+
 impl BundleClientVerifier {
-    /// A verifier that accepts no client certificate until [`Self::set_bundle`].
-    pub fn new(provider: Arc<CryptoProvider>) -> Arc<Self> {
+    /// A verifier for workloads of `trust_domain` that accepts no client
+    /// certificate until [`Self::set_bundle`].
+    pub fn new(trust_domain: TrustDomain, provider: Arc<CryptoProvider>) -> Arc<Self> {
         Arc::new(Self {
             provider,
+            trust_domain,
             inner: RwLock::new(None),
             generation: AtomicU64::new(0),
         })
     }
 
-    /// Trusts the CA certificates in `bundle_pem` (and only those).
+    /// Trusts the CA certificates in `bundle_pem` (and only those) for the
+    /// server's trust domain.
     pub fn set_bundle(&self, bundle_pem: &str) {
-        let mut roots = rustls::RootCertStore::empty();
-        for der in CertificateDer::pem_slice_iter(bundle_pem.as_bytes()).flatten() {
-            if let Err(e) = roots.add(der) {
-                tracing::error!(error = %e, "a bundle certificate is not a usable trust anchor");
-            }
-        }
-        let verifier = if roots.is_empty() {
-            None
-        } else {
-            match WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                self.provider.clone(),
-            )
-            .allow_unauthenticated()
-            .build()
-            {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build the client certificate verifier");
-                    None
-                }
+        let anchors = CertificateDer::pem_slice_iter(bundle_pem.as_bytes()).flatten();
+        let mut set = BundleSet::new();
+        let trust = match set.insert(self.trust_domain.clone(), anchors, &self.provider) {
+            Ok(()) => Some((
+                Arc::new(set),
+                Arc::new(PeerPolicy::own_domain(self.trust_domain.clone())),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "the CA bundle is unusable for client certificates");
+                None
             }
         };
-        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = verifier;
+        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = trust;
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -111,12 +117,16 @@ impl ClientCertVerifier for BundleClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner()).clone();
-        match inner {
-            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
-            None => Err(Error::General(
+        if inner.is_none() {
+            return Err(Error::General(
                 "the server is sealed and accepts no client certificate".into(),
-            )),
+            ));
         }
+        SpiffeClientVerifier::optional(Snapshot(inner), self.provider.clone()).verify_client_cert(
+            end_entity,
+            intermediates,
+            now,
+        )
     }
 
     fn verify_tls12_signature(
@@ -168,7 +178,10 @@ mod tests {
             time::OffsetDateTime::now_utc(),
         )
         .unwrap();
-        let v = BundleClientVerifier::new(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let v = BundleClientVerifier::new(
+            td.clone(),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        );
         v.set_bundle(&m.bundle_pem.concat());
         assert!(v.inner.read().unwrap().is_some());
         v.clear();

@@ -70,11 +70,11 @@ pub async fn serve_tls(
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first());
+            // Read once per connection.
+            let cert = leaf.and_then(|l| ward_identity::tls::PeerCert::parse(l).ok());
             let peer_id = PeerId {
-                id: leaf.and_then(|l| ward_identity::spiffe_id_of_cert(l)),
-                not_after: leaf
-                    .and_then(|l| ward_identity::ca::not_after_of_cert(l))
-                    .unwrap_or(0),
+                not_after: cert.as_ref().map_or(0, |c| c.not_after),
+                id: cert.map(|c| c.id),
                 trust_generation: verifier.generation(),
             };
             let service = TowerToHyperService::new(service.map_request(
