@@ -35,6 +35,9 @@ pub struct InboundHttp {
     /// A declared Content-Length above this is refused (413) unread.
     pub max_body: u64,
     pub buffer_limit: usize,
+    /// How long the checked start of a body may take to arrive (a caller
+    /// that sends a head and then nothing must not hold a request open).
+    pub body_timeout: std::time::Duration,
 }
 
 impl InboundHttp {
@@ -106,15 +109,35 @@ impl InboundHttp {
                 self.telemetry
                     .record_denial(denial.reason.label(), policies);
                 record.outcome(status_class(denial.status().as_u16()), "deny");
+                if parts.version == Version::HTTP_2 {
+                    // Answering while the caller is still sending makes the
+                    // stream end in a reset that some clients report instead
+                    // of the 403; a small body is read (and dropped) first.
+                    drain_briefly(body, self.buffer_limit).await;
+                }
                 return Ok(plain(denial.status(), denial.body()));
             }
         };
         record.route = metric_route(&permit.path).into();
 
         let failed = Arc::new(AtomicBool::new(false));
-        let body = match RequestBody::prepare(body, self.buffer_limit, failed.clone()).await {
-            Prepared::Ready(b) => b,
-            Prepared::Malformed(e) => {
+        let prepared = tokio::time::timeout(
+            self.body_timeout,
+            RequestBody::prepare(body, self.buffer_limit, failed.clone()),
+        )
+        .await;
+        let body = match prepared {
+            Ok(Prepared::Ready(b)) => b,
+            Err(_) => {
+                tracing::info!(caller = %caller.id_text, listener = %self.listener, "the request body did not arrive in time");
+                self.telemetry.record_rejection("body_timeout");
+                record.outcome("4xx", "allow");
+                return Ok(plain_and_close(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request timeout: the body did not arrive in time\n",
+                ));
+            }
+            Ok(Prepared::Malformed(e)) => {
                 tracing::info!(caller = %caller.id_text, listener = %self.listener, error = %e, "refused a malformed request body");
                 self.telemetry.record_rejection("malformed_body");
                 record.outcome("4xx", "allow");
@@ -148,6 +171,22 @@ impl InboundHttp {
         record.outcome(status_class(response.status().as_u16()), "allow");
         Ok(response)
     }
+}
+
+/// Reads and drops up to `limit` bytes of a denied request's body, for at
+/// most a second.
+async fn drain_briefly(mut body: Incoming, limit: usize) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut seen = 0;
+        while seen < limit {
+            match body.frame().await {
+                Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len()),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 fn rejection_text(status: StatusCode) -> &'static str {

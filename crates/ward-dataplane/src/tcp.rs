@@ -67,6 +67,9 @@ impl InboundTcp {
         let lapse = caller_lapses(&caller, &chain, self.trust.clone());
         tokio::pin!(lapse);
         let mut shutdown = shutdown;
+        // The slot outlives every listener; should it ever go, only the
+        // other exits remain.
+        let mut policy_open = true;
         loop {
             tokio::select! {
                 _ = copy.as_mut() => return,
@@ -74,8 +77,9 @@ impl InboundTcp {
                     tracing::info!(caller = %caller.id_text, route = %self.route, reason = why, "closing a TCP connection");
                     return;
                 }
-                changed = policy_changes.changed() => {
+                changed = policy_changes.changed(), if policy_open => {
                     if changed.is_err() {
+                        policy_open = false;
                         continue;
                     }
                     if let Err(denial) = decide() {

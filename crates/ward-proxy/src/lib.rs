@@ -269,6 +269,7 @@ pub async fn run(
                     telemetry: telemetry.clone(),
                     max_body: config.limits.max_body_bytes,
                     buffer_limit: DEFAULT_BUFFER_LIMIT,
+                    body_timeout: config.limits.header_timeout,
                 });
                 tasks.push(tokio::spawn(serve::inbound_http(
                     listener,

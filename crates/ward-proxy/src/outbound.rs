@@ -101,8 +101,24 @@ impl Outbound {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         keep_host(&mut parts);
+        // The connector ignores the target's authority (every request goes
+        // to the one upstream). Over HTTP/1.1 the app's Host travels as is;
+        // over HTTP/2 it becomes the :authority and the Host header goes,
+        // so the upstream's strict check sees one authority, not two.
         let mut target = String::from("https://");
-        target.push_str(&self.upstream.to_string());
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+            .map(str::to_owned);
+        match (&host, parts.version == Version::HTTP_2) {
+            (Some(h), true) => {
+                target.push_str(h);
+                parts.headers.remove(http::header::HOST);
+            }
+            _ => target.push_str(&self.upstream.to_string()),
+        }
         target.push_str(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
         let Ok(uri) = target.parse::<Uri>() else {
             return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));

@@ -1,15 +1,15 @@
 //! Proxies, apps and SVIDs for the sidecar tests: real `ward proxy` and
 //! `ward demo-app` processes, and a recording app that remembers every
-//! request it was sent (to prove what never reached it).
+//! request head the moment it arrives (to prove what never reached it).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{Server, wait_for, ward_bin};
+use super::{Server, openssl, wait_for, ward_bin};
 
 /// SVID files minted through the server's API.
 pub struct Svid {
@@ -50,6 +50,48 @@ impl Svid {
         self.dir.join("bundle.pem").display().to_string()
     }
 
+    /// The lowercase hex SHA-256 of the leaf certificate's DER (what the
+    /// proxy puts in `x-forwarded-client-cert` as `Hash=`).
+    pub fn leaf_sha256(&self) -> String {
+        let der = self.dir.join(format!("leaf-{}.der", std::process::id()));
+        let der = der.display().to_string();
+        let (ok, out) = openssl(&["x509", "-in", &self.cert(), "-outform", "DER", "-out", &der]);
+        assert!(ok, "openssl x509: {out}");
+        let (ok, out) = openssl(&["dgst", "-sha256", "-r", &der]);
+        assert!(ok, "openssl dgst: {out}");
+        let _ = std::fs::remove_file(&der);
+        out.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    }
+
+    /// The leaf's notAfter, in Unix seconds.
+    pub fn not_after_unix(&self) -> i64 {
+        let (ok, out) = openssl(&["x509", "-in", &self.cert(), "-noout", "-enddate"]);
+        assert!(ok, "openssl x509 -enddate: {out}");
+        let date = out.trim().trim_start_matches("notAfter=");
+        let out = Command::new("date")
+            .args(["-u", "-d", date, "+%s"])
+            .output()
+            .expect("date");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("notAfter {date:?}: {out:?}"))
+    }
+
+    /// Replaces these files in place (each renamed over the old one) with a
+    /// freshly minted SVID for the same SPIFFE ID: a new key and serial.
+    pub fn rotate(&self, server: &Server, scratch: &Path, ttl: &str) {
+        let fresh = Svid::mint(server, scratch, &self.id, ttl);
+        for f in ["key.pem", "svid.pem", "bundle.pem"] {
+            let tmp = self.dir.join(format!("{f}.new"));
+            std::fs::copy(fresh.dir.join(f), &tmp).unwrap();
+            std::fs::rename(&tmp, self.dir.join(f)).unwrap();
+        }
+    }
+
     /// `[identity]` for a proxy using these files.
     pub fn identity_toml(&self) -> String {
         format!(
@@ -88,7 +130,7 @@ impl Proxy {
                 "--ready-file",
                 &ready.display().to_string(),
             ])
-            .env("WARD_LOG", "info,ward_proxy=debug")
+            .env("WARD_LOG", "info,ward_proxy=debug,ward_dataplane=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -124,8 +166,51 @@ impl Proxy {
         self.bound["admin"].as_str().unwrap().to_string()
     }
 
+    /// The log, without terminal colour codes.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default()
+        let raw = std::fs::read_to_string(self.dir.join(format!("{}.log", self.name)))
+            .unwrap_or_default();
+        strip_ansi(&raw)
+    }
+
+    /// How much has been logged so far: a mark for [`Proxy::log_since`].
+    pub fn log_mark(&self) -> usize {
+        self.log_text().len()
+    }
+
+    /// What was logged after `mark`.
+    pub fn log_since(&self, mark: usize) -> String {
+        self.log_text().get(mark..).unwrap_or_default().to_string()
+    }
+
+    /// The last `n` lines of the log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits (up to 5 s) for a line logged after `mark` that contains
+    /// `needle` and, case-insensitively, one of `reasons`; returns it.
+    pub fn wait_log_line(&self, mark: usize, needle: &str, reasons: &[&str]) -> Option<String> {
+        let mut found = None;
+        wait_for(Duration::from_secs(5), || {
+            found = self.log_since(mark).lines().find_map(|l| {
+                let lower = l.to_ascii_lowercase();
+                (l.contains(needle)
+                    && reasons
+                        .iter()
+                        .any(|r| lower.contains(&r.to_ascii_lowercase())))
+                .then(|| l.to_string())
+            });
+            found.is_some()
+        });
+        found
+    }
+
+    /// The PID of the proxy process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// GET on the admin listener: (status, body).
@@ -166,6 +251,33 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A plain HTTP/1.1 GET with `Connection: close`: (status, body).
@@ -211,6 +323,106 @@ pub fn curl_mtls(svid: Option<(&str, &str)>, url: &str, extra: &[&str]) -> (u16,
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// What one curl run gave: its exit code, the HTTP status (0: none), the body
+/// and its stderr.
+#[derive(Debug)]
+pub struct CurlRun {
+    pub exit: i32,
+    pub status: u16,
+    pub body: String,
+    pub stderr: String,
+}
+
+/// `curl` over mTLS like [`curl_mtls`], keeping curl's exit code and stderr
+/// (35: TLS handshake failed, 56: the peer reset or alerted while receiving).
+pub fn curl_run(svid: Option<(&str, &str)>, url: &str, extra: &[&str]) -> CurlRun {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sSk",
+        "--max-time",
+        "10",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some((cert, key)) = svid {
+        cmd.args(["--cert", cert, "--key", key]);
+    }
+    cmd.args(extra).arg(url);
+    let out = cmd.output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    CurlRun {
+        exit: out.status.code().unwrap_or(-1),
+        status: code.trim().parse().unwrap_or(0),
+        body: body.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// What a raw exchange over TLS gave: everything the peer sent, and
+/// whether it closed the connection before the deadline.
+#[derive(Debug)]
+pub struct RawRun {
+    pub output: String,
+    pub closed: bool,
+}
+
+/// Sends `raw` over mTLS (`openssl s_client`, TLS 1.3, no ALPN: HTTP/1.1)
+/// and reads what comes back until the proxy closes the connection or
+/// `timeout` passes (then the client is killed and `closed` is false).
+pub fn tls_raw(addr: &str, cert: &str, key: &str, raw: &[u8], timeout: Duration) -> RawRun {
+    // -quiet: no session chatter on stdout, and keep reading after stdin ends.
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client", "-quiet", "-tls1_3", "-connect", addr, "-cert", cert, "-key", key,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    let _ = tx.send(());
+                }
+            }
+        }
+        out
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(raw);
+    // stdin stays open until the proxy closes: s_client must not close first.
+    let start = Instant::now();
+    let mut closed = false;
+    while start.elapsed() < timeout {
+        if reader.is_finished() {
+            closed = true;
+            break;
+        }
+        let _ = rx.recv_timeout(Duration::from_millis(50));
+    }
+    if !closed {
+        let _ = child.kill();
+    }
+    drop(stdin);
+    let _ = child.wait();
+    let out = reader.join().unwrap_or_default();
+    RawRun {
+        output: String::from_utf8_lossy(&out).to_string(),
+        closed,
+    }
 }
 
 /// A running `ward demo-app`.
@@ -260,11 +472,15 @@ impl Drop for DemoApp {
     }
 }
 
-/// An HTTP/1.1 app that records every request head it receives and
-/// answers 200 with a small JSON body.
+/// An HTTP/1.1 app that records every request head the moment the head has
+/// arrived (before any body is read), and separately every complete request
+/// with its body; it answers 200 with a small JSON body.
 pub struct RecordingApp {
     pub addr: SocketAddr,
+    /// Request heads, recorded on arrival.
     pub seen: Arc<Mutex<Vec<String>>>,
+    /// Complete requests (head, body), recorded once the body was read.
+    pub complete: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
 }
 
 impl RecordingApp {
@@ -272,22 +488,37 @@ impl RecordingApp {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
+        let complete = Arc::new(Mutex::new(Vec::new()));
+        let (s, c) = (seen.clone(), complete.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let s = s.clone();
-                std::thread::spawn(move || serve_recorded(conn, s));
+                let (s, c) = (s.clone(), c.clone());
+                std::thread::spawn(move || serve_recorded(conn, s, c));
             }
         });
-        Self { addr, seen }
+        Self {
+            addr,
+            seen,
+            complete,
+        }
     }
 
+    /// Every request head that arrived, complete or not.
     pub fn requests(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// The requests whose body was read completely.
+    pub fn complete(&self) -> Vec<(String, Vec<u8>)> {
+        self.complete.lock().unwrap().clone()
+    }
 }
 
-fn serve_recorded(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+fn serve_recorded(
+    conn: TcpStream,
+    seen: Arc<Mutex<Vec<String>>>,
+    complete: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut writer = conn;
     loop {
@@ -295,7 +526,14 @@ fn serve_recorded(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
         loop {
             let mut line = String::new();
             match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    // A partial head is still something the app was sent.
+                    if !head.is_empty() || !line.is_empty() {
+                        head.push_str(&line);
+                        seen.lock().unwrap().push(head);
+                    }
+                    return;
+                }
                 Ok(_) => {}
             }
             if line == "\r\n" {
@@ -303,6 +541,7 @@ fn serve_recorded(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
             }
             head.push_str(&line);
         }
+        seen.lock().unwrap().push(head.clone());
         let lower = head.to_ascii_lowercase();
         let length = lower
             .lines()
@@ -320,7 +559,9 @@ fn serve_recorded(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
                 if reader.read_line(&mut size).unwrap_or(0) == 0 {
                     return;
                 }
-                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                    return;
+                };
                 let mut chunk = vec![0; n + 2];
                 if reader.read_exact(&mut chunk).is_err() {
                     return;
@@ -328,9 +569,10 @@ fn serve_recorded(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
                 if n == 0 {
                     break;
                 }
+                body.extend_from_slice(&chunk[..n]);
             }
         }
-        seen.lock().unwrap().push(head);
+        complete.lock().unwrap().push((head, body));
         let body = b"{\"app\":\"recording\"}";
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
