@@ -182,15 +182,15 @@ impl Denial {
 }
 
 /// Proof that a call was authorized. Only [`Authorizer::authorize`] makes
-/// one; forwarding takes it by value, so no code path can forward a call
-/// that skipped the decision.
+/// one (`non_exhaustive`: no other crate can build it); forwarding takes it
+/// by value, so no code path can forward a call that skipped the decision.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Permit {
     /// The canonical path that was authorized (the app gets exactly this).
     pub path: String,
     /// The permits that allowed it.
     pub policies: Vec<String>,
-    _sealed: (),
 }
 
 /// What one decision reads from a request, already normalised (see
@@ -244,14 +244,10 @@ impl Authorizer {
             .methods
             .action(facts.method)
             .ok_or(Denial::new(DenyReason::UnknownMethod))?;
-        let path = canonical_path(facts.raw_path)
-            .map_err(|e| Denial::new(DenyReason::InvalidPath(e)))?;
+        let path =
+            canonical_path(facts.raw_path).map_err(|e| Denial::new(DenyReason::InvalidPath(e)))?;
         let policies = self.decide(caller, own_id, peers, action, facts.method, &path, facts)?;
-        Ok(Permit {
-            path,
-            policies,
-            _sealed: (),
-        })
+        Ok(Permit { path, policies })
     }
 
     /// Decides one opaque TCP connection (action `connect`, route `tcp:<listener>`).
@@ -272,7 +268,6 @@ impl Authorizer {
         Ok(Permit {
             path: route.to_string(),
             policies,
-            _sealed: (),
         })
     }
 
@@ -315,7 +310,9 @@ impl Authorizer {
         if d.allowed {
             Ok(d.policies)
         } else if !d.errors.is_empty() && d.policies.is_empty() {
-            Err(Denial::new(DenyReason::EvaluationError { errors: d.errors }))
+            Err(Denial::new(DenyReason::EvaluationError {
+                errors: d.errors,
+            }))
         } else {
             Err(Denial::new(DenyReason::Policy {
                 policies: d.policies,
@@ -373,33 +370,60 @@ mod tests {
         );
         let fe = caller("spiffe://td/ns/demo/sa/fe", i64::MAX);
         let p = peers();
-        let ok = a.authorize(&fe, ORDERS, Some(&p), &facts("GET", "/x")).unwrap();
-        assert_eq!((ok.path.as_str(), ok.policies.as_slice()), ("/x", &["all".to_string()][..]));
-        let d = a.authorize(&fe, ORDERS, Some(&p), &facts("GET", "/admin/x")).unwrap_err();
+        let ok = a
+            .authorize(&fe, ORDERS, Some(&p), &facts("GET", "/x"))
+            .unwrap();
+        assert_eq!(
+            (ok.path.as_str(), ok.policies.as_slice()),
+            ("/x", &["all".to_string()][..])
+        );
+        let d = a
+            .authorize(&fe, ORDERS, Some(&p), &facts("GET", "/admin/x"))
+            .unwrap_err();
         assert_eq!(d.policies(), ["no-admin".to_string()]);
         assert_eq!(d.status(), StatusCode::FORBIDDEN);
-        let d = a.authorize(&fe, ORDERS, Some(&p), &facts("connect", "/x")).unwrap_err();
-        assert_eq!((d.reason.clone(), d.status()), (DenyReason::UnknownMethod, StatusCode::NOT_IMPLEMENTED));
-        let d = a.authorize(&fe, ORDERS, Some(&p), &facts("GET", "/a/../admin")).unwrap_err();
+        let d = a
+            .authorize(&fe, ORDERS, Some(&p), &facts("connect", "/x"))
+            .unwrap_err();
+        assert_eq!(
+            (d.reason.clone(), d.status()),
+            (DenyReason::UnknownMethod, StatusCode::NOT_IMPLEMENTED)
+        );
+        let d = a
+            .authorize(&fe, ORDERS, Some(&p), &facts("GET", "/a/../admin"))
+            .unwrap_err();
         assert_eq!(d.status(), StatusCode::BAD_REQUEST);
         let old = caller("spiffe://td/ns/demo/sa/fe", 1);
-        let d = a.authorize(&old, ORDERS, Some(&p), &facts("GET", "/x")).unwrap_err();
+        let d = a
+            .authorize(&old, ORDERS, Some(&p), &facts("GET", "/x"))
+            .unwrap_err();
         assert_eq!(d.reason, DenyReason::ExpiredCaller);
         let foreign = caller("spiffe://other/ns/demo/sa/fe", i64::MAX);
-        let d = a.authorize(&foreign, ORDERS, Some(&p), &facts("GET", "/x")).unwrap_err();
+        let d = a
+            .authorize(&foreign, ORDERS, Some(&p), &facts("GET", "/x"))
+            .unwrap_err();
         assert_eq!(d.reason, DenyReason::WrongTrustDomain);
         // An extension method named in config reaches Cedar as EXTENSION.
-        assert!(a.authorize(&fe, ORDERS, Some(&p), &facts("PROPFIND", "/x")).is_ok());
+        assert!(
+            a.authorize(&fe, ORDERS, Some(&p), &facts("PROPFIND", "/x"))
+                .is_ok()
+        );
         let empty = Authorizer::new(Arc::new(PolicySlot::default()), Methods::default());
-        let d = empty.authorize(&fe, ORDERS, Some(&p), &facts("GET", "/x")).unwrap_err();
+        let d = empty
+            .authorize(&fe, ORDERS, Some(&p), &facts("GET", "/x"))
+            .unwrap_err();
         assert_eq!(d.reason, DenyReason::NoPolicy);
     }
 
     #[test]
     fn no_permit_is_a_policy_denial_without_ids() {
-        let a = authorizer(r#"@id("only-get") permit(principal, action == Ward::Action::"GET", resource);"#);
+        let a = authorizer(
+            r#"@id("only-get") permit(principal, action == Ward::Action::"GET", resource);"#,
+        );
         let fe = caller("spiffe://td/ns/demo/sa/fe", i64::MAX);
-        let d = a.authorize(&fe, ORDERS, Some(&peers()), &facts("POST", "/x")).unwrap_err();
+        let d = a
+            .authorize(&fe, ORDERS, Some(&peers()), &facts("POST", "/x"))
+            .unwrap_err();
         assert_eq!(d.reason, DenyReason::Policy { policies: vec![] });
     }
 

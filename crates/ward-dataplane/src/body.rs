@@ -114,7 +114,9 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Incoming(b) => b.size_hint(),
-            RequestBody::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RequestBody::Buffered(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
             RequestBody::Chained { prefix, rest, .. } => {
                 let p = prefix.as_ref().map_or(0, |b| b.len() as u64);
                 let r = rest.size_hint();

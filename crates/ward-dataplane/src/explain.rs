@@ -66,9 +66,9 @@ pub fn explain(engine: Engine, q: &Question) -> Result<Explanation, ExplainError
     let principal = SpiffeId::parse(&q.principal)
         .map_err(|e| ExplainError::Principal(q.principal.clone(), e.to_string()))?;
     let service = match &q.service {
-        Some(s) => Some(
-            SpiffeId::parse(s).map_err(|e| ExplainError::Service(s.clone(), e.to_string()))?,
-        ),
+        Some(s) => {
+            Some(SpiffeId::parse(s).map_err(|e| ExplainError::Service(s.clone(), e.to_string()))?)
+        }
         None => None,
     };
     // The listener's own domain is the service's (or, unnamed, the caller's).
@@ -96,7 +96,10 @@ pub fn explain(engine: Engine, q: &Question) -> Result<Explanation, ExplainError
         errors: vec![e],
     };
     let Ok(method) = Method::from_bytes(q.method.as_bytes()) else {
-        return Ok(malformed(format!("{:?} is not an HTTP method token", q.method)));
+        return Ok(malformed(format!(
+            "{:?} is not an HTTP method token",
+            q.method
+        )));
     };
     let Ok(uri) = q.path.parse::<Uri>() else {
         return Ok(malformed(format!("{:?} is not a request target", q.path)));
@@ -109,7 +112,12 @@ pub fn explain(engine: Engine, q: &Question) -> Result<Explanation, ExplainError
         } else {
             Version::HTTP_11
         });
-    if !q.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) && q.protocol != "h2" {
+    if !q
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+        && q.protocol != "h2"
+    {
         b = b.header("host", "service");
     }
     for (k, v) in &q.headers {
@@ -198,12 +206,21 @@ mod tests {
     #[test]
     fn explains_allow_and_deny_with_the_deciding_policy() {
         let e = explain(engine(), &q("GET", "/x")).unwrap();
-        assert_eq!((e.allowed, e.policies.as_slice()), (true, &["all".to_string()][..]));
+        assert_eq!(
+            (e.allowed, e.policies.as_slice()),
+            (true, &["all".to_string()][..])
+        );
         let e = explain(engine(), &q("GET", "/admin/x")).unwrap();
-        assert_eq!((e.allowed, e.status, e.policies.as_slice()), (false, 403, &["no-admin".to_string()][..]));
+        assert_eq!(
+            (e.allowed, e.status, e.policies.as_slice()),
+            (false, 403, &["no-admin".to_string()][..])
+        );
         let mut evil = q("GET", "/x");
         evil.headers.push(("Host".into(), "evil".into()));
-        assert_eq!(explain(engine(), &evil).unwrap().policies, ["no-evil".to_string()]);
+        assert_eq!(
+            explain(engine(), &evil).unwrap().policies,
+            ["no-evil".to_string()]
+        );
     }
 
     #[test]
@@ -217,7 +234,10 @@ mod tests {
         assert_eq!(explain(engine(), &two).unwrap().reason, "malformed_request");
         let mut foreign = q("GET", "/x");
         foreign.principal = "spiffe://other/ns/demo/sa/fe".into();
-        assert_eq!(explain(engine(), &foreign).unwrap().reason, "wrong_trust_domain");
+        assert_eq!(
+            explain(engine(), &foreign).unwrap().reason,
+            "wrong_trust_domain"
+        );
         foreign.federated = vec![TrustDomain::parse("other").unwrap()];
         assert!(explain(engine(), &foreign).unwrap().allowed);
     }

@@ -81,12 +81,8 @@ impl InboundHttp {
                 protocol,
                 headers: &headers,
             };
-            self.authorizer.authorize(
-                &caller,
-                &own_id,
-                trust.as_ref().map(|t| &*t.peers),
-                &facts,
-            )
+            self.authorizer
+                .authorize(&caller, &own_id, trust.as_ref().map(|t| &*t.peers), &facts)
         };
         let permit = match decision {
             Ok(p) => p,
@@ -148,7 +144,11 @@ impl InboundHttp {
             }
         };
 
-        let response = match self.app.forward(permit, &caller, &own_id, parts, body).await {
+        let response = match self
+            .app
+            .forward(permit, &caller, &own_id, parts, body)
+            .await
+        {
             Ok(r) => r,
             // The caller's body broke mid-stream: their fault, not the app's.
             Err(_) if failed.load(Ordering::SeqCst) => {

@@ -228,15 +228,42 @@ mod tests {
     #[test]
     fn framing_other_than_one_length_or_one_chunked_is_refused() {
         let h = |te: &str| check(H1, "/x", &[("host", "a"), ("transfer-encoding", te)]);
-        assert_eq!(h("chunked, chunked").unwrap_err(), Rejection::BadTransferEncoding);
-        assert_eq!(h("gzip, chunked").unwrap_err().status(), StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(h("identity").unwrap_err().status(), StatusCode::NOT_IMPLEMENTED);
         assert_eq!(
-            check(H1, "/x", &[("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]).unwrap_err(),
+            h("chunked, chunked").unwrap_err(),
             Rejection::BadTransferEncoding
         );
         assert_eq!(
-            check(H1, "/x", &[("host", "a"), ("content-length", "5"), ("transfer-encoding", "chunked")]).unwrap_err(),
+            h("gzip, chunked").unwrap_err().status(),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        assert_eq!(
+            h("identity").unwrap_err().status(),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        assert_eq!(
+            check(
+                H1,
+                "/x",
+                &[
+                    ("host", "a"),
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked")
+                ]
+            )
+            .unwrap_err(),
+            Rejection::BadTransferEncoding
+        );
+        assert_eq!(
+            check(
+                H1,
+                "/x",
+                &[
+                    ("host", "a"),
+                    ("content-length", "5"),
+                    ("transfer-encoding", "chunked")
+                ]
+            )
+            .unwrap_err(),
             Rejection::LengthAndEncoding
         );
         assert_eq!(
@@ -250,9 +277,21 @@ mod tests {
     #[test]
     fn a_context_header_has_one_value() {
         assert_eq!(
-            check(H1, "/x", &[("host", "a"), ("content-type", "a"), ("content-type", "b")]).unwrap_err(),
+            check(
+                H1,
+                "/x",
+                &[("host", "a"), ("content-type", "a"), ("content-type", "b")]
+            )
+            .unwrap_err(),
             Rejection::DuplicateHeader("content-type")
         );
-        assert!(check(H1, "/x", &[("host", "a"), ("x-other", "a"), ("x-other", "b")]).is_ok());
+        assert!(
+            check(
+                H1,
+                "/x",
+                &[("host", "a"), ("x-other", "a"), ("x-other", "b")]
+            )
+            .is_ok()
+        );
     }
 }

@@ -35,16 +35,28 @@ impl InboundTcp {
             caller,
             chain,
         } = conn;
-        let own = self.own_id.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut record =
-            CallRecord::start(self.telemetry.clone(), caller.id_text.clone(), own.clone(), "connect");
+        let own = self
+            .own_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut record = CallRecord::start(
+            self.telemetry.clone(),
+            caller.id_text.clone(),
+            own.clone(),
+            "connect",
+        );
         record.route = self.route.clone();
         let mut policy_changes = self.authorizer.policy.watch();
         policy_changes.borrow_and_update();
         let decide = || {
             let trust = self.trust.borrow().clone();
-            self.authorizer
-                .authorize_tcp(&caller, &own, trust.as_ref().map(|t| &*t.peers), &self.route)
+            self.authorizer.authorize_tcp(
+                &caller,
+                &own,
+                trust.as_ref().map(|t| &*t.peers),
+                &self.route,
+            )
         };
         if let Err(denial) = decide() {
             tracing::info!(caller = %caller.id_text, route = %self.route, reason = denial.reason.label(), policies = ?denial.policies(), "denied");

@@ -243,7 +243,12 @@ impl Telemetry {
     }
 
     /// Counts one request through an outbound listener.
-    pub fn record_upstream(&self, listener: &Arc<str>, status_class: &'static str, latency: Duration) {
+    pub fn record_upstream(
+        &self,
+        listener: &Arc<str>,
+        status_class: &'static str,
+        latency: Duration,
+    ) {
         let labels = Upstream {
             listener: listener.clone(),
             status_class,
@@ -338,7 +343,11 @@ const STATUS_LABELS: [&str; 9] = [
 
 /// A label read back from a report, as one of the known static values.
 fn static_label(value: &str, known: &[&'static str]) -> &'static str {
-    known.iter().find(|k| **k == value).copied().unwrap_or("other")
+    known
+        .iter()
+        .find(|k| **k == value)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// One inbound request or connection, recorded exactly once on drop.
@@ -458,12 +467,20 @@ mod tests {
     fn a_call_record_counts_once_even_when_cancelled() {
         let t = Arc::new(Telemetry::new("ward_proxy", 10));
         {
-            let mut r = CallRecord::start(t.clone(), "spiffe://td/a".into(), "spiffe://td/b".into(), "GET");
+            let mut r = CallRecord::start(
+                t.clone(),
+                "spiffe://td/a".into(),
+                "spiffe://td/b".into(),
+                "GET",
+            );
             r.route = "/x".into();
         }
         let reports = t.drain();
         assert_eq!(reports.len(), 1);
-        assert_eq!((reports[0].status_class.as_str(), reports[0].requests), ("cancelled", 1));
+        assert_eq!(
+            (reports[0].status_class.as_str(), reports[0].requests),
+            ("cancelled", 1)
+        );
     }
 
     #[test]
@@ -475,8 +492,14 @@ mod tests {
             t.record_denial("policy", &[format!("p{i}")]);
         }
         let text = t.encode();
-        assert!(text.contains("ward_proxy_denials_total{reason=\"policy\",policy=\"no-admin\"} 1"), "{text}");
-        assert!(text.contains("ward_proxy_denials_total{reason=\"no_policy\",policy=\"\"} 1"), "{text}");
+        assert!(
+            text.contains("ward_proxy_denials_total{reason=\"policy\",policy=\"no-admin\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ward_proxy_denials_total{reason=\"no_policy\",policy=\"\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("policy=\"other\"} 51"), "{text}");
     }
 }

@@ -223,9 +223,7 @@ impl BundleSet {
         chain: &[CertificateDer<'static>],
         now: UnixTime,
     ) -> Result<PeerCert, Error> {
-        let (leaf, intermediates) = chain
-            .split_first()
-            .ok_or(Error::NoCertificatesPresented)?;
+        let (leaf, intermediates) = chain.split_first().ok_or(Error::NoCertificatesPresented)?;
         let peer = PeerCert::parse(leaf)?;
         policy.admit(&peer.id)?;
         self.verify_client(peer.id.trust_domain(), leaf, intermediates, now)?;
@@ -497,7 +495,10 @@ mod tests {
             Err(PeerError::NotAWorkload { .. })
         ));
         let msg = p.admit(&id("spiffe://c.test/w")).unwrap_err().to_string();
-        assert!(msg.contains("c.test") && msg.contains("a.test, b.test"), "{msg}");
+        assert!(
+            msg.contains("c.test") && msg.contains("a.test, b.test"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -33,44 +33,50 @@ pub enum PolicyCommand {
     /// Print the Cedar schema policies are validated against
     Schema,
     /// Decide one request offline, exactly as a proxy would, and say why
-    #[command(after_help = "Evaluates the request with the same strict HTTP checks, path canonicalisation and \
+    #[command(
+        after_help = "Evaluates the request with the same strict HTTP checks, path canonicalisation and \
 Cedar engine as an inbound listener, against --policy FILE or (without it) the server's current policy.\n\n\
 Exit status: 0 allowed, 3 denied, 1 on a usage or connection error.\n\n\
-Example:\n  ward policy explain --policy policy.cedar \\\n    --principal spiffe://ward.local/ns/demo/sa/frontend \\\n    --service spiffe://ward.local/ns/demo/sa/orders --method GET --path /orders/1")]
-    Explain {
-        /// The caller's SPIFFE ID
-        #[arg(long)]
-        principal: String,
-        /// The called service's SPIFFE ID (the proxy's own); its trust domain is the listener's
-        #[arg(long)]
-        service: Option<String>,
-        /// The HTTP method, exactly as sent (methods are case-sensitive)
-        #[arg(long)]
-        method: String,
-        /// The request target's path (and query), as sent
-        #[arg(long)]
-        path: String,
-        /// A request header, NAME=VALUE; repeatable
-        #[arg(long = "header", value_parser = parse_header)]
-        headers: Vec<(String, String)>,
-        /// The caller's address (context.source)
-        #[arg(long, default_value = "127.0.0.1")]
-        source: std::net::IpAddr,
-        /// "http/1.1" or "h2"
-        #[arg(long, default_value = "http/1.1", value_parser = ["http/1.1", "h2"])]
-        protocol: String,
-        /// A federated trust domain the listener accepts; repeatable
-        #[arg(long = "federated")]
-        federated: Vec<String>,
-        /// An extension method the listener accepts (`[http] extension_methods`); repeatable
-        #[arg(long = "extension-method")]
-        extension_methods: Vec<String>,
-        /// Decide on this Cedar file instead of the server's current policy
-        #[arg(long)]
-        policy: Option<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+Example:\n  ward policy explain --policy policy.cedar \\\n    --principal spiffe://ward.local/ns/demo/sa/frontend \\\n    --service spiffe://ward.local/ns/demo/sa/orders --method GET --path /orders/1"
+    )]
+    Explain(Box<ExplainArgs>),
+}
+
+/// Arguments of `ward policy explain`.
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// The caller's SPIFFE ID
+    #[arg(long)]
+    principal: String,
+    /// The called service's SPIFFE ID (the proxy's own); its trust domain is the listener's
+    #[arg(long)]
+    service: Option<String>,
+    /// The HTTP method, exactly as sent (methods are case-sensitive)
+    #[arg(long)]
+    method: String,
+    /// The request target's path (and query), as sent
+    #[arg(long)]
+    path: String,
+    /// A request header, NAME=VALUE; repeatable
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// The caller's address (context.source)
+    #[arg(long, default_value = "127.0.0.1")]
+    source: std::net::IpAddr,
+    /// "http/1.1" or "h2"
+    #[arg(long, default_value = "http/1.1", value_parser = ["http/1.1", "h2"])]
+    protocol: String,
+    /// A federated trust domain the listener accepts; repeatable
+    #[arg(long = "federated")]
+    federated: Vec<String>,
+    /// An extension method the listener accepts (`[http] extension_methods`); repeatable
+    #[arg(long = "extension-method")]
+    extension_methods: Vec<String>,
+    /// Decide on this Cedar file instead of the server's current policy
+    #[arg(long)]
+    policy: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -136,19 +142,20 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             });
         }
         PolicyCommand::Schema => print!("{}", ward_policy::SCHEMA_TEXT),
-        PolicyCommand::Explain {
-            principal,
-            service,
-            method,
-            path,
-            headers,
-            source,
-            protocol,
-            federated,
-            extension_methods,
-            policy,
-            client,
-        } => {
+        PolicyCommand::Explain(args) => {
+            let ExplainArgs {
+                principal,
+                service,
+                method,
+                path,
+                headers,
+                source,
+                protocol,
+                federated,
+                extension_methods,
+                policy,
+                client,
+            } = *args;
             let (text, origin) = match &policy {
                 Some(file) => (read(file)?, file.clone()),
                 None => {

@@ -529,7 +529,10 @@ fn a_smuggled_request_never_reaches_the_app() {
     assert_eq!(code, 200, "{body}\n{}", proxy.log_tail(20));
     let seen = app.requests();
     assert_eq!(seen.len(), before + 1, "{seen:?}");
-    assert!(seen[before].starts_with("GET /hello/plain HTTP/1.1"), "{seen:?}");
+    assert!(
+        seen[before].starts_with("GET /hello/plain HTTP/1.1"),
+        "{seen:?}"
+    );
     assert!(seen.iter().all(|h| !h.contains("smuggled")), "{seen:?}");
     // And it records a head before (without) its body: sent straight to it.
     let mut direct = std::net::TcpStream::connect(app.addr).unwrap();
@@ -539,7 +542,8 @@ fn a_smuggled_request_never_reaches_the_app() {
     )
     .unwrap();
     assert!(
-        wait_for(Duration::from_secs(5), || app.requests().len() == before + 2),
+        wait_for(Duration::from_secs(5), || app.requests().len()
+            == before + 2),
         "{:?}",
         app.requests()
     );

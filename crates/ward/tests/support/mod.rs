@@ -423,3 +423,4 @@ pub fn my_uid() -> u32 {
         .unwrap()
 }
 pub mod proxy;
+pub mod raw;

@@ -472,6 +472,9 @@ impl Drop for DemoApp {
     }
 }
 
+/// Complete requests (head, body) a recording app received.
+pub type Completed = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// An HTTP/1.1 app that records every request head the moment the head has
 /// arrived (before any body is read), and separately every complete request
 /// with its body; it answers 200 with a small JSON body.
@@ -480,7 +483,7 @@ pub struct RecordingApp {
     /// Request heads, recorded on arrival.
     pub seen: Arc<Mutex<Vec<String>>>,
     /// Complete requests (head, body), recorded once the body was read.
-    pub complete: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    pub complete: Completed,
 }
 
 impl RecordingApp {
@@ -514,11 +517,7 @@ impl RecordingApp {
     }
 }
 
-fn serve_recorded(
-    conn: TcpStream,
-    seen: Arc<Mutex<Vec<String>>>,
-    complete: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
-) {
+fn serve_recorded(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>, complete: Completed) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut writer = conn;
     loop {
