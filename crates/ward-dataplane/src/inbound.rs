@@ -93,13 +93,13 @@ impl InboundHttp {
                 let policies = denial.policies();
                 match &denial.reason {
                     DenyReason::EvaluationError { errors } => {
-                        tracing::warn!(caller = %caller.id_text, method = %parts.method, path = parts.uri.path(), listener = %self.listener, reason = denial.reason.label(), ?errors, "denied")
+                        tracing::warn!(caller = %caller.id_text, method = %parts.method, route = %record.route, listener = %self.listener, reason = denial.reason.label(), ?errors, "denied")
                     }
                     DenyReason::InvalidPath(e) => {
                         tracing::info!(caller = %caller.id_text, method = %parts.method, listener = %self.listener, reason = denial.reason.label(), error = %e, "denied")
                     }
                     _ => {
-                        tracing::info!(caller = %caller.id_text, method = %parts.method, path = parts.uri.path(), listener = %self.listener, reason = denial.reason.label(), ?policies, "denied")
+                        tracing::info!(caller = %caller.id_text, method = %parts.method, route = %record.route, listener = %self.listener, reason = denial.reason.label(), ?policies, "denied")
                     }
                 }
                 self.telemetry

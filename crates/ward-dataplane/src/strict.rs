@@ -7,15 +7,17 @@
 //!
 //! Refused with 400 (and the connection closed): more than one `Host`; a
 //! `Host` that disagrees with the absolute-form target or HTTP/2's
-//! `:authority`; HTTP/1.1 without `Host`; `Transfer-Encoding` other than one
+//! `:authority`; a request naming no host at all; `Transfer-Encoding` other than one
 //! final `chunked` (501 for a coding we do not implement); `Content-Length`
 //! beside `Transfer-Encoding`; a header the policy reads sent twice.
 //! Refused with 413 before any body byte is read: a declared length over
 //! the limit. After this, the request carries exactly one `host`.
 
+use http::StatusCode;
+#[cfg(test)]
+use http::Version;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{StatusCode, Version};
 
 /// The headers a Cedar policy may read (`Ward::Headers` in the schema).
 pub const CONTEXT_HEADERS: [&str; 5] = [
@@ -115,10 +117,26 @@ fn check_host(parts: &mut Parts) -> Result<(), Rejection> {
             parts.headers.insert(header::HOST, v);
         }
         (Some(_), None) => {}
-        (None, None) => {
-            if parts.version == Version::HTTP_11 {
-                return Err(Rejection::MissingHost);
-            }
+        // The app would get a Host the policy never saw (the client's own).
+        (None, None) => return Err(Rejection::MissingHost),
+    }
+    // One spelling of the host for the policy and the app alike: lower
+    // case, no trailing dot (RFC 3986 §3.2.2: case-insensitive; a trailing
+    // dot names the same host to most resolvers and routers).
+    if let Some(h) = parts.headers.get(header::HOST) {
+        let v = h.to_str().map_err(|_| Rejection::BadHeaderValue)?;
+        let (name, port) = match v.rsplit_once(':') {
+            Some((n, p)) if !n.contains(']') || n.ends_with(']') => (n, Some(p)),
+            _ => (v, None),
+        };
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        let normal = match port {
+            Some(p) => format!("{name}:{p}"),
+            None => name,
+        };
+        if normal != v {
+            let v = HeaderValue::from_str(&normal).map_err(|_| Rejection::BadHeaderValue)?;
+            parts.headers.insert(header::HOST, v);
         }
     }
     Ok(())
@@ -198,7 +216,11 @@ mod tests {
         assert!(check(H1, "/x", &[("host", "a"), ("transfer-encoding", "chunked")]).is_ok());
         assert!(check(H1, "/x", &[("host", "a"), ("content-length", "1000")]).is_ok());
         assert!(check(H1, "http://a/x", &[("host", "A")]).is_ok());
-        assert!(check(Version::HTTP_10, "/x", &[]).is_ok());
+        assert!(check(Version::HTTP_10, "/x", &[("host", "a")]).is_ok());
+        let p = check(H1, "/x", &[("host", "ADMIN.internal.")]).unwrap();
+        assert_eq!(p.headers.get("host").unwrap(), "admin.internal");
+        let p = check(H1, "/x", &[("host", "A.b:8080")]).unwrap();
+        assert_eq!(p.headers.get("host").unwrap(), "a.b:8080");
     }
 
     #[test]
@@ -208,6 +230,10 @@ mod tests {
             Rejection::DuplicateHost
         );
         assert_eq!(check(H1, "/x", &[]).unwrap_err(), Rejection::MissingHost);
+        assert_eq!(
+            check(Version::HTTP_10, "/x", &[]).unwrap_err(),
+            Rejection::MissingHost
+        );
         assert_eq!(
             check(H1, "http://a/x", &[("host", "b")]).unwrap_err(),
             Rejection::HostMismatch

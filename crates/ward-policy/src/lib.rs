@@ -66,6 +66,7 @@ pub fn validate(text: &str) -> Result<PolicySet, PolicyError> {
         return Err(PolicyError::Template(t.id().to_string()));
     }
     let set = name_by_annotation(set)?;
+    check_group_names(&set)?;
     let result = Validator::new(schema().clone()).validate(&set, ValidationMode::Strict);
     if !result.validation_passed() {
         return Err(PolicyError::Invalid(describe_all(
@@ -74,6 +75,50 @@ pub fn validate(text: &str) -> Result<PolicySet, PolicyError> {
         )));
     }
     Ok(set)
+}
+
+/// Namespaces and trust domains are named by what the engine builds for a
+/// caller (`Ward::Namespace::"spiffe://td/ns/demo"`, `Ward::TrustDomain::"td"`):
+/// any other spelling (the old unqualified `Ward::Namespace::"demo"`, an
+/// upper-case domain) would validate, match no caller, and so silently turn
+/// a `forbid` off. Refused instead.
+fn check_group_names(set: &PolicySet) -> Result<(), PolicyError> {
+    for p in set.policies() {
+        for uid in p.entity_literals() {
+            let ty = uid.type_name().to_string();
+            let name = uid.id().unescaped();
+            let ok = match ty.as_str() {
+                "Ward::Namespace" => name
+                    .strip_prefix("spiffe://")
+                    .and_then(|rest| rest.split_once("/ns/"))
+                    .is_some_and(|(td, ns)| {
+                        is_trust_domain(td)
+                            && !ns.is_empty()
+                            && !ns.contains('/')
+                            && ns
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                    }),
+                "Ward::TrustDomain" => is_trust_domain(name),
+                _ => true,
+            };
+            if !ok {
+                return Err(PolicyError::Invalid(format!(
+                    "  policy {}: {ty}::{name:?} can never match a caller: name namespaces \
+                     Ward::Namespace::\"spiffe://<trust domain>/ns/<namespace>\" and trust \
+                     domains Ward::TrustDomain::\"<trust domain>\" (lower case)",
+                    p.id()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_trust_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
 }
 
 /// Policies annotated `@id("name")` take that name (in decisions,
@@ -193,6 +238,25 @@ mod tests {
             validate("@id(\"a\") permit(principal, action, resource); @id(\"a\") forbid(principal, action, resource);"),
             Err(PolicyError::Parse(m)) if m.contains("\"a\"")
         ));
+    }
+
+    #[test]
+    fn group_names_that_can_never_match_are_refused() {
+        for bad in [
+            r#"forbid(principal in Ward::Namespace::"demo", action, resource);"#,
+            r#"forbid(principal in Ward::TrustDomain::"Partner.Example", action, resource);"#,
+            r#"permit(principal, action, resource) when { principal in Ward::Namespace::"spiffe://td/ns/" };"#,
+        ] {
+            assert!(
+                matches!(validate(bad), Err(PolicyError::Invalid(m)) if m.contains("can never match")),
+                "{bad}"
+            );
+        }
+        validate(
+            r#"forbid(principal in Ward::Namespace::"spiffe://td/ns/demo", action, resource);
+                    permit(principal in Ward::TrustDomain::"partner.example", action, resource);"#,
+        )
+        .unwrap();
     }
 
     #[test]

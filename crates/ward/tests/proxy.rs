@@ -810,6 +810,23 @@ fn namespace_and_trust_domain_entities_are_qualified() {
     // A caller's namespace is `Ward::Namespace::"spiffe://td/ns/<ns>"`, under
     // `Ward::TrustDomain::"td"`; the unqualified name matches nothing.
     let s = setup();
+    // The old unqualified spelling would match no caller (a silent dead
+    // forbid): it is refused at push, with the reason.
+    let old = s.dir.path().join("old.cedar");
+    std::fs::write(
+        &old,
+        r#"forbid(principal in Ward::Namespace::"demo", action, resource);"#,
+    )
+    .unwrap();
+    let out = s
+        .server
+        .ward(&["policy", "push", &old.display().to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("can never match"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let other = "spiffe://proxy.test/ns/other/sa/frontend";
     let other = Svid::mint(&s.server, &s.dir.path().join("other"), other, "1h");
     push(
@@ -822,9 +839,6 @@ permit(principal in Ward::Namespace::"spiffe://{TD}/ns/demo", action in Ward::Ac
 @id("td")
 permit(principal in Ward::TrustDomain::"{TD}", action in Ward::Action::"read",
        resource in Ward::Service::"{ORDERS}") when {{ resource.path like "/td*" }};
-@id("old-style")
-permit(principal in Ward::Namespace::"demo", action in Ward::Action::"read",
-       resource in Ward::Service::"{ORDERS}") when {{ resource.path like "/old*" }};
 "#
         ),
     );
@@ -839,7 +853,7 @@ permit(principal in Ward::Namespace::"demo", action in Ward::Action::"read",
         ("other", ot, "/ns", 403),
         ("demo", fe, "/td", 200),
         ("other", ot, "/td", 200),
-        ("demo", fe, "/old", 403),
+        ("demo", fe, "/old", 403), // no permit for /old
     ] {
         let (code, body) = curl_mtls(svid, &url(path), &[]);
         assert_eq!(code, want, "{who} {path}: {body}\n{}", proxy.log_tail(20));
