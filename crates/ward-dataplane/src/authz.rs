@@ -146,6 +146,8 @@ impl DenyReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
     pub reason: DenyReason,
+    /// The canonical path, when the request had one (for the route label).
+    pub path: Option<String>,
 }
 
 impl Denial {
@@ -177,7 +179,7 @@ impl Denial {
     }
 
     fn new(reason: DenyReason) -> Self {
-        Self { reason }
+        Self { reason, path: None }
     }
 }
 
@@ -219,6 +221,23 @@ pub struct Caller {
     pub source: IpAddr,
 }
 
+/// The SPIFFE ID of the service a listener guards (the called side of
+/// every decision), following SVID rotations; empty until the first SVID.
+#[derive(Debug, Default)]
+pub struct OwnId(RwLock<Arc<str>>);
+
+impl OwnId {
+    /// The ID now.
+    pub fn get(&self) -> Arc<str> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Follows a new SVID.
+    pub fn set(&self, id: &str) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(id);
+    }
+}
+
 /// Decides calls on the policy in force.
 #[derive(Clone)]
 pub struct Authorizer {
@@ -240,14 +259,21 @@ impl Authorizer {
         peers: Option<&PeerPolicy>,
         facts: &CallFacts<'_>,
     ) -> Result<Permit, Denial> {
-        let action = self
-            .methods
-            .action(facts.method)
-            .ok_or(Denial::new(DenyReason::UnknownMethod))?;
-        let path =
-            canonical_path(facts.raw_path).map_err(|e| Denial::new(DenyReason::InvalidPath(e)))?;
-        let policies = self.decide(caller, own_id, peers, action, facts.method, &path, facts)?;
-        Ok(Permit { path, policies })
+        let path = canonical_path(facts.raw_path);
+        let Some(action) = self.methods.action(facts.method) else {
+            return Err(Denial {
+                reason: DenyReason::UnknownMethod,
+                path: path.ok(),
+            });
+        };
+        let path = path.map_err(|e| Denial::new(DenyReason::InvalidPath(e)))?;
+        match self.decide(caller, own_id, peers, action, facts.method, &path, facts) {
+            Ok(policies) => Ok(Permit { path, policies }),
+            Err(mut denial) => {
+                denial.path = Some(path);
+                Err(denial)
+            }
+        }
     }
 
     /// Decides one opaque TCP connection (action `connect`, route `tcp:<listener>`).

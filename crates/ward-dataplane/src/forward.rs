@@ -165,6 +165,8 @@ pub enum AppProtocol {
 /// Plain-text pools to the local app.
 pub struct AppClient {
     pub app: SocketAddr,
+    /// `http://<app>`, the start of every forwarded target.
+    base: String,
     pub protocol: AppProtocol,
     pub response_timeout: Duration,
     h1: Client<HttpConnector, RequestBody>,
@@ -184,6 +186,7 @@ impl AppClient {
         connector.set_connect_timeout(Some(connect_timeout));
         Self {
             app,
+            base: format!("http://{app}"),
             protocol,
             response_timeout,
             h1: client_builder(pool_idle_timeout).build(connector.clone()),
@@ -214,9 +217,8 @@ impl AppClient {
         if let Ok(v) = HeaderValue::from_str(&xfcc) {
             parts.headers.insert(XFCC, v);
         }
-        let mut target = String::with_capacity(permit.path.len() + 32);
-        target.push_str("http://");
-        target.push_str(&self.app.to_string());
+        let mut target = String::with_capacity(self.base.len() + permit.path.len() + 64);
+        target.push_str(&self.base);
         target.push_str(&permit.path);
         if let Some(q) = parts.uri.query() {
             target.push('?');

@@ -5,17 +5,17 @@
 //! never learns more than the status. One [`CallRecord`] per request.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::authz::{Authorizer, CallFacts, Caller, DenyReason};
+use crate::authz::{Authorizer, CallFacts, Caller, DenyReason, OwnId};
 use crate::body::{Prepared, RequestBody};
 use crate::forward::{AppClient, ResponseBody, SendError, plain, plain_and_close};
 use crate::listener::TrustWatch;
-use crate::path::{canonical_path, metric_route};
+use crate::path::metric_route;
 use crate::strict;
 use crate::telemetry::{CallRecord, Telemetry, method_label, status_class};
 
@@ -27,7 +27,7 @@ pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
 pub struct InboundHttp {
     pub listener: Arc<str>,
     /// Our own SPIFFE ID (the called service), following rotations.
-    pub own_id: Arc<RwLock<Arc<str>>>,
+    pub own_id: Arc<OwnId>,
     pub authorizer: Authorizer,
     pub trust: TrustWatch,
     pub app: AppClient,
@@ -47,11 +47,7 @@ impl InboundHttp {
         caller: Arc<Caller>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
-        let own_id = self
-            .own_id
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let own_id = self.own_id.get();
         let mut record = CallRecord::start(
             self.telemetry.clone(),
             caller.id_text.clone(),
@@ -87,19 +83,19 @@ impl InboundHttp {
         let permit = match decision {
             Ok(p) => p,
             Err(denial) => {
-                if let Ok(path) = canonical_path(parts.uri.path()) {
-                    record.route = metric_route(&path).into();
+                if let Some(path) = &denial.path {
+                    record.edge.route = metric_route(path).into();
                 }
                 let policies = denial.policies();
                 match &denial.reason {
                     DenyReason::EvaluationError { errors } => {
-                        tracing::warn!(caller = %caller.id_text, method = %parts.method, route = %record.route, listener = %self.listener, reason = denial.reason.label(), ?errors, "denied")
+                        tracing::warn!(caller = %caller.id_text, method = %parts.method, route = %record.edge.route, listener = %self.listener, reason = denial.reason.label(), ?errors, "denied")
                     }
                     DenyReason::InvalidPath(e) => {
                         tracing::info!(caller = %caller.id_text, method = %parts.method, listener = %self.listener, reason = denial.reason.label(), error = %e, "denied")
                     }
                     _ => {
-                        tracing::info!(caller = %caller.id_text, method = %parts.method, route = %record.route, listener = %self.listener, reason = denial.reason.label(), ?policies, "denied")
+                        tracing::info!(caller = %caller.id_text, method = %parts.method, route = %record.edge.route, listener = %self.listener, reason = denial.reason.label(), ?policies, "denied")
                     }
                 }
                 self.telemetry
@@ -114,7 +110,7 @@ impl InboundHttp {
                 return Ok(plain(denial.status(), denial.body()));
             }
         };
-        record.route = metric_route(&permit.path).into();
+        record.edge.route = metric_route(&permit.path).into();
 
         let failed = Arc::new(AtomicBool::new(false));
         let prepared = tokio::time::timeout(

@@ -264,6 +264,19 @@ impl Activity {
         ActivityGuard(self.clone())
     }
 
+    /// Runs `fut` as one request in flight.
+    pub fn track<F: std::future::Future>(
+        &self,
+        fut: F,
+    ) -> impl std::future::Future<Output = F::Output> + use<F> {
+        let busy = self.begin();
+        async move {
+            let out = fut.await;
+            drop(busy);
+            out
+        }
+    }
+
     /// Resolves once no request has started or been in flight for `idle`.
     pub async fn idle_for(&self, idle: Duration) {
         let mut last = self.0.0.load(Ordering::Relaxed);

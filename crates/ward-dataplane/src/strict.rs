@@ -129,12 +129,13 @@ fn check_host(parts: &mut Parts) -> Result<(), Rejection> {
             Some((n, p)) if !n.contains(']') || n.ends_with(']') => (n, Some(p)),
             _ => (v, None),
         };
-        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-        let normal = match port {
-            Some(p) => format!("{name}:{p}"),
-            None => name,
-        };
-        if normal != v {
+        // Nearly every Host is already normal: allocate only when it is not.
+        if name.ends_with('.') || name.bytes().any(|b| b.is_ascii_uppercase()) {
+            let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+            let normal = match port {
+                Some(p) => format!("{name}:{p}"),
+                None => name,
+            };
             let v = HeaderValue::from_str(&normal).map_err(|_| Rejection::BadHeaderValue)?;
             parts.headers.insert(header::HOST, v);
         }

@@ -4,13 +4,13 @@
 //! caller stops being trusted, as HTTP connections are.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::authz::Authorizer;
+use crate::authz::{Authorizer, OwnId};
 use crate::listener::{TrustWatch, Verified, caller_lapses, stopped};
 use crate::telemetry::{CallRecord, Telemetry};
 
@@ -18,7 +18,7 @@ use crate::telemetry::{CallRecord, Telemetry};
 pub struct InboundTcp {
     pub route: Arc<str>,
     pub app: SocketAddr,
-    pub own_id: Arc<RwLock<Arc<str>>>,
+    pub own_id: Arc<OwnId>,
     pub authorizer: Authorizer,
     pub trust: TrustWatch,
     pub telemetry: Arc<Telemetry>,
@@ -35,18 +35,14 @@ impl InboundTcp {
             caller,
             chain,
         } = conn;
-        let own = self
-            .own_id
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let own = self.own_id.get();
         let mut record = CallRecord::start(
             self.telemetry.clone(),
             caller.id_text.clone(),
             own.clone(),
             "connect",
         );
-        record.route = self.route.clone();
+        record.edge.route = self.route.clone();
         let mut policy_changes = self.authorizer.policy.watch();
         policy_changes.borrow_and_update();
         let decide = || {

@@ -357,13 +357,9 @@ fn static_label(value: &str, known: &[&'static str]) -> &'static str {
 pub struct CallRecord {
     telemetry: Arc<Telemetry>,
     started: Instant,
-    pub source: Arc<str>,
-    pub destination: Arc<str>,
-    pub method: &'static str,
-    pub route: Arc<str>,
-    /// "cancelled" until an outcome is set.
-    pub status_class: &'static str,
-    pub decision: &'static str,
+    /// What is known so far: route "invalid" until a route is set, status
+    /// "cancelled" and decision "deny" until an outcome is.
+    pub edge: Edge,
 }
 
 impl CallRecord {
@@ -377,33 +373,28 @@ impl CallRecord {
         Self {
             telemetry,
             started: Instant::now(),
-            source,
-            destination,
-            method,
-            route: Arc::from("invalid"),
-            status_class: "cancelled",
-            decision: "deny",
+            edge: Edge {
+                source,
+                destination,
+                method,
+                route: Arc::from("invalid"),
+                status_class: "cancelled",
+                decision: "deny",
+            },
         }
     }
 
     /// Sets the outcome: status class and decision.
     pub fn outcome(&mut self, status_class: &'static str, decision: &'static str) {
-        self.status_class = status_class;
-        self.decision = decision;
+        self.edge.status_class = status_class;
+        self.edge.decision = decision;
     }
 }
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
-        let edge = Edge {
-            source: self.source.clone(),
-            destination: self.destination.clone(),
-            method: self.method,
-            route: self.route.clone(),
-            status_class: self.status_class,
-            decision: self.decision,
-        };
-        self.telemetry.record(edge, self.started.elapsed());
+        self.telemetry
+            .record(self.edge.clone(), self.started.elapsed());
     }
 }
 
@@ -473,7 +464,7 @@ mod tests {
                 "spiffe://td/b".into(),
                 "GET",
             );
-            r.route = "/x".into();
+            r.edge.route = "/x".into();
         }
         let reports = t.drain();
         assert_eq!(reports.len(), 1);

@@ -18,8 +18,8 @@ pub mod tls;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
@@ -28,7 +28,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use ward_dataplane::authz::{Authorizer, Methods};
+use ward_dataplane::authz::{Authorizer, Methods, OwnId};
 use ward_dataplane::connect::MtlsConnector;
 use ward_dataplane::forward::AppClient;
 use ward_dataplane::inbound::{DEFAULT_BUFFER_LIMIT, InboundHttp};
@@ -175,7 +175,7 @@ pub async fn run(
             ));
         }
     }
-    let own_id: Arc<RwLock<Arc<str>>> = Arc::new(RwLock::new(Arc::from("")));
+    let own_id = Arc::new(OwnId::default());
     // Bumped at each new SVID: outbound pools start over with it.
     let identity_generation = Arc::new(AtomicU64::new(0));
     {
@@ -188,7 +188,7 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 if let Some(i) = identity.borrow_and_update().clone() {
-                    *own_id.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(i.id.as_str());
+                    own_id.set(&i.id);
                     telemetry.svid_expiry.set(i.not_after);
                     generation.fetch_add(1, Ordering::SeqCst);
                     trust_tx.send_replace(Some(i.trust.clone()));

@@ -29,6 +29,8 @@ struct Pools {
 pub struct Outbound {
     pub listener: Arc<str>,
     pub upstream: SocketAddr,
+    /// `upstream` as a URI authority (the target of HTTP/1.1 requests).
+    upstream_authority: String,
     pub telemetry: Arc<Telemetry>,
     pub response_timeout: Duration,
     connectors: (MtlsConnector, MtlsConnector),
@@ -53,6 +55,7 @@ impl Outbound {
         Self {
             listener: listener.into(),
             upstream,
+            upstream_authority: upstream.to_string(),
             telemetry,
             response_timeout: limits.response_timeout,
             connectors: (h1, h2),
@@ -117,7 +120,7 @@ impl Outbound {
                 target.push_str(h);
                 parts.headers.remove(http::header::HOST);
             }
-            _ => target.push_str(&self.upstream.to_string()),
+            _ => target.push_str(&self.upstream_authority),
         }
         target.push_str(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
         let Ok(uri) = target.parse::<Uri>() else {

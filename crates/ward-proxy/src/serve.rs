@@ -16,8 +16,8 @@ use tokio_rustls::TlsAcceptor;
 use ward_dataplane::connect::MtlsConnector;
 use ward_dataplane::inbound::InboundHttp;
 use ward_dataplane::listener::{
-    Activity, ConnectionLimits, OpenConnections, TrustWatch, accept_loop, caller_lapses, drive,
-    handshake, http_builder,
+    Activity, ConnectionLimits, OpenConnections, TrustWatch, Verified, accept_loop, caller_lapses,
+    drive, handshake, http_builder,
 };
 use ward_dataplane::tcp::{InboundTcp, pipe};
 use ward_dataplane::telemetry::Telemetry;
@@ -38,6 +38,40 @@ pub struct Shared {
     pub open: OpenConnections,
 }
 
+/// Accepts mutual-TLS connections on an inbound listener: the connection
+/// cap, the handshake budget and the open-connection count, then `serve`
+/// for each verified caller.
+async fn accept_verified<F, Fut>(listener: TcpListener, acceptor: TlsAcceptor, s: Shared, serve: F)
+where
+    F: Fn(Verified, Shared) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let budget = Arc::new(Semaphore::new(s.limits.max_handshakes));
+    let shared = s.clone();
+    accept_loop(
+        listener,
+        s.limits.max_connections,
+        s.shutdown.clone(),
+        move |tcp, peer| {
+            let (acceptor, budget, s, serve) = (
+                acceptor.clone(),
+                budget.clone(),
+                shared.clone(),
+                serve.clone(),
+            );
+            async move {
+                let _open = s.open.guard();
+                if let Some(conn) =
+                    handshake(&acceptor, &budget, tcp, peer, s.limits.handshake_timeout).await
+                {
+                    serve(conn, s).await;
+                }
+            }
+        },
+    )
+    .await
+}
+
 /// An inbound HTTP listener.
 pub async fn inbound_http(
     listener: TcpListener,
@@ -46,55 +80,30 @@ pub async fn inbound_http(
     s: Shared,
 ) {
     let builder = Arc::new(http_builder(&s.limits));
-    let budget = Arc::new(Semaphore::new(s.limits.max_handshakes));
-    let shared = s.clone();
-    accept_loop(
-        listener,
-        s.limits.max_connections,
-        s.shutdown.clone(),
-        move |tcp, peer| {
-            let (acceptor, inbound, builder, budget, s) = (
-                acceptor.clone(),
-                inbound.clone(),
-                builder.clone(),
-                budget.clone(),
-                shared.clone(),
-            );
-            async move {
-                let _open = s.open.guard();
-                let Some(conn) =
-                    handshake(&acceptor, &budget, tcp, peer, s.limits.handshake_timeout).await
-                else {
-                    return;
-                };
-                let caller = conn.caller.clone();
-                let activity = Activity::default();
-                let svc = {
-                    let (caller, activity) = (caller.clone(), activity.clone());
-                    service_fn(move |req: Request<Incoming>| {
-                        let busy = activity.begin();
-                        let fut = inbound.clone().handle(caller.clone(), req);
-                        async move {
-                            let r = fut.await;
-                            drop(busy);
-                            r
-                        }
-                    })
-                };
-                let lapse = caller_lapses(&caller, &conn.chain, s.trust.clone());
-                let served = builder.serve_connection(TokioIo::new(conn.tls), svc);
-                drive(
-                    served,
-                    lapse,
-                    &activity,
-                    s.limits.idle_timeout,
-                    s.shutdown.clone(),
-                    s.limits.drain_timeout,
-                )
-                .await;
-            }
-        },
-    )
+    accept_verified(listener, acceptor, s, move |conn, s| {
+        let (inbound, builder) = (inbound.clone(), builder.clone());
+        async move {
+            let caller = conn.caller.clone();
+            let activity = Activity::default();
+            let svc = {
+                let (caller, activity) = (caller.clone(), activity.clone());
+                service_fn(move |req: Request<Incoming>| {
+                    activity.track(inbound.clone().handle(caller.clone(), req))
+                })
+            };
+            let lapse = caller_lapses(&caller, &conn.chain, s.trust.clone());
+            let served = builder.serve_connection(TokioIo::new(conn.tls), svc);
+            drive(
+                served,
+                lapse,
+                &activity,
+                s.limits.idle_timeout,
+                s.shutdown.clone(),
+                s.limits.drain_timeout,
+            )
+            .await;
+        }
+    })
     .await
 }
 
@@ -105,30 +114,10 @@ pub async fn inbound_tcp(
     tcp: Arc<InboundTcp>,
     s: Shared,
 ) {
-    let budget = Arc::new(Semaphore::new(s.limits.max_handshakes));
-    let shared = s.clone();
-    accept_loop(
-        listener,
-        s.limits.max_connections,
-        s.shutdown.clone(),
-        move |conn, peer| {
-            let (acceptor, tcp, budget, s) = (
-                acceptor.clone(),
-                tcp.clone(),
-                budget.clone(),
-                shared.clone(),
-            );
-            async move {
-                let _open = s.open.guard();
-                let Some(conn) =
-                    handshake(&acceptor, &budget, conn, peer, s.limits.handshake_timeout).await
-                else {
-                    return;
-                };
-                tcp.serve(conn, s.shutdown.clone()).await;
-            }
-        },
-    )
+    accept_verified(listener, acceptor, s, move |conn, s| {
+        let tcp = tcp.clone();
+        async move { tcp.serve(conn, s.shutdown.clone()).await }
+    })
     .await
 }
 
@@ -148,13 +137,7 @@ pub async fn outbound_http(listener: TcpListener, outbound: Arc<Outbound>, s: Sh
                 let svc = {
                     let activity = activity.clone();
                     service_fn(move |req: Request<Incoming>| {
-                        let busy = activity.begin();
-                        let fut = outbound.clone().handle(req);
-                        async move {
-                            let r = fut.await;
-                            drop(busy);
-                            r
-                        }
+                        activity.track(outbound.clone().handle(req))
                     })
                 };
                 let conn = builder.serve_connection(TokioIo::new(tcp), svc);

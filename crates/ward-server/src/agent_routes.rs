@@ -58,7 +58,7 @@ pub(crate) fn verified_peer(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiEr
                 "the client certificate has expired since this connection was made; reconnect with the current SVID".into(),
             ));
         }
-        if peer.trust_generation != s.client_verifier().generation() {
+        if peer.trust_generation != s.client_trust().generation() {
             return Err(ApiError::Unauthorized(
                 "the trust bundle changed since this connection was verified; reconnect".into(),
             ));

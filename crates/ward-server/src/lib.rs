@@ -68,7 +68,7 @@ pub async fn prepare(config: ServerConfig) -> Result<ReadyServer, String> {
 
 /// As [`prepare`], with a store already open and initialized.
 pub async fn prepare_with_store(config: ServerConfig, store: Store) -> Result<ReadyServer, String> {
-    let verifier = peer::BundleClientVerifier::new(
+    let trust = peer::ClientTrust::new(
         config.trust_domain.clone(),
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
     );
@@ -76,14 +76,14 @@ pub async fn prepare_with_store(config: ServerConfig, store: Store) -> Result<Re
         &config.data_dir,
         config.listen,
         &config.tls_names,
-        verifier.clone(),
+        trust.verifier(),
     )?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let cacert = tls::ca_cert_path(&config.data_dir);
-    let state = Server::open(config, store, verifier).await?;
+    let state = Server::open(config, store, trust).await?;
     Ok(ReadyServer {
         addr,
         cacert,
@@ -126,8 +126,8 @@ impl ReadyServer {
             }
         });
         let app = routes::router(self.state.clone());
-        let verifier = self.state.client_verifier().clone();
-        serve::serve_tls(self.listener, self.tls, app, verifier, shutdown).await;
+        let trust = self.state.client_trust().clone();
+        serve::serve_tls(self.listener, self.tls, app, trust, shutdown).await;
         refresher.abort();
         self.state.store.close().await;
     }

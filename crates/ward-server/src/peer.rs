@@ -9,11 +9,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::PemObject;
 use ward_identity::tls::{BundleSet, PeerPolicy, SpiffeClientVerifier, TrustSource};
 use ward_identity::{SpiffeId, TrustDomain};
@@ -32,9 +30,11 @@ pub struct PeerId {
     pub trust_generation: u64,
 }
 
-/// A client certificate verifier over the current trust bundle.
+/// The trust the API accepts client certificates under: the current CA
+/// bundle for the server's own trust domain (none while sealed), and a
+/// generation that changes with it.
 #[derive(Debug)]
-pub struct BundleClientVerifier {
+pub struct ClientTrust {
     provider: Arc<CryptoProvider>,
     trust_domain: TrustDomain,
     inner: RwLock<Option<Trust>>,
@@ -43,18 +43,22 @@ pub struct BundleClientVerifier {
 
 type Trust = (Arc<BundleSet>, Arc<PeerPolicy>);
 
-/// One snapshot of the trust, for one handshake.
+/// The trust in force at each handshake, for the SPIFFE verifier.
 #[derive(Debug)]
-struct Snapshot(Option<Trust>);
+struct Current(Arc<ClientTrust>);
 
-impl TrustSource for Snapshot {
+impl TrustSource for Current {
     fn trust(&self) -> Option<Trust> {
-        self.0.clone()
+        self.0
+            .inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
-impl BundleClientVerifier {
-    /// A verifier for workloads of `trust_domain` that accepts no client
+impl ClientTrust {
+    /// Trust for workloads of `trust_domain` that accepts no client
     /// certificate until [`Self::set_bundle`].
     pub fn new(trust_domain: TrustDomain, provider: Arc<CryptoProvider>) -> Arc<Self> {
         Arc::new(Self {
@@ -90,77 +94,20 @@ impl BundleClientVerifier {
         self.generation.load(Ordering::SeqCst)
     }
 
+    /// The API's client certificate verifier: optional (operators come
+    /// with tokens), and a presented certificate must pass the SPIFFE
+    /// verifier under the trust in force (none while sealed).
+    pub fn verifier(self: &Arc<Self>) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(SpiffeClientVerifier::optional(
+            Current(self.clone()),
+            self.provider.clone(),
+        ))
+    }
+
     /// Forgets the bundle (sealing).
     pub fn clear(&self) {
         *self.inner.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl ClientCertVerifier for BundleClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner()).clone();
-        if inner.is_none() {
-            return Err(Error::General(
-                "the server is sealed and accepts no client certificate".into(),
-            ));
-        }
-        SpiffeClientVerifier::optional(Snapshot(inner), self.provider.clone()).verify_client_cert(
-            end_entity,
-            intermediates,
-            now,
-        )
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
@@ -178,7 +125,7 @@ mod tests {
             time::OffsetDateTime::now_utc(),
         )
         .unwrap();
-        let v = BundleClientVerifier::new(
+        let v = ClientTrust::new(
             td.clone(),
             Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
         );

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::peer::{BundleClientVerifier, PeerId};
+use crate::peer::{ClientTrust, PeerId};
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +25,7 @@ pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
-    verifier: Arc<BundleClientVerifier>,
+    trust: Arc<ClientTrust>,
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -50,7 +50,7 @@ pub async fn serve_tls(
         let service = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let verifier = verifier.clone();
+        let trust = trust.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -75,7 +75,7 @@ pub async fn serve_tls(
             let peer_id = PeerId {
                 not_after: cert.as_ref().map_or(0, |c| c.not_after),
                 id: cert.map(|c| c.id),
-                trust_generation: verifier.generation(),
+                trust_generation: trust.generation(),
             };
             let service = TowerToHyperService::new(service.map_request(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {

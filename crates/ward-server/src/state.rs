@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use crate::authority::Authority;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
-use crate::peer::BundleClientVerifier;
+use crate::peer::ClientTrust;
 
 enum Seal {
     Sealed {
@@ -54,7 +54,7 @@ pub struct Server {
     key_check: Vec<u8>,
     seal: RwLock<Seal>,
     token_cache: Mutex<HashMap<String, (TokenRecord, Instant)>>,
-    client_verifier: Arc<BundleClientVerifier>,
+    client_trust: Arc<ClientTrust>,
     /// Woken when this replica changes entries or CAs, so that waiting
     /// agent syncs answer at once (other replicas' changes are polled).
     pub changes: tokio::sync::Notify,
@@ -80,7 +80,7 @@ impl Server {
     pub async fn open(
         config: ServerConfig,
         store: Store,
-        client_verifier: Arc<BundleClientVerifier>,
+        client_trust: Arc<ClientTrust>,
     ) -> Result<Arc<Self>, String> {
         let meta = |k: &'static str| {
             let store = store.clone();
@@ -123,14 +123,14 @@ impl Server {
             key_check,
             seal: RwLock::new(Seal::Sealed { shares: Vec::new() }),
             token_cache: Mutex::new(HashMap::new()),
-            client_verifier,
+            client_trust,
             changes: tokio::sync::Notify::new(),
         }))
     }
 
-    /// The verifier of client certificates (node SVIDs).
-    pub fn client_verifier(&self) -> &Arc<BundleClientVerifier> {
-        &self.client_verifier
+    /// The trust client certificates (node and workload SVIDs) are verified under.
+    pub fn client_trust(&self) -> &Arc<ClientTrust> {
+        &self.client_trust
     }
 
     /// The seal status, in Vault's shape.
@@ -214,7 +214,7 @@ impl Server {
             &master,
             now_secs(),
         )?);
-        self.client_verifier.set_bundle(authority.bundle_pem());
+        self.client_trust.set_bundle(authority.bundle_pem());
         *self.seal.write().unwrap_or_else(|p| p.into_inner()) =
             Seal::Unsealed { master, authority };
         Ok(())
@@ -223,7 +223,7 @@ impl Server {
     /// Seals: forgets the master key and every CA key.
     pub fn seal(&self) {
         *self.seal.write().unwrap_or_else(|p| p.into_inner()) = Seal::Sealed { shares: Vec::new() };
-        self.client_verifier.clear();
+        self.client_trust.clear();
         tracing::warn!("server sealed");
     }
 
@@ -253,12 +253,12 @@ impl Server {
             now_secs(),
         )?);
         let mut guard = self.seal.write().unwrap_or_else(|p| p.into_inner());
-        // Sealed meanwhile: keep it sealed (and the verifier empty). Another
+        // Sealed meanwhile: keep it sealed (and the client trust empty). Another
         // reload installed a newer view meanwhile: keep that one.
         if let Seal::Unsealed { authority, .. } = &mut *guard
             && fresh.revision() >= authority.revision()
         {
-            self.client_verifier.set_bundle(fresh.bundle_pem());
+            self.client_trust.set_bundle(fresh.bundle_pem());
             *authority = fresh;
         }
         drop(guard);

@@ -143,29 +143,18 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
         }
         PolicyCommand::Schema => print!("{}", ward_policy::SCHEMA_TEXT),
         PolicyCommand::Explain(args) => {
-            let ExplainArgs {
-                principal,
-                service,
-                method,
-                path,
-                headers,
-                source,
-                protocol,
-                federated,
-                extension_methods,
-                policy,
-                client,
-            } = *args;
-            let (text, origin) = match &policy {
+            let args = *args;
+            let (text, origin) = match &args.policy {
                 Some(file) => (read(file)?, file.clone()),
                 None => {
-                    let p = client.client()?.current_policy().await?;
+                    let p = args.client.client()?.current_policy().await?;
                     (p.text, format!("the server's policy version {}", p.version))
                 }
             };
             let engine = ward_policy::Engine::new(&text, Default::default())
                 .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-            let federated = federated
+            let federated = args
+                .federated
                 .iter()
                 .map(|t| {
                     ward_identity::TrustDomain::parse(t)
@@ -173,16 +162,17 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let q = ward_dataplane::explain::Question {
-                principal,
-                service,
-                method,
-                path,
-                headers,
-                source,
-                protocol,
+                principal: args.principal,
+                service: args.service,
+                method: args.method,
+                path: args.path,
+                headers: args.headers,
+                source: args.source,
+                protocol: args.protocol,
                 federated,
-                extension_methods,
+                extension_methods: args.extension_methods,
             };
+            let client = args.client;
             let e = ward_dataplane::explain::explain(engine, &q)?;
             client.print(&e, |e| {
                 println!("decision: {}", if e.allowed { "allow" } else { "deny" });
