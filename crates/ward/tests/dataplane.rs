@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::proxy::Proxy;
+use support::proxy::{Proxy, RecordingApp};
 use support::raw::{
-    Ca, CurlOut, EchoApp, HeadRecorder, Holder, Leaf, curl, h2, metric_sum, raw_http, strip_ansi,
-    tail, unix_now, write_atomic,
+    Ca, CurlOut, EchoApp, Holder, Leaf, curl, h2, metric_sum, raw_http, strip_ansi, tail, unix_now,
+    write_atomic,
 };
 use support::wait_for;
 
@@ -202,7 +202,7 @@ fn only_workloads_of_our_own_or_a_federated_trust_domain_complete_the_handshake(
         "spiffe://partner.test/ns/demo/sa/frontend",
     );
     let forged_ours = partner.leaf("forged-ours", FE);
-    let app = HeadRecorder::start();
+    let app = RecordingApp::start();
     let proxy = e.proxy(
         "fed",
         &[("partner.test", &partner_bundle)],
@@ -367,7 +367,7 @@ fn case(marker: &'static str, request: &[u8], status: u16) -> Case {
 #[test]
 fn malformed_http1_is_refused_before_the_app_sees_anything() {
     let e = env();
-    let app = HeadRecorder::start();
+    let app = RecordingApp::start();
     let proxy = e.proxy(
         "strict",
         &[],
@@ -586,7 +586,7 @@ fn malformed_http1_is_refused_before_the_app_sees_anything() {
 #[test]
 fn a_forbid_on_host_applies_to_http2_authority_and_duplicate_hosts_are_refused() {
     let e = env();
-    let app = HeadRecorder::start();
+    let app = RecordingApp::start();
     let policy = format!(
         "{ALLOW_ALL}@id(\"no-evil-host\")\nforbid(principal, action, resource) when {{ context.headers has \"host\" && context.headers[\"host\"] == \"evil.test\" }};\n"
     );
@@ -710,7 +710,7 @@ fn a_forbid_on_host_applies_to_http2_authority_and_duplicate_hosts_are_refused()
 #[test]
 fn http2_continuation_and_rapid_reset_floods_end_the_connection() {
     let e = env();
-    let app = HeadRecorder::start();
+    let app = RecordingApp::start();
     let proxy = e.proxy("flood", &[], ALLOW_ALL, &app.addr.to_string(), "http", "");
     let addr = proxy.inbound("in");
     let h2_ok = |path: &str| {
@@ -790,7 +790,7 @@ fn http2_continuation_and_rapid_reset_floods_end_the_connection() {
 #[test]
 fn an_open_connection_is_closed_when_the_callers_certificate_expires() {
     let e = env();
-    let app = HeadRecorder::start();
+    let app = RecordingApp::start();
     // Long header/idle timeouts: nothing but the expiry may close the connection.
     let proxy = e.proxy(
         "expiry",
@@ -851,7 +851,7 @@ fn an_open_connection_is_closed_when_the_bundle_stops_trusting_the_caller() {
     )
     .unwrap();
     let legacy = retiring.leaf("legacy", "spiffe://dp.test/ns/demo/sa/legacy");
-    let app = HeadRecorder::start();
+    let app = RecordingApp::start();
     let proxy = e.proxy(
         "bundle",
         &[],
@@ -976,7 +976,7 @@ fn explain(policy: &Path, method: &str, path: &str) -> (i32, String) {
 #[test]
 fn explain_decides_every_call_as_the_proxy_does_and_names_the_same_policy() {
     let e = env();
-    let app = HeadRecorder::start();
+    let app = RecordingApp::start();
     let policy = format!(
         r#"@id("read-api")
 permit(principal == Ward::Service::"{FE}", action in Ward::Action::"read", resource)

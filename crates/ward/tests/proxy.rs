@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::proxy::{DemoApp, Proxy, RecordingApp, Svid, curl_mtls, curl_run, http_get, tls_raw};
+use support::raw::Ca;
 use support::{Server, openssl, wait_for};
 
 const TD: &str = "proxy.test";
@@ -121,7 +122,7 @@ fn assert_handshake_refused(
     let mark = proxy.log_mark();
     let run = curl_run(svid, url, extra);
     assert!(
-        run.status == 0 && [35, 55, 56].contains(&run.exit),
+        run.code == 0 && [35, 55, 56].contains(&run.exit),
         "{what}: expected a refused handshake (no HTTP status, curl exit 35/55/56), got {run:?}\n{}",
         proxy.log_tail(20)
     );
@@ -208,7 +209,7 @@ fn callers_are_authorized_and_the_app_sees_only_verified_identity() {
     // Denied: a write by frontend, another path, another caller. (Over HTTP/2,
     // where a denial must not turn into a stream error for the caller.)
     let run = curl_run(fe, &url("/hello"), &["-X", "POST", "-d", "x"]);
-    assert_eq!(run.status, 403, "{run:?}\n{}", proxy.log_tail(10));
+    assert_eq!(run.code, 403, "{run:?}\n{}", proxy.log_tail(10));
     let (code, body) = curl_mtls(fe, &url("/admin"), &[]);
     assert_eq!(
         (code, body.as_str()),
@@ -273,105 +274,35 @@ fn callers_are_authorized_and_the_app_sees_only_verified_identity() {
         &[],
         &["CaUsedAsEndEntity", "UnknownIssuer", "unknown issuer"],
     );
-    // A proper leaf (not a CA) naming frontend, issued by that foreign CA.
-    let (ok, err) = openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &p("fk.pem"),
-        "-out",
-        &p("f.csr"),
-        "-subj",
-        "/CN=foreign",
-    ]);
-    assert!(ok, "{err}");
-    std::fs::write(
-        d.join("f.ext"),
-        format!("subjectAltName=URI:{FE}\nbasicConstraints=critical,CA:FALSE\n"),
-    )
-    .unwrap();
-    let (ok, err) = openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("f.csr"),
-        "-CA",
-        &p("rc.pem"),
-        "-CAkey",
-        &p("rk.pem"),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &p("f.ext"),
-        "-out",
-        &p("f.pem"),
-    ]);
-    assert!(ok, "{err}");
-    let chain = format!(
-        "{}{}",
-        std::fs::read_to_string(p("f.pem")).unwrap(),
-        std::fs::read_to_string(p("rc.pem")).unwrap()
-    );
-    std::fs::write(d.join("fchain.pem"), chain).unwrap();
+    // A proper leaf (not a CA) naming frontend, issued by a foreign CA.
+    let foreign = Ca::new(d, "foreign").leaf("foreign", FE);
     assert_handshake_refused(
         &proxy,
         "a foreign CA",
-        Some((&p("fchain.pem"), &p("fk.pem"))),
+        Some((&foreign.cert, &foreign.key)),
         &url("/hello"),
         &[],
         &["UnknownIssuer", "unknown issuer"],
     );
-    let (ok, err) = openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &p("ck.pem"),
-        "-out",
-        &p("c.csr"),
-        "-subj",
-        "/CN=child",
-    ]);
-    assert!(ok, "{err}");
-    std::fs::write(d.join("c.ext"), format!("subjectAltName=URI:{FE}\n")).unwrap();
-    let (ok, err) = openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("c.csr"),
-        "-CA",
-        &s.fe.cert(),
-        "-CAkey",
-        &s.fe.key(),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &p("c.ext"),
-        "-out",
-        &p("c.pem"),
-    ]);
-    assert!(ok, "{err}");
+    // A leaf naming frontend issued by frontend's own SVID (not a CA), sent
+    // with that SVID as its chain.
+    let fe_as_issuer = Ca {
+        name: "fe-svid".into(),
+        dir: d.to_owned(),
+        cert: s.fe.cert().into(),
+        key: s.fe.key().into(),
+    };
+    let child = fe_as_issuer.leaf("child", FE);
     let chain = format!(
         "{}{}",
-        std::fs::read_to_string(p("c.pem")).unwrap(),
+        std::fs::read_to_string(&child.cert).unwrap(),
         std::fs::read_to_string(s.fe.cert()).unwrap()
     );
     std::fs::write(d.join("cchain.pem"), chain).unwrap();
     assert_handshake_refused(
         &proxy,
         "a leaf signed by an SVID",
-        Some((&p("cchain.pem"), &p("ck.pem"))),
+        Some((&p("cchain.pem"), &child.key)),
         &url("/hello"),
         &[],
         &[

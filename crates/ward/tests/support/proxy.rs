@@ -310,34 +310,49 @@ pub fn http_request(addr: &str, raw: &str) -> (u16, String) {
     (code, body)
 }
 
-/// `curl` over mTLS to a proxy's inbound listener: (status, body).
-/// The server's SVID names a SPIFFE ID, not a host, so curl's host check is off (-k).
-pub fn curl_mtls(svid: Option<(&str, &str)>, url: &str, extra: &[&str]) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sk", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"]);
-    if let Some((cert, key)) = svid {
-        cmd.args(["--cert", cert, "--key", key]);
-    }
-    cmd.args(extra).arg(url);
-    let out = cmd.output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// What one curl run gave: its exit code, the HTTP status (0: none), the body
-/// and its stderr.
+/// What curl got: exit code (35: TLS handshake failed, 56: the peer reset
+/// or alerted while receiving), HTTP status (0: none), body, HTTP version,
+/// stderr.
 #[derive(Debug)]
-pub struct CurlRun {
+pub struct CurlOut {
     pub exit: i32,
-    pub status: u16,
+    pub code: u16,
+    pub version: String,
     pub body: String,
     pub stderr: String,
 }
 
-/// `curl` over mTLS like [`curl_mtls`], keeping curl's exit code and stderr
-/// (35: TLS handshake failed, 56: the peer reset or alerted while receiving).
-pub fn curl_run(svid: Option<(&str, &str)>, url: &str, extra: &[&str]) -> CurlRun {
+impl CurlOut {
+    /// A short description for failure messages: status, exit code, body
+    /// and the interesting lines of curl's verbose output.
+    pub fn brief(&self) -> String {
+        let body: String = self.body.chars().take(200).collect();
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                l.contains("h2h3")
+                    || l.contains("alert")
+                    || l.contains("error")
+                    || l.contains("ssl")
+                    || l.starts_with("< http")
+                    || l.starts_with("curl:")
+            })
+            .collect();
+        format!(
+            "status {} (HTTP/{}), curl exit {}, body {body:?}, curl: {}",
+            self.code,
+            self.version,
+            self.exit,
+            super::raw::tail(&lines.join("\n"), 12)
+        )
+    }
+}
+
+/// `curl` over mTLS with an optional client certificate (cert, key); `-k`
+/// because an SVID names a SPIFFE ID, not a host.
+pub fn curl_run(svid: Option<(&str, &str)>, url: &str, extra: &[&str]) -> CurlOut {
     let mut cmd = Command::new("curl");
     cmd.args([
         "-sSk",
@@ -346,7 +361,7 @@ pub fn curl_run(svid: Option<(&str, &str)>, url: &str, extra: &[&str]) -> CurlRu
         "-o",
         "-",
         "-w",
-        "\n%{http_code}",
+        "\n%{http_code} %{http_version}",
     ]);
     if let Some((cert, key)) = svid {
         cmd.args(["--cert", cert, "--key", key]);
@@ -354,13 +369,23 @@ pub fn curl_run(svid: Option<(&str, &str)>, url: &str, extra: &[&str]) -> CurlRu
     cmd.args(extra).arg(url);
     let out = cmd.output().expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    CurlRun {
+    let (body, tailer) = text.rsplit_once('\n').unwrap_or(("", "000 0"));
+    let mut it = tailer.split_whitespace();
+    let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let version = it.next().unwrap_or("0").to_string();
+    CurlOut {
         exit: out.status.code().unwrap_or(-1),
-        status: code.trim().parse().unwrap_or(0),
+        code,
+        version,
         body: body.to_string(),
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     }
+}
+
+/// [`curl_run`], as (status, body).
+pub fn curl_mtls(svid: Option<(&str, &str)>, url: &str, extra: &[&str]) -> (u16, String) {
+    let out = curl_run(svid, url, extra);
+    (out.code, out.body)
 }
 
 /// What a raw exchange over TLS gave: everything the peer sent, and
@@ -511,6 +536,19 @@ impl RecordingApp {
         self.seen.lock().unwrap().clone()
     }
 
+    /// The request line of every head received so far (for failure messages).
+    pub fn request_lines(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|h| h.lines().next().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Whether any request head received so far contains `marker`.
+    pub fn saw(&self, marker: &str) -> bool {
+        self.requests().iter().any(|h| h.contains(marker))
+    }
+
     /// The requests whose body was read completely.
     pub fn complete(&self) -> Vec<(String, Vec<u8>)> {
         self.complete.lock().unwrap().clone()
@@ -518,28 +556,32 @@ impl RecordingApp {
 }
 
 fn serve_recorded(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>, complete: Completed) {
+    // Bytes, not text: a head with raw non-ASCII bytes is still recorded.
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut writer = conn;
     loop {
-        let mut head = String::new();
+        let mut head = Vec::new();
         loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
+            let mut line = Vec::new();
+            match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => {
                     // A partial head is still something the app was sent.
-                    if !head.is_empty() || !line.is_empty() {
-                        head.push_str(&line);
-                        seen.lock().unwrap().push(head);
+                    head.extend_from_slice(&line);
+                    if !head.is_empty() {
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&head).to_string());
                     }
                     return;
                 }
                 Ok(_) => {}
             }
-            if line == "\r\n" {
+            if line == b"\r\n" || line == b"\n" {
                 break;
             }
-            head.push_str(&line);
+            head.extend_from_slice(&line);
         }
+        let head = String::from_utf8_lossy(&head).to_string();
         seen.lock().unwrap().push(head.clone());
         let lower = head.to_ascii_lowercase();
         let length = lower
@@ -551,22 +593,35 @@ fn serve_recorded(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>, complete: Comp
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        if lower.contains("transfer-encoding: chunked") {
-            // Read chunks until the zero-size one.
+        if lower
+            .lines()
+            .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"))
+        {
             loop {
                 let mut size = String::new();
                 if reader.read_line(&mut size).unwrap_or(0) == 0 {
                     return;
                 }
-                let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                let size = size.trim().split(';').next().unwrap_or("");
+                let Ok(n) = usize::from_str_radix(size, 16) else {
                     return;
                 };
+                if n == 0 {
+                    // Trailers, up to the empty line.
+                    loop {
+                        let mut t = String::new();
+                        if reader.read_line(&mut t).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if t == "\r\n" || t == "\n" {
+                            break;
+                        }
+                    }
+                    break;
+                }
                 let mut chunk = vec![0; n + 2];
                 if reader.read_exact(&mut chunk).is_err() {
                     return;
-                }
-                if n == 0 {
-                    break;
                 }
                 body.extend_from_slice(&chunk[..n]);
             }

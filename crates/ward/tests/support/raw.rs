@@ -4,12 +4,12 @@
 //! connections driven line by line, an app that records each request head
 //! the moment it arrives, and a TCP echo app.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::openssl;
@@ -278,73 +278,11 @@ pub fn metric_sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<
     total
 }
 
-/// What curl got: exit code, HTTP status (0: none), body, HTTP version, stderr (verbose).
-#[derive(Debug)]
-pub struct CurlOut {
-    pub exit: i32,
-    pub code: u16,
-    pub version: String,
-    pub body: String,
-    pub stderr: String,
-}
+pub use super::proxy::CurlOut;
 
-impl CurlOut {
-    /// A short description for failure messages: status, exit code, body
-    /// and the interesting lines of curl's verbose output.
-    pub fn brief(&self) -> String {
-        let body: String = self.body.chars().take(200).collect();
-        let lines: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| {
-                let l = l.to_ascii_lowercase();
-                l.contains("h2h3")
-                    || l.contains("alert")
-                    || l.contains("error")
-                    || l.contains("ssl")
-                    || l.starts_with("< http")
-                    || l.starts_with("curl:")
-            })
-            .collect();
-        format!(
-            "status {} (HTTP/{}), curl exit {}, body {body:?}, curl: {}",
-            self.code,
-            self.version,
-            self.exit,
-            tail(&lines.join("\n"), 12)
-        )
-    }
-}
-
-/// curl with an optional client certificate; `-k` because an SVID names no host.
+/// curl with an optional client certificate (see [`super::proxy::curl_run`]).
 pub fn curl(leaf: Option<&Leaf>, url: &str, extra: &[&str]) -> CurlOut {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sSk",
-        "--max-time",
-        "10",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code} %{http_version}",
-    ]);
-    if let Some(l) = leaf {
-        cmd.args(["--cert", &l.cert, "--key", &l.key]);
-    }
-    cmd.args(extra).arg(url);
-    let out = cmd.output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, tailer) = text.rsplit_once('\n').unwrap_or(("", "000 0"));
-    let mut it = tailer.split_whitespace();
-    let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
-    let version = it.next().unwrap_or("0").to_string();
-    CurlOut {
-        exit: out.status.code().unwrap_or(-1),
-        code,
-        version,
-        body: body.to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
+    super::proxy::curl_run(leaf.map(|l| (l.cert.as_str(), l.key.as_str())), url, extra)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -792,128 +730,6 @@ pub fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-/// An HTTP/1.1 app that records each request head the moment it arrives
-/// (before any body is read), then consumes the body and answers 200.
-pub struct HeadRecorder {
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-}
-
-impl HeadRecorder {
-    pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let s = s.clone();
-                std::thread::spawn(move || record_heads(conn, s));
-            }
-        });
-        Self { addr, seen }
-    }
-
-    pub fn heads(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// The request line of every head received so far (for failure messages).
-    pub fn request_lines(&self) -> Vec<String> {
-        self.heads()
-            .iter()
-            .map(|h| h.lines().next().unwrap_or("").to_string())
-            .collect()
-    }
-
-    /// Whether any request head received so far contains `marker`.
-    pub fn saw(&self, marker: &str) -> bool {
-        self.heads().iter().any(|h| h.contains(marker))
-    }
-}
-
-fn record_heads(conn: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut writer = conn;
-    loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => {
-                    if !head.is_empty() {
-                        seen.lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&head).to_string());
-                    }
-                    return;
-                }
-                Ok(_) => {}
-            }
-            if line == b"\r\n" || line == b"\n" {
-                break;
-            }
-            head.extend_from_slice(&line);
-        }
-        let head = String::from_utf8_lossy(&head).to_string();
-        seen.lock().unwrap().push(head.clone());
-        let lower = head.to_ascii_lowercase();
-        let length = lower
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        if lower
-            .lines()
-            .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"))
-        {
-            loop {
-                let mut size = String::new();
-                if reader.read_line(&mut size).unwrap_or(0) == 0 {
-                    return;
-                }
-                let size = size.trim().split(';').next().unwrap_or("");
-                let Ok(n) = usize::from_str_radix(size, 16) else {
-                    return;
-                };
-                if n == 0 {
-                    // Trailers, up to the empty line.
-                    loop {
-                        let mut t = String::new();
-                        if reader.read_line(&mut t).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if t == "\r\n" || t == "\n" {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                let mut chunk = vec![0; n + 2];
-                if reader.read_exact(&mut chunk).is_err() {
-                    return;
-                }
-            }
-        }
-        let body = b"{\"app\":\"head-recorder\"}";
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        if writer
-            .write_all(resp.as_bytes())
-            .and_then(|_| writer.write_all(body))
-            .is_err()
-        {
-            return;
-        }
-    }
 }
 
 /// A TCP echo app; counts the connections it accepted.
