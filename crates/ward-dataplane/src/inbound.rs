@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use crate::authz::{Authorizer, CallFacts, Caller, DenyReason, OwnId};
 use crate::body::{Prepared, RequestBody};
 use crate::forward::{AppClient, ResponseBody, SendError, plain, plain_and_close};
+use crate::framing::Framing;
 use crate::listener::TrustWatch;
 use crate::path::metric_route;
 use crate::strict;
@@ -42,9 +43,11 @@ pub struct InboundHttp {
 
 impl InboundHttp {
     /// Validates, authorizes and forwards one request.
+    /// `framing` is what the byte-level scan of this connection found.
     pub async fn handle(
         self: Arc<Self>,
         caller: Arc<Caller>,
+        framing: Arc<Framing>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let own_id = self.own_id.get();
@@ -56,7 +59,13 @@ impl InboundHttp {
         );
         let (mut parts, body) = req.into_parts();
 
-        if let Err(r) = strict::check_request(&mut parts, self.max_body) {
+        // Called for every request, in order, so the scan's index lines up.
+        let checked = if framing.next_is_ambiguous() {
+            Err(strict::Rejection::LengthAndEncoding)
+        } else {
+            strict::check_request(&mut parts, self.max_body)
+        };
+        if let Err(r) = checked {
             tracing::info!(caller = %caller.id_text, listener = %self.listener, reason = %r, "refused a malformed request");
             self.telemetry.record_rejection(r.label());
             record.outcome(status_class(r.status().as_u16()), "deny");

@@ -13,6 +13,7 @@ pub mod body;
 pub mod connect;
 pub mod explain;
 pub mod forward;
+pub mod framing;
 pub mod inbound;
 pub mod listener;
 pub mod path;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use ward_dataplane::connect::MtlsConnector;
+use ward_dataplane::framing::FramingScan;
 use ward_dataplane::inbound::InboundHttp;
 use ward_dataplane::listener::{
     Activity, ConnectionLimits, OpenConnections, TrustWatch, Verified, accept_loop, caller_lapses,
@@ -85,14 +86,15 @@ pub async fn inbound_http(
         async move {
             let caller = conn.caller.clone();
             let activity = Activity::default();
+            let (io, framing) = FramingScan::new(conn.tls, s.limits.max_header_bytes);
             let svc = {
                 let (caller, activity) = (caller.clone(), activity.clone());
                 service_fn(move |req: Request<Incoming>| {
-                    activity.track(inbound.clone().handle(caller.clone(), req))
+                    activity.track(inbound.clone().handle(caller.clone(), framing.clone(), req))
                 })
             };
             let lapse = caller_lapses(&caller, &conn.chain, s.trust.clone());
-            let served = builder.serve_connection(TokioIo::new(conn.tls), svc);
+            let served = builder.serve_connection(TokioIo::new(io), svc);
             drive(
                 served,
                 lapse,

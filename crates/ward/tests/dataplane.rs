@@ -428,9 +428,16 @@ fn malformed_http1_is_refused_before_the_app_sees_anything() {
             b"POST /te-identity HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: identity\r\n\r\n",
             400,
         ),
-        // Content-Length with Transfer-Encoding: see proxy.rs
-        // `a_smuggled_request_never_reaches_the_app` (hyper drops the length
-        // before Ward sees the head and closes the connection after answering).
+        case(
+            "/cl-and-te",
+            b"POST /cl-and-te HTTP/1.1\r\nHost: orders\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        case(
+            "/te-and-cl",
+            b"POST /te-and-cl HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            400,
+        ),
         case(
             "/chunk-hex-prefix",
             b"POST /chunk-hex-prefix HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
