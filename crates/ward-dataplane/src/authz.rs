@@ -216,7 +216,7 @@ pub struct Caller {
     pub id_text: Arc<str>,
     /// Hex SHA-256 of the caller's leaf certificate.
     pub cert_hash: String,
-    /// The caller certificate's notAfter, Unix seconds.
+    /// When the first certificate of the caller's chain expires, Unix seconds.
     pub not_after: i64,
     pub source: IpAddr,
 }

@@ -7,17 +7,24 @@
 //! the app whole or not at all. A longer body streams after its checked
 //! prefix; if it fails later, the upstream request is aborted mid-body (the
 //! app sees a truncated request it cannot mistake for a complete one) and
-//! the caller still gets 400.
+//! the caller still gets 400 — also when it stalls: no frame of the
+//! remainder for `idle` is a broken body too.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// Why a body forwarded to the app ended early.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body forwarded to the app or upstream.
 pub enum RequestBody {
@@ -30,6 +37,9 @@ pub enum RequestBody {
         prefix: Option<Bytes>,
         rest: Incoming,
         failed: Arc<AtomicBool>,
+        /// The longest wait for the next frame of the rest.
+        idle: Duration,
+        deadline: Pin<Box<Sleep>>,
     },
 }
 
@@ -42,8 +52,14 @@ pub enum Prepared {
 
 impl RequestBody {
     /// Reads up to `buffer_limit` bytes of `body` (see the module header).
-    /// `failed` is set if a streamed remainder later turns out malformed.
-    pub async fn prepare(body: Incoming, buffer_limit: usize, failed: Arc<AtomicBool>) -> Prepared {
+    /// `failed` is set if a streamed remainder later turns out malformed or
+    /// sends nothing for `idle`.
+    pub async fn prepare(
+        body: Incoming,
+        buffer_limit: usize,
+        idle: Duration,
+        failed: Arc<AtomicBool>,
+    ) -> Prepared {
         if body.is_end_stream() {
             return Prepared::Ready(RequestBody::Incoming(body));
         }
@@ -69,6 +85,8 @@ impl RequestBody {
                     prefix: Some(prefix.into()),
                     rest: body,
                     failed,
+                    idle,
+                    deadline: Box::pin(tokio::time::sleep(idle)),
                 });
             }
         }
@@ -77,28 +95,44 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             RequestBody::Buffered(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             RequestBody::Chained {
                 prefix,
                 rest,
                 failed,
+                idle,
+                deadline,
             } => {
                 if let Some(p) = prefix.take() {
+                    deadline.as_mut().reset(Instant::now() + *idle);
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
-                let polled = Pin::new(rest).poll_frame(cx);
-                if let Poll::Ready(Some(Err(_))) = &polled {
-                    failed.store(true, Ordering::SeqCst);
+                match Pin::new(rest).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        deadline.as_mut().reset(Instant::now() + *idle);
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        failed.store(true, Ordering::SeqCst);
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => match deadline.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            failed.store(true, Ordering::SeqCst);
+                            Poll::Ready(Some(Err("the request body stalled".into())))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    },
                 }
-                polled
             }
         }
     }

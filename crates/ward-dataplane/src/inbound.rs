@@ -36,8 +36,9 @@ pub struct InboundHttp {
     /// A declared Content-Length above this is refused (413) unread.
     pub max_body: u64,
     pub buffer_limit: usize,
-    /// How long the checked start of a body may take to arrive (a caller
-    /// that sends a head and then nothing must not hold a request open).
+    /// How long the checked start of a body may take to arrive, and the
+    /// longest pause in the rest (a caller that sends a head, or part of a
+    /// body, and then nothing must not hold a request open).
     pub body_timeout: std::time::Duration,
 }
 
@@ -124,7 +125,7 @@ impl InboundHttp {
         let failed = Arc::new(AtomicBool::new(false));
         let prepared = tokio::time::timeout(
             self.body_timeout,
-            RequestBody::prepare(body, self.buffer_limit, failed.clone()),
+            RequestBody::prepare(body, self.buffer_limit, self.body_timeout, failed.clone()),
         )
         .await;
         let body = match prepared {

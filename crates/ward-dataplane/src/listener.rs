@@ -190,11 +190,17 @@ pub async fn handshake(
     let leaf = chain.first()?;
     // The verifier admitted this certificate; reading it cannot fail now.
     let cert = PeerCert::parse(leaf).ok()?;
+    // The connection is trusted until the first certificate of its chain
+    // expires, not only the leaf.
+    let not_after = chain[1..]
+        .iter()
+        .filter_map(|c| ward_identity::ca::not_after_of_cert(c))
+        .fold(cert.not_after, i64::min);
     let caller = Caller {
         id_text: cert.id.to_string().into(),
         id: cert.id,
         cert_hash: hex_sha256(leaf),
-        not_after: cert.not_after,
+        not_after,
         source: peer.ip(),
     };
     Some(Verified {
@@ -214,8 +220,8 @@ fn hex_sha256(bytes: &[u8]) -> String {
     s
 }
 
-/// Resolves when the connection's caller is no longer trusted: its
-/// certificate expired, or the trust in force no longer chains it (a CA
+/// Resolves when the connection's caller is no longer trusted: a
+/// certificate of its chain expired, or the trust in force no longer chains it (a CA
 /// removed from the bundle, a federation dropped). Returns why.
 pub async fn caller_lapses(
     caller: &Caller,
@@ -232,12 +238,12 @@ pub async fn caller_lapses(
     trust.borrow_and_update();
     loop {
         tokio::select! {
-            _ = &mut expiry => return "the caller's certificate expired",
+            _ = &mut expiry => return "a certificate of the caller's chain expired",
             changed = trust.changed() => {
                 if changed.is_err() {
                     // No more trust updates: only expiry can end it.
                     expiry.as_mut().await;
-                    return "the caller's certificate expired";
+                    return "a certificate of the caller's chain expired";
                 }
                 let current = trust.borrow_and_update().clone();
                 let Some(t) = current else {
@@ -307,7 +313,9 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 /// Runs an HTTP connection until it ends, `lapse` resolves (the connection
 /// is dropped at once: its caller is no longer trusted), it is idle for
-/// `idle`, or shutdown (asked to finish gracefully, within `drain`).
+/// `idle`, or shutdown (asked to finish gracefully, within `drain` — and
+/// still dropped at once if the caller lapses meanwhile). Returns the
+/// error the connection ended with, if any.
 pub async fn drive<C>(
     conn: C,
     lapse: impl std::future::Future<Output = &'static str>,
@@ -315,24 +323,57 @@ pub async fn drive<C>(
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
-) where
-    C: std::future::Future + hyper_util::server::graceful::GracefulConnection,
+) -> Option<C::Error>
+where
+    C: hyper_util::server::graceful::GracefulConnection,
 {
     tokio::pin!(conn);
+    tokio::pin!(lapse);
     tokio::select! {
-        _ = conn.as_mut() => {}
-        why = lapse => {
+        ended = conn.as_mut() => return ended.err(),
+        why = lapse.as_mut() => {
             tracing::info!(reason = why, "closing a connection");
+            return None;
         }
-        _ = activity.idle_for(idle) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(drain, conn).await;
-        }
-        _ = stopped(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(drain, conn).await;
+        _ = activity.idle_for(idle) => {}
+        _ = stopped(&mut shutdown) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        ended = tokio::time::timeout(drain, conn) => ended.ok().and_then(Result::err),
+        why = lapse => {
+            tracing::info!(reason = why, "closing a draining connection");
+            None
         }
     }
+}
+
+/// The bounded label for a connection that hyper itself refused (a head
+/// too large or malformed, a head that did not arrive in time, an HTTP/2
+/// peer we sent GOAWAY for misbehaving), or `None` for an ordinary end
+/// (the peer closed, reset or went away).
+pub fn refusal_label(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_parse_too_large() {
+                return Some("head_too_large");
+            }
+            if h.is_parse() {
+                return Some("malformed_head");
+            }
+            if h.is_timeout() {
+                return Some("header_timeout");
+            }
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if h2.is_go_away() && !h2.is_remote() && h2.reason() != Some(h2::Reason::NO_ERROR) {
+                return Some("http2_protocol");
+            }
+        }
+        current = e.source();
+    }
+    None
 }
 
 #[cfg(test)]

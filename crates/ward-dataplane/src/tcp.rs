@@ -97,7 +97,12 @@ impl InboundTcp {
                     }
                 }
                 _ = stopped(&mut shutdown) => {
-                    let _ = tokio::time::timeout(self.drain_timeout, copy).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(self.drain_timeout, copy) => {}
+                        why = lapse => {
+                            tracing::info!(caller = %caller.id_text, route = %self.route, reason = why, "closing a draining TCP connection");
+                        }
+                    }
                     return;
                 }
             }

@@ -18,7 +18,7 @@ use ward_dataplane::framing::FramingScan;
 use ward_dataplane::inbound::InboundHttp;
 use ward_dataplane::listener::{
     Activity, ConnectionLimits, OpenConnections, TrustWatch, Verified, accept_loop, caller_lapses,
-    drive, handshake, http_builder,
+    drive, handshake, http_builder, refusal_label,
 };
 use ward_dataplane::tcp::{InboundTcp, pipe};
 use ward_dataplane::telemetry::Telemetry;
@@ -95,7 +95,7 @@ pub async fn inbound_http(
             };
             let lapse = caller_lapses(&caller, &conn.chain, s.trust.clone());
             let served = builder.serve_connection(TokioIo::new(io), svc);
-            drive(
+            let ended = drive(
                 served,
                 lapse,
                 &activity,
@@ -104,6 +104,11 @@ pub async fn inbound_http(
                 s.limits.drain_timeout,
             )
             .await;
+            // Refusals hyper makes itself never reach the request path.
+            if let Some(label) = ended.as_deref().and_then(|e| refusal_label(e)) {
+                tracing::info!(caller = %caller.id_text, reason = label, "refused by the HTTP layer");
+                s.telemetry.record_rejection(label);
+            }
         }
     })
     .await

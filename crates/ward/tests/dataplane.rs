@@ -591,6 +591,95 @@ fn malformed_http1_is_refused_before_the_app_sees_anything() {
 }
 
 #[test]
+fn a_body_that_stalls_after_its_checked_start_is_refused_and_never_completes_at_the_app() {
+    let e = env();
+    let app = RecordingApp::start();
+    // Bodies over 64 KiB stream after their checked start; a 2 s pause
+    // in the rest breaks the body.
+    let proxy = e.proxy(
+        "stall",
+        &[],
+        ALLOW_ALL,
+        &app.addr.to_string(),
+        "http",
+        "[limits]\nheader_timeout = \"2s\"\n",
+    );
+    let addr = proxy.inbound("in");
+    let mut request =
+        b"POST /stalled HTTP/1.1\r\nHost: orders\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 70_000));
+    let started = Instant::now();
+    let answer = raw_http(&addr, &e.fe, &request);
+    assert_eq!(
+        answer.status,
+        400,
+        "{answer:?}\n{}",
+        tail(&proxy.log_text(), 20)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        answer
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close")),
+        "{answer:?}"
+    );
+    // The app got the start of it, and never a complete request.
+    assert!(app.saw("/stalled"), "{:?}", app.request_lines());
+    assert!(
+        app.complete().iter().all(|(h, _)| !h.contains("/stalled")),
+        "the app got the whole stalled request"
+    );
+    // A body that keeps coming is forwarded whole.
+    let mut whole =
+        b"POST /whole HTTP/1.1\r\nHost: orders\r\nContent-Length: 70000\r\n\r\n".to_vec();
+    whole.extend(std::iter::repeat_n(b'b', 70_000));
+    assert_eq!(raw_http(&addr, &e.fe, &whole).status, 200);
+    assert!(wait_for(Duration::from_secs(5), || app
+        .complete()
+        .iter()
+        .any(|(h, b)| h.contains("/whole") && b.len() == 70_000)));
+}
+
+#[test]
+fn requests_the_http_layer_refuses_itself_are_counted() {
+    let e = env();
+    let app = RecordingApp::start();
+    let proxy = e.proxy(
+        "layer",
+        &[],
+        ALLOW_ALL,
+        &app.addr.to_string(),
+        "http",
+        "[limits]\nmax_header_bytes = 8192\n",
+    );
+    let addr = proxy.inbound("in");
+    let mut request = b"GET /huge-head HTTP/1.1\r\nHost: orders\r\nx-filler: ".to_vec();
+    request.extend(std::iter::repeat_n(b'f', 20_000));
+    request.extend_from_slice(b"\r\n\r\n");
+    let answer = raw_http(&addr, &e.fe, &request);
+    assert_eq!(answer.status, 431, "{answer:?}");
+    assert!(!app.saw("/huge-head"));
+    let counted = || {
+        let (_, m) = proxy.admin_get("/metrics");
+        metric_sum(
+            &m,
+            "ward_proxy_rejected_requests_total",
+            &[("reason", "head_too_large")],
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || counted() == Some(1.0)),
+        "{:?}\n{}",
+        counted(),
+        tail(&proxy.log_text(), 10)
+    );
+}
+
+#[test]
 fn a_forbid_on_host_applies_to_http2_authority_and_duplicate_hosts_are_refused() {
     let e = env();
     let app = RecordingApp::start();

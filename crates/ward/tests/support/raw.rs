@@ -290,8 +290,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 const RAW_HTTP: &str = r#"
-import socket, ssl, sys, json, binascii
-addr, cert, key, req_hex = sys.argv[1:5]
+import socket, ssl, sys, json
+addr, cert, key = sys.argv[1:4]
+request = sys.stdin.buffer.read()
 host, port = addr.rsplit(":", 1)
 out = {"status": 0, "head": "", "error": "", "closed": False}
 try:
@@ -300,7 +301,7 @@ try:
     ctx.verify_mode = ssl.CERT_NONE
     ctx.load_cert_chain(cert, key)
     s = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10))
-    s.sendall(binascii.unhexlify(req_hex))
+    s.sendall(request)
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = s.recv(65536)
@@ -341,10 +342,21 @@ impl RawAnswer {
 
 /// Sends `request` on a new mTLS connection to `addr` and reads the first answer's head.
 pub fn raw_http(addr: &str, leaf: &Leaf, request: &[u8]) -> RawAnswer {
-    let out = Command::new(python())
-        .args(["-c", RAW_HTTP, addr, &leaf.cert, &leaf.key, &hex(request)])
-        .output()
+    let mut child = Command::new(python())
+        .args(["-c", RAW_HTTP, addr, &leaf.cert, &leaf.key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("python3");
+    // The request goes on stdin: it can be larger than an argument may be.
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request)
+        .expect("write the request");
+    let out = child.wait_with_output().expect("python3");
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
         panic!(
