@@ -16,8 +16,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use hyper::client::conn::http1;
+
 use crate::authz::{Caller, Permit};
-use crate::body::RequestBody;
+use crate::body::{BodyError, RequestBody};
 use crate::connect::UpstreamId;
 
 /// What the data plane answers with: the app's body, or one of its own.
@@ -115,9 +117,133 @@ pub fn keep_host(parts: &mut http::request::Parts) {
 #[derive(Debug)]
 pub enum SendError {
     /// The app or upstream failed (connect, TLS, protocol, reset).
-    Upstream(hyper_util::client::legacy::Error),
+    Upstream(BodyError),
     /// No response headers within the timeout.
     Timeout,
+}
+
+impl SendError {
+    /// The failure and its causes, for the log.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Timeout => "no response in time".into(),
+            Self::Upstream(e) => {
+                let mut text = e.to_string();
+                let mut cause = e.source();
+                while let Some(c) = cause {
+                    text.push_str(": ");
+                    text.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                text
+            }
+        }
+    }
+}
+
+/// One upstream HTTP/1.1 connection per downstream connection. Requests on
+/// a downstream HTTP/1.1 connection come one at a time, so they can go out
+/// on one upstream connection of their own: no pool to check out from, no
+/// task spawned per request to return a connection to it. The connection
+/// closes with the downstream one. `generation` names what the connection
+/// was made under (the proxy's SVID): a connection of an older one is
+/// dropped, not reused.
+#[derive(Default)]
+pub struct Dedicated {
+    slot: std::sync::Mutex<Option<(u64, http1::SendRequest<RequestBody>)>>,
+}
+
+impl Dedicated {
+    fn take(&self, generation: u64) -> Option<http1::SendRequest<RequestBody>> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some((g, sender)) if g == generation && !sender.is_closed() => Some(sender),
+            _ => None,
+        }
+    }
+
+    fn put(&self, generation: u64, sender: http1::SendRequest<RequestBody>) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, sender));
+    }
+
+    /// Sends `request` on this connection's upstream connection, opening
+    /// one with `dial` when there is none (or it went away: a request that
+    /// was not sent on a stale connection is sent once more on a new one).
+    pub async fn send<D, F, IO>(
+        &self,
+        generation: u64,
+        dial: D,
+        mut request: Request<RequestBody>,
+        timeout: Duration,
+    ) -> Result<Response<ResponseBody>, SendError>
+    where
+        D: Fn() -> F,
+        F: std::future::Future<Output = std::io::Result<IO>>,
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        // An HTTP/1.1 request to an origin names only the path (RFC 9112
+        // §3.2.1); the authority travels in Host.
+        if request.headers().get(header::HOST).is_none() {
+            if let Some(v) = request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                request.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let origin_form = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>()
+            .unwrap_or_default();
+        *request.uri_mut() = origin_form;
+        let exchange = async {
+            loop {
+                let (mut sender, fresh) = match self.take(generation) {
+                    Some(s) => (s, false),
+                    None => {
+                        let io = dial().await.map_err(|e| SendError::Upstream(e.into()))?;
+                        let (sender, conn) = http1::handshake(io)
+                            .await
+                            .map_err(|e| SendError::Upstream(e.into()))?;
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, "an upstream connection ended");
+                            }
+                        });
+                        (sender, true)
+                    }
+                };
+                if let Err(e) = sender.ready().await {
+                    if fresh {
+                        return Err(SendError::Upstream(e.into()));
+                    }
+                    continue;
+                }
+                match sender.try_send_request(request).await {
+                    Ok(resp) => {
+                        self.put(generation, sender);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if !fresh => request = unsent,
+                        _ => return Err(SendError::Upstream(e.into_error().into())),
+                    },
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(resp)) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Ok(Response::from_parts(parts, Either::Left(body)))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SendError::Timeout),
+        }
+    }
 }
 
 /// Sends one request through a pool and returns the response without its
@@ -137,7 +263,7 @@ where
             parts.extensions.remove::<UpstreamId>();
             Ok(Response::from_parts(parts, Either::Left(body)))
         }
-        Ok(Err(e)) => Err(SendError::Upstream(e)),
+        Ok(Err(e)) => Err(SendError::Upstream(e.into())),
         Err(_) => Err(SendError::Timeout),
     }
 }
@@ -169,6 +295,7 @@ pub struct AppClient {
     base: String,
     pub protocol: AppProtocol,
     pub response_timeout: Duration,
+    connect_timeout: Duration,
     h1: Client<HttpConnector, RequestBody>,
     h2: Client<HttpConnector, RequestBody>,
 }
@@ -189,6 +316,7 @@ impl AppClient {
             base: format!("http://{app}"),
             protocol,
             response_timeout,
+            connect_timeout,
             h1: client_builder(pool_idle_timeout).build(connector.clone()),
             h2: client_builder(pool_idle_timeout)
                 .http2_only(true)
@@ -206,7 +334,10 @@ impl AppClient {
         own_id: &str,
         mut parts: http::request::Parts,
         body: RequestBody,
+        dedicated: &Dedicated,
     ) -> Result<Response<ResponseBody>, SendError> {
+        // A downstream HTTP/1.1 connection sends one request at a time.
+        let one_at_a_time = parts.version != Version::HTTP_2;
         strip_hop_by_hop(&mut parts.headers);
         strip_identity_headers(&mut parts.headers);
         // Envoy's format: the proxy that verified (By), the certificate's hash, the caller's ID.
@@ -239,19 +370,36 @@ impl AppClient {
             AppProtocol::Http1 => false,
             AppProtocol::Http2 => true,
         };
-        let client = if use_h2 {
+        if use_h2 {
             parts.version = Version::HTTP_2;
-            &self.h2
-        } else {
-            parts.version = Version::HTTP_11;
-            &self.h1
+            return send(
+                &self.h2,
+                Request::from_parts(parts, body),
+                self.response_timeout,
+            )
+            .await;
+        }
+        parts.version = Version::HTTP_11;
+        let request = Request::from_parts(parts, body);
+        if !one_at_a_time {
+            return send(&self.h1, request, self.response_timeout).await;
+        }
+        let (app, connect_timeout) = (self.app, self.connect_timeout);
+        let dial = || async move {
+            let tcp = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(app))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connecting to the app timed out",
+                    )
+                })??;
+            tcp.set_nodelay(true)?;
+            Ok(hyper_util::rt::TokioIo::new(tcp))
         };
-        send(
-            client,
-            Request::from_parts(parts, body),
-            self.response_timeout,
-        )
-        .await
+        dedicated
+            .send(0, dial, request, self.response_timeout)
+            .await
     }
 }
 

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use crate::authz::{Authorizer, CallFacts, Caller, DenyReason, OwnId};
 use crate::body::{Prepared, RequestBody};
-use crate::forward::{AppClient, ResponseBody, SendError, plain, plain_and_close};
+use crate::forward::{AppClient, Dedicated, ResponseBody, SendError, plain, plain_and_close};
 use crate::framing::Framing;
 use crate::listener::TrustWatch;
 use crate::path::metric_route;
@@ -23,6 +23,16 @@ use crate::telemetry::{CallRecord, Telemetry, method_label, status_class};
 /// Bodies up to this size are read and checked before anything is
 /// forwarded (see `body`).
 pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// What every request of one inbound connection shares.
+pub struct Connection {
+    /// The verified caller.
+    pub caller: Arc<Caller>,
+    /// What the byte-level scan of the connection found.
+    pub framing: Arc<Framing>,
+    /// The connection's own connection to the app.
+    pub upstream: Dedicated,
+}
 
 /// One inbound HTTP listener's request path.
 pub struct InboundHttp {
@@ -44,13 +54,17 @@ pub struct InboundHttp {
 
 impl InboundHttp {
     /// Validates, authorizes and forwards one request.
-    /// `framing` is what the byte-level scan of this connection found.
+    /// One request of the connection `conn`.
     pub async fn handle(
         self: Arc<Self>,
-        caller: Arc<Caller>,
-        framing: Arc<Framing>,
+        conn: Arc<Connection>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
+        let Connection {
+            caller,
+            framing,
+            upstream,
+        } = &*conn;
         let own_id = self.own_id.get();
         let mut record = CallRecord::start(
             self.telemetry.clone(),
@@ -88,7 +102,7 @@ impl InboundHttp {
                 headers: &headers,
             };
             self.authorizer
-                .authorize(&caller, &own_id, trust.as_ref().map(|t| &*t.peers), &facts)
+                .authorize(caller, &own_id, trust.as_ref().map(|t| &*t.peers), &facts)
         };
         let permit = match decision {
             Ok(p) => p,
@@ -152,7 +166,7 @@ impl InboundHttp {
 
         let response = match self
             .app
-            .forward(permit, &caller, &own_id, parts, body)
+            .forward(permit, caller, &own_id, parts, body, upstream)
             .await
         {
             Ok(r) => r,

@@ -1,8 +1,9 @@
 //! The outbound side of an HTTP listener: the app's plain requests on
-//! loopback go to the upstream over pooled mutual TLS, HTTP/1.1 or HTTP/2
-//! as the app spoke. When the proxy's own SVID rotates, the pools start
-//! over: a pooled connection keeps presenting the certificate it was
-//! opened with, and the upstream must see the current one.
+//! loopback go to the upstream over mutual TLS, HTTP/1.1 or HTTP/2 as the
+//! app spoke — HTTP/1.1 on one upstream connection per app connection,
+//! HTTP/2 over a pool. When the proxy's own SVID rotates, both start over:
+//! an open connection keeps presenting the certificate it was opened with,
+//! and the upstream must see the current one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,14 +17,9 @@ use hyper_util::client::legacy::Client;
 use ward_dataplane::body::RequestBody;
 use ward_dataplane::connect::MtlsConnector;
 use ward_dataplane::forward::{
-    ResponseBody, SendError, client_builder, keep_host, plain, send, strip_hop_by_hop,
+    Dedicated, ResponseBody, SendError, client_builder, keep_host, plain, send, strip_hop_by_hop,
 };
 use ward_dataplane::telemetry::{Telemetry, status_class};
-
-struct Pools {
-    h1: Client<MtlsConnector, RequestBody>,
-    h2: Client<MtlsConnector, RequestBody>,
-}
 
 /// One outbound HTTP listener.
 pub struct Outbound {
@@ -33,11 +29,16 @@ pub struct Outbound {
     upstream_authority: String,
     pub telemetry: Arc<Telemetry>,
     pub response_timeout: Duration,
-    connectors: (MtlsConnector, MtlsConnector),
+    /// Opens the dedicated HTTP/1.1 connections (ALPN http/1.1).
+    h1: MtlsConnector,
+    /// Opens the pooled HTTP/2 connections (ALPN h2).
+    h2: MtlsConnector,
     pool_idle_timeout: Duration,
     /// Bumped whenever the proxy's SVID changes.
     identity_generation: Arc<AtomicU64>,
-    pools: RwLock<(u64, Arc<Pools>)>,
+    /// HTTP/2 requests from the app share pooled upstream connections,
+    /// made under the SVID generation they are kept with.
+    h2_pool: RwLock<(u64, Client<MtlsConnector, RequestBody>)>,
 }
 
 impl Outbound {
@@ -51,53 +52,47 @@ impl Outbound {
     ) -> Self {
         let upstream = h1.upstream;
         let generation = identity_generation.load(Ordering::SeqCst);
-        let pools = Self::pools(&h1, &h2, limits.pool_idle_timeout);
+        let pool = Self::pool(&h2, limits.pool_idle_timeout);
         Self {
             listener: listener.into(),
             upstream,
             upstream_authority: upstream.to_string(),
             telemetry,
             response_timeout: limits.response_timeout,
-            connectors: (h1, h2),
+            h1,
+            h2,
             pool_idle_timeout: limits.pool_idle_timeout,
             identity_generation,
-            pools: RwLock::new((generation, Arc::new(pools))),
+            h2_pool: RwLock::new((generation, pool)),
         }
     }
 
-    fn pools(h1: &MtlsConnector, h2: &MtlsConnector, idle: Duration) -> Pools {
-        Pools {
-            h1: client_builder(idle).build(h1.clone()),
-            h2: client_builder(idle).http2_only(true).build(h2.clone()),
-        }
+    fn pool(h2: &MtlsConnector, idle: Duration) -> Client<MtlsConnector, RequestBody> {
+        client_builder(idle).http2_only(true).build(h2.clone())
     }
 
-    /// The pools for the current SVID (new ones after a rotation).
-    fn current_pools(&self) -> Arc<Pools> {
+    /// The HTTP/2 pool for the current SVID (a new one after a rotation).
+    fn current_h2_pool(&self) -> Client<MtlsConnector, RequestBody> {
         let generation = self.identity_generation.load(Ordering::SeqCst);
         {
-            let p = self.pools.read().unwrap_or_else(|p| p.into_inner());
+            let p = self.h2_pool.read().unwrap_or_else(|p| p.into_inner());
             if p.0 == generation {
                 return p.1.clone();
             }
         }
-        let mut p = self.pools.write().unwrap_or_else(|p| p.into_inner());
+        let mut p = self.h2_pool.write().unwrap_or_else(|p| p.into_inner());
         if p.0 != generation {
             tracing::info!(listener = %self.listener, "the proxy's SVID changed: new upstream connections");
-            *p = (
-                generation,
-                Arc::new(Self::pools(
-                    &self.connectors.0,
-                    &self.connectors.1,
-                    self.pool_idle_timeout,
-                )),
-            );
+            *p = (generation, Self::pool(&self.h2, self.pool_idle_timeout));
         }
         p.1.clone()
     }
 
+    /// One request of a downstream connection whose own upstream
+    /// connection is `upstream` (used for HTTP/1.1).
     pub async fn handle(
         self: Arc<Self>,
+        upstream: Arc<Dedicated>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
@@ -127,21 +122,27 @@ impl Outbound {
             return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
         };
         parts.uri = uri;
-        let pools = self.current_pools();
-        let client = if parts.version == Version::HTTP_2 {
-            &pools.h2
-        } else {
-            &pools.h1
-        };
+        let h2 = parts.version == Version::HTTP_2;
         let request = Request::from_parts(parts, RequestBody::Incoming(body));
-        let response = match send(client, request, self.response_timeout).await {
+        let sent = if h2 {
+            // Streams of one HTTP/2 connection run at once: pooled.
+            send(&self.current_h2_pool(), request, self.response_timeout).await
+        } else {
+            let connector = &self.h1;
+            let dial = || async move {
+                let (tls, _id) = connector.connect().await?;
+                Ok(hyper_util::rt::TokioIo::new(tls))
+            };
+            let generation = self.identity_generation.load(Ordering::SeqCst);
+            upstream
+                .send(generation, dial, request, self.response_timeout)
+                .await
+        };
+        let response = match sent {
             Ok(resp) => resp,
-            Err(SendError::Upstream(e)) => {
+            Err(e @ SendError::Upstream(_)) => {
                 // Includes an upstream that presented the wrong SPIFFE ID.
-                let reason = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string());
-                tracing::warn!(upstream = %self.upstream, listener = %self.listener, error = %reason, "upstream unavailable");
+                tracing::warn!(upstream = %self.upstream, listener = %self.listener, error = %e.describe(), "upstream unavailable");
                 plain(
                     StatusCode::BAD_GATEWAY,
                     "bad gateway: the upstream is unreachable or failed verification\n",

@@ -14,8 +14,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use ward_dataplane::connect::MtlsConnector;
+use ward_dataplane::forward::Dedicated;
 use ward_dataplane::framing::FramingScan;
-use ward_dataplane::inbound::InboundHttp;
+use ward_dataplane::inbound::{Connection, InboundHttp};
 use ward_dataplane::listener::{
     Activity, ConnectionLimits, OpenConnections, TrustWatch, Verified, accept_loop, caller_lapses,
     drive, handshake, http_builder, refusal_label,
@@ -87,10 +88,15 @@ pub async fn inbound_http(
             let caller = conn.caller.clone();
             let activity = Activity::default();
             let (io, framing) = FramingScan::new(conn.tls, s.limits.max_header_bytes);
+            let state = Arc::new(Connection {
+                caller: caller.clone(),
+                framing,
+                upstream: Dedicated::default(),
+            });
             let svc = {
-                let (caller, activity) = (caller.clone(), activity.clone());
+                let activity = activity.clone();
                 service_fn(move |req: Request<Incoming>| {
-                    activity.track(inbound.clone().handle(caller.clone(), framing.clone(), req))
+                    activity.track(inbound.clone().handle(state.clone(), req))
                 })
             };
             let lapse = caller_lapses(&caller, &conn.chain, s.trust.clone());
@@ -141,10 +147,11 @@ pub async fn outbound_http(listener: TcpListener, outbound: Arc<Outbound>, s: Sh
             async move {
                 let _open = s.open.guard();
                 let activity = Activity::default();
+                let upstream = Arc::new(Dedicated::default());
                 let svc = {
                     let activity = activity.clone();
                     service_fn(move |req: Request<Incoming>| {
-                        activity.track(outbound.clone().handle(req))
+                        activity.track(outbound.clone().handle(upstream.clone(), req))
                     })
                 };
                 let conn = builder.serve_connection(TokioIo::new(tcp), svc);

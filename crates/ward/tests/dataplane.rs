@@ -9,6 +9,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::proxy::{Proxy, RecordingApp};
@@ -677,6 +679,52 @@ fn requests_the_http_layer_refuses_itself_are_counted() {
         counted(),
         tail(&proxy.log_text(), 10)
     );
+}
+
+/// An app that answers each request and then closes its connection
+/// without saying so (as an app with a short keep-alive does); counts the
+/// connections it accepted.
+fn closing_app() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let mut conn = conn;
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                // Dropped: closed after one answer.
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn a_caller_connection_gets_a_new_app_connection_when_the_app_closed_its_own() {
+    let e = env();
+    let (app, accepted) = closing_app();
+    let proxy = e.proxy("closing", &[], ALLOW_ALL, &app, "http", "");
+    let mut caller = Holder::open(&proxy.inbound("in"), &e.fe);
+    for i in 0..3 {
+        let before = accepted.load(Ordering::SeqCst);
+        let (code, line) = caller.request(&format!("/again-{i}"));
+        assert_eq!(
+            code,
+            200,
+            "request {i}: {line}\n{}",
+            tail(&proxy.log_text(), 10)
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), before + 1, "request {i}");
+    }
 }
 
 #[test]
