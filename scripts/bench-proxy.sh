@@ -209,7 +209,8 @@ done
 
 if [ -n "${HOLD:-}" ]; then
   # For profiling: keep everything up and say where it is.
-  echo "HOLD: ward client $WARD_C server $WARD_S; urls: ${URL[*]}"; sleep "$HOLD"; exit 0
+  echo "HOLD: ward client $WARD_C server $WARD_S; urls: direct=${URL[direct]} ward=${URL[ward]} haproxy=${URL[haproxy]} nginx=${URL[nginx]}"
+  sleep "$HOLD"; exit 0
 fi
 cat > "$TMP/report.lua" <<'LUA'
 done = function(summary, latency, requests)
@@ -220,16 +221,25 @@ done = function(summary, latency, requests)
 end
 LUA
 echo
-echo "throughput: wrk -t2 -c$CONNS -d${DURATION}s, keep-alive, 1 KiB responses, $(nproc) cores shared with wrk"
+echo "throughput: wrk -t2 -c$CONNS -d${DURATION}s, keep-alive, 1 KiB responses, $(nproc) cores shared with wrk;"
+echo "cpu_us_per_req: CPU time (user + system) of both proxies of the pair during the pass, per request"
+hz=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
   for t in direct ward haproxy nginx; do
-    echo "$t round=$round $(wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$TMP/report.lua" "${URL[$t]}" | tail -1)"
+    if [ "$t" != direct ]; then set -- ${PIDS_OF[$t]}; c0=$(( $(cpu_ticks $1) + $(cpu_ticks $2) )); fi
+    line=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$TMP/report.lua" "${URL[$t]}" | tail -1)
+    cpu=""
+    if [ "$t" != direct ]; then
+      c1=$(( $(cpu_ticks $1) + $(cpu_ticks $2) ))
+      rps=$(echo "$line" | sed 's/.*rps=\([0-9]*\).*/\1/')
+      cpu=" cpu_us_per_req=$(echo "scale=1; ($c1 - $c0) * 1000000 / $hz / ($rps * $DURATION)" | bc)"
+    fi
+    echo "$t round=$round $line$cpu"
   done
 done | tee "$TMP/results"
 
 echo
 echo "latency at a fixed $RATE requests/s (open loop), and proxy CPU at that rate:"
-hz=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
   for t in direct ward haproxy nginx; do
     if [ "$t" != direct ]; then set -- ${PIDS_OF[$t]}; c0=$(( $(cpu_ticks $1) + $(cpu_ticks $2) )); fi
@@ -252,6 +262,9 @@ awk '
     split("direct ward haproxy nginx", t, " ")
     for (k = 1; k <= 4; k++) printf "  %-10s %10.0f %10.3f %8.3f\n", t[k], v[t[k],"rps"]/n[t[k],"rps"], v[t[k],"p50_ms"]/n[t[k],"p50_ms"], v[t[k],"p99_ms"]/n[t[k],"p99_ms"]
     printf "ward / haproxy throughput: %.2f   ward / nginx: %.2f\n", v["ward","rps"]/v["haproxy","rps"], v["ward","rps"]/v["nginx","rps"]
+    printf "pair CPU per request (us): ward %.1f  haproxy %.1f  nginx %.1f   ward / haproxy: %.2f\n",
+      v["ward","cpu_us_per_req"]/n["ward","cpu_us_per_req"], v["haproxy","cpu_us_per_req"]/n["haproxy","cpu_us_per_req"],
+      v["nginx","cpu_us_per_req"]/n["nginx","cpu_us_per_req"], v["ward","cpu_us_per_req"]/v["haproxy","cpu_us_per_req"]
   }' "$TMP/results"
 awk '
   { for (i = 3; i <= NF; i++) { split($i, kv, "="); v[$1, kv[1]] += kv[2]; n[$1, kv[1]]++ } }

@@ -113,6 +113,17 @@ pub fn keep_host(parts: &mut http::request::Parts) {
     }
 }
 
+/// `x-forwarded-client-cert` in Envoy's format: the proxy that verified
+/// (By), the caller certificate's hash, the caller's ID. SPIFFE IDs and a
+/// hex hash are always valid header text.
+pub fn xfcc_value(own_id: &str, caller: &Caller) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "By={own_id};Hash={};URI={}",
+        caller.cert_hash, caller.id_text
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// Why a forwarded request got no response.
 #[derive(Debug)]
 pub enum SendError {
@@ -326,12 +337,12 @@ impl AppClient {
 
     /// Forwards an authorised request to the app: the canonical path from
     /// the permit, the query as sent, hop-by-hop and caller-sent identity
-    /// headers removed, the verified caller in `x-forwarded-client-cert`.
+    /// headers removed, the verified caller in `x-forwarded-client-cert`
+    /// (`xfcc`, see [`xfcc_value`]).
     pub async fn forward(
         &self,
         permit: Permit,
-        caller: &Caller,
-        own_id: &str,
+        xfcc: HeaderValue,
         mut parts: http::request::Parts,
         body: RequestBody,
         dedicated: &Dedicated,
@@ -340,14 +351,7 @@ impl AppClient {
         let one_at_a_time = parts.version != Version::HTTP_2;
         strip_hop_by_hop(&mut parts.headers);
         strip_identity_headers(&mut parts.headers);
-        // Envoy's format: the proxy that verified (By), the certificate's hash, the caller's ID.
-        let xfcc = format!(
-            "By={own_id};Hash={};URI={}",
-            caller.cert_hash, caller.id_text
-        );
-        if let Ok(v) = HeaderValue::from_str(&xfcc) {
-            parts.headers.insert(XFCC, v);
-        }
+        parts.headers.insert(XFCC, xfcc);
         let mut target = String::with_capacity(self.base.len() + permit.path.len() + 64);
         target.push_str(&self.base);
         target.push_str(&permit.path);

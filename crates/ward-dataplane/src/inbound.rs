@@ -8,12 +8,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::{Request, Response, StatusCode, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::authz::{Authorizer, CallFacts, Caller, DenyReason, OwnId};
 use crate::body::{Prepared, RequestBody};
-use crate::forward::{AppClient, Dedicated, ResponseBody, SendError, plain, plain_and_close};
+use crate::forward::{
+    AppClient, Dedicated, ResponseBody, SendError, plain, plain_and_close, xfcc_value,
+};
 use crate::framing::Framing;
 use crate::listener::TrustWatch;
 use crate::path::metric_route;
@@ -27,11 +29,37 @@ pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
 /// What every request of one inbound connection shares.
 pub struct Connection {
     /// The verified caller.
-    pub caller: Arc<Caller>,
+    caller: Arc<Caller>,
     /// What the byte-level scan of the connection found.
-    pub framing: Arc<Framing>,
+    framing: Arc<Framing>,
     /// The connection's own connection to the app.
-    pub upstream: Dedicated,
+    upstream: Dedicated,
+    /// The `x-forwarded-client-cert` value, built once per connection (and
+    /// again only if our own ID changes).
+    xfcc: std::sync::Mutex<Option<(Arc<str>, HeaderValue)>>,
+}
+
+impl Connection {
+    pub fn new(caller: Arc<Caller>, framing: Arc<Framing>) -> Self {
+        Self {
+            caller,
+            framing,
+            upstream: Dedicated::default(),
+            xfcc: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn xfcc(&self, own_id: &Arc<str>) -> HeaderValue {
+        let mut cached = self.xfcc.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some((id, v)) if id == own_id => v.clone(),
+            _ => {
+                let v = xfcc_value(own_id, &self.caller);
+                *cached = Some((own_id.clone(), v.clone()));
+                v
+            }
+        }
+    }
 }
 
 /// One inbound HTTP listener's request path.
@@ -60,11 +88,7 @@ impl InboundHttp {
         conn: Arc<Connection>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
-        let Connection {
-            caller,
-            framing,
-            upstream,
-        } = &*conn;
+        let (caller, framing, upstream) = (&conn.caller, &conn.framing, &conn.upstream);
         let own_id = self.own_id.get();
         let mut record = CallRecord::start(
             self.telemetry.clone(),
@@ -166,7 +190,7 @@ impl InboundHttp {
 
         let response = match self
             .app
-            .forward(permit, caller, &own_id, parts, body, upstream)
+            .forward(permit, conn.xfcc(&own_id), parts, body, upstream)
             .await
         {
             Ok(r) => r,

@@ -88,11 +88,7 @@ pub async fn inbound_http(
             let caller = conn.caller.clone();
             let activity = Activity::default();
             let (io, framing) = FramingScan::new(conn.tls, s.limits.max_header_bytes);
-            let state = Arc::new(Connection {
-                caller: caller.clone(),
-                framing,
-                upstream: Dedicated::default(),
-            });
+            let state = Arc::new(Connection::new(caller.clone(), framing));
             let svc = {
                 let activity = activity.clone();
                 service_fn(move |req: Request<Incoming>| {
