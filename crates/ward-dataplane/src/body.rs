@@ -37,9 +37,12 @@ pub enum RequestBody {
         prefix: Option<Bytes>,
         rest: Incoming,
         failed: Arc<AtomicBool>,
-        /// The longest wait for the next frame of the rest.
+        /// The longest wait for the next frame of the rest, counted only
+        /// while the receiver is waiting for one (an app that stops
+        /// reading is not the caller stalling).
         idle: Duration,
         deadline: Pin<Box<Sleep>>,
+        waiting: bool,
     },
 }
 
@@ -87,6 +90,7 @@ impl RequestBody {
                     failed,
                     idle,
                     deadline: Box::pin(tokio::time::sleep(idle)),
+                    waiting: false,
                 });
             }
         }
@@ -110,14 +114,14 @@ impl Body for RequestBody {
                 failed,
                 idle,
                 deadline,
+                waiting,
             } => {
                 if let Some(p) = prefix.take() {
-                    deadline.as_mut().reset(Instant::now() + *idle);
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
                 match Pin::new(rest).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        deadline.as_mut().reset(Instant::now() + *idle);
+                        *waiting = false;
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -125,6 +129,18 @@ impl Body for RequestBody {
                         Poll::Ready(Some(Err(e.into())))
                     }
                     Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending if !*waiting => {
+                        // The wait for this frame starts now.
+                        *waiting = true;
+                        deadline.as_mut().reset(Instant::now() + *idle);
+                        match deadline.as_mut().poll(cx) {
+                            Poll::Ready(()) => {
+                                failed.store(true, Ordering::SeqCst);
+                                Poll::Ready(Some(Err("the request body stalled".into())))
+                            }
+                            Poll::Pending => Poll::Pending,
+                        }
+                    }
                     Poll::Pending => match deadline.as_mut().poll(cx) {
                         Poll::Ready(()) => {
                             failed.store(true, Ordering::SeqCst);

@@ -8,8 +8,10 @@
 //! connection is followed here — heads parsed with `httparse` (hyper's own
 //! parser), bodies skipped by their length or chunk framing — and the index
 //! of the first request that declares both is kept for the request path to
-//! refuse. Anything this scanner cannot follow (a malformed head or chunk,
-//! an upgrade, HTTP/2's preface) makes it stop: hyper refuses those itself.
+//! refuse. It fails closed: from the first request whose framing it cannot
+//! follow (a head or chunk it cannot read, hyper refuses those itself) every
+//! later request on the connection is refused too. HTTP/2's preface turns
+//! it off.
 
 use std::io;
 use std::pin::Pin;
@@ -25,16 +27,21 @@ pub struct Framing {
     /// 1 + the index of the first request declaring both a length and an
     /// encoding; 0 while there is none.
     ambiguous: AtomicU64,
+    /// 1 + the index of the first request the scan could not follow up
+    /// to; 0 while it follows them all.
+    lost: AtomicU64,
     /// Requests the request path has taken so far.
     served: AtomicU64,
 }
 
 impl Framing {
     /// Called once per request, in order: whether this request declared
-    /// both `Content-Length` and `Transfer-Encoding`.
+    /// both `Content-Length` and `Transfer-Encoding`, or comes after the
+    /// scan lost track of the framing.
     pub fn next_is_ambiguous(&self) -> bool {
-        let index = self.served.fetch_add(1, Ordering::SeqCst);
-        self.ambiguous.load(Ordering::SeqCst) == index + 1
+        let index = self.served.fetch_add(1, Ordering::SeqCst) + 1;
+        let lost = self.lost.load(Ordering::SeqCst);
+        self.ambiguous.load(Ordering::SeqCst) == index || (lost != 0 && index >= lost)
     }
 }
 
@@ -46,14 +53,17 @@ enum State {
     /// Skipping a body of this many bytes.
     Body(u64),
     Chunk(Chunk),
-    /// Not following any more (see the module header).
+    /// Lost track: requests from this index on are refused.
+    Lost,
+    /// Not following any more, with nothing lost (HTTP/2, or a request
+    /// after which hyper closes the connection).
     Off,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Chunk {
-    /// Hex digits of a chunk size (value so far, digits seen).
-    Size(u64, u8),
+    /// Hex digits of a chunk size (value so far, whether any digit was seen).
+    Size(u64, bool),
     /// A chunk extension, up to CR.
     Extension(u64),
     /// LF after the size line.
@@ -99,10 +109,19 @@ impl<T> FramingScan<T> {
         )
     }
 
+    /// Stops following: the next request and every later one are refused.
+    fn lose(&mut self) {
+        let _ =
+            self.found
+                .lost
+                .compare_exchange(0, self.heads + 1, Ordering::SeqCst, Ordering::SeqCst);
+        self.state = State::Lost;
+    }
+
     fn scan(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match &mut self.state {
-                State::Off => return,
+                State::Off | State::Lost => return,
                 State::Body(left) => {
                     let n = (*left).min(bytes.len() as u64);
                     *left -= n;
@@ -112,59 +131,71 @@ impl<T> FramingScan<T> {
                     }
                 }
                 State::Head => {
-                    // A head ends at the first empty line.
-                    let start = self.head.len().saturating_sub(3);
-                    // The head is never over max_head here (that turns the scan off).
-                    let take = bytes.len().min(self.max_head + 1 - self.head.len());
+                    // The head is never over max_head here (that loses track).
+                    let before = self.head.len();
+                    let take = bytes.len().min(self.max_head + 1 - before);
                     self.head.extend_from_slice(&bytes[..take]);
-                    let end = self.head[start..]
-                        .windows(4)
-                        .position(|w| w == b"\r\n\r\n")
-                        .map(|p| start + p + 4);
-                    match end {
-                        Some(end) => {
-                            let rest = self.head.split_off(end);
-                            let consumed = take - rest.len();
-                            bytes = &bytes[consumed..];
-                            self.state = self.after_head();
-                            self.head.clear();
+                    // A head can only end at a LF; parse it as hyper does
+                    // (httparse, which also takes bare LF line ends and
+                    // skips empty lines before the request line).
+                    if !bytes[..take].contains(&b'\n') {
+                        bytes = &bytes[take..];
+                        if self.head.len() > self.max_head {
+                            self.lose();
                         }
-                        None if self.head.len() > self.max_head => self.state = State::Off,
-                        None => bytes = &bytes[take..],
+                        continue;
+                    }
+                    match self.after_head() {
+                        Some((len, next)) => {
+                            bytes = &bytes[len.saturating_sub(before)..];
+                            self.head.clear();
+                            self.state = next;
+                            if matches!(self.state, State::Lost) {
+                                self.lose();
+                            }
+                        }
+                        None => {
+                            bytes = &bytes[take..];
+                            if self.head.len() > self.max_head {
+                                self.lose();
+                            }
+                        }
                     }
                 }
                 State::Chunk(c) => {
                     let (next, used) = chunk_step(*c, bytes);
                     bytes = &bytes[used..];
                     self.state = next;
+                    if matches!(self.state, State::Lost) {
+                        self.lose();
+                    }
                 }
             }
         }
     }
 
-    /// Reads the head just completed and decides how its body is framed.
-    fn after_head(&mut self) -> State {
-        // Blank lines before a request line are allowed (RFC 9112 §2.2).
-        let text = {
-            let mut t = &self.head[..];
-            while t.starts_with(b"\r\n") {
-                t = &t[2..];
-            }
-            t
-        };
-        if text.is_empty() {
-            return State::Head;
-        }
-        let index = self.heads;
-        self.heads += 1;
-        if text.starts_with(b"PRI * HTTP/2.0") {
-            return State::Off;
+    /// Parses the head collected so far: `None` while it is incomplete,
+    /// else its length in bytes and how its body is framed.
+    fn after_head(&mut self) -> Option<(usize, State)> {
+        // HTTP/2 with prior knowledge (its preface reads as a head that
+        // httparse refuses): nothing to follow.
+        if self.head.starts_with(b"PRI * HTTP/2.0") {
+            return Some((self.head.len(), State::Off));
         }
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut req = httparse::Request::new(&mut headers);
-        let Ok(httparse::Status::Complete(_)) = req.parse(text) else {
-            return State::Off;
+        let len = match req.parse(&self.head) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return None,
+            // hyper refuses it too; whatever follows cannot be followed.
+            Err(_) => {
+                let all = self.head.len();
+                self.heads += 1;
+                return Some((all, State::Lost));
+            }
         };
+        let index = self.heads;
+        self.heads += 1;
         let (mut length, mut lengths, mut encodings, mut chunked_last) = (None, 0, 0, false);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
@@ -179,11 +210,9 @@ impl<T> FramingScan<T> {
                     .rsplit(|b| *b == b',')
                     .next()
                     .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                return State::Off;
             }
         }
-        if lengths > 0 && encodings > 0 {
+        let next = if lengths > 0 && encodings > 0 {
             let _ = self.found.ambiguous.compare_exchange(
                 0,
                 index + 1,
@@ -191,21 +220,22 @@ impl<T> FramingScan<T> {
                 Ordering::SeqCst,
             );
             // hyper closes the connection after this request.
-            return State::Off;
-        }
-        if encodings > 0 {
-            return if chunked_last {
-                State::Chunk(Chunk::Size(0, 0))
+            State::Off
+        } else if encodings > 0 {
+            // Not chunked last: hyper refuses it (400) and closes.
+            if chunked_last {
+                State::Chunk(Chunk::Size(0, false))
             } else {
-                State::Off
-            };
-        }
-        match (lengths, length) {
-            (0, _) => State::Head,
-            (_, Some(0)) => State::Head,
-            (_, Some(n)) => State::Body(n),
-            (_, None) => State::Off,
-        }
+                State::Lost
+            }
+        } else {
+            match (lengths, length) {
+                (0, _) | (_, Some(0)) => State::Head,
+                (_, Some(n)) => State::Body(n),
+                (_, None) => State::Lost,
+            }
+        };
+        Some((len, next))
     }
 }
 
@@ -215,20 +245,24 @@ fn chunk_step(c: Chunk, bytes: &[u8]) -> (State, usize) {
     let b = bytes[0];
     let next = match c {
         Chunk::Size(n, digits) => match (b as char).to_digit(16) {
-            Some(d) if digits < 16 => Chunk::Size(n * 16 + d as u64, digits + 1),
-            None if digits > 0 && b == b'\r' => Chunk::SizeLf(n),
-            None if digits > 0 && (b == b';' || b == b' ' || b == b'\t') => Chunk::Extension(n),
-            _ => return (State::Off, 1),
+            // Leading zeros are fine (hyper only refuses an overflow).
+            Some(d) => match n.checked_mul(16).and_then(|n| n.checked_add(d as u64)) {
+                Some(n) => Chunk::Size(n, true),
+                None => return (State::Lost, 1),
+            },
+            None if digits && b == b'\r' => Chunk::SizeLf(n),
+            None if digits && (b == b';' || b == b' ' || b == b'\t') => Chunk::Extension(n),
+            _ => return (State::Lost, 1),
         },
         Chunk::Extension(n) => match b {
             b'\r' => Chunk::SizeLf(n),
-            b'\n' => return (State::Off, 1),
+            b'\n' => return (State::Lost, 1),
             _ => Chunk::Extension(n),
         },
         Chunk::SizeLf(n) => match (b, n) {
             (b'\n', 0) => Chunk::TrailerStart,
             (b'\n', n) => Chunk::Data(n),
-            _ => return (State::Off, 1),
+            _ => return (State::Lost, 1),
         },
         Chunk::Data(n) => {
             let take = n.min(bytes.len() as u64);
@@ -242,29 +276,28 @@ fn chunk_step(c: Chunk, bytes: &[u8]) -> (State, usize) {
         }
         Chunk::DataCr => match b {
             b'\r' => Chunk::DataLf,
-            _ => return (State::Off, 1),
+            _ => return (State::Lost, 1),
         },
         Chunk::DataLf => match b {
-            b'\n' => Chunk::Size(0, 0),
-            _ => return (State::Off, 1),
+            b'\n' => Chunk::Size(0, false),
+            _ => return (State::Lost, 1),
         },
+        // As hyper reads trailers: any byte up to CR belongs to the line.
         Chunk::TrailerStart => match b {
             b'\r' => Chunk::EndLf,
-            b'\n' => return (State::Off, 1),
             _ => Chunk::Trailer,
         },
         Chunk::Trailer => match b {
             b'\r' => Chunk::TrailerLf,
-            b'\n' => return (State::Off, 1),
             _ => Chunk::Trailer,
         },
         Chunk::TrailerLf => match b {
             b'\n' => Chunk::TrailerStart,
-            _ => return (State::Off, 1),
+            _ => return (State::Lost, 1),
         },
         Chunk::EndLf => match b {
             b'\n' => return (State::Head, 1),
-            _ => return (State::Off, 1),
+            _ => return (State::Lost, 1),
         },
     };
     (State::Chunk(next), 1)
@@ -280,7 +313,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for FramingScan<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            if !matches!(this.state, State::Off) {
+            if !matches!(this.state, State::Off | State::Lost) {
                 this.scan(&buf.filled()[before..]);
             }
         }
@@ -380,8 +413,42 @@ mod tests {
     fn plain_requests_are_never_refused() {
         let s = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcPOST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         assert_eq!(index_of_ambiguous(s, 1), 0);
-        // What it cannot follow, it stops following (hyper refuses it).
-        let bad = b"POST /1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /2 HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(index_of_ambiguous(bad, 4), 0);
+        assert!(refused(s, 1, 3).is_empty());
+        // What it cannot follow (hyper refuses it), it fails closed on:
+        // every later request is refused.
+        let bad = b"POST /1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(refused(bad, 4, 3), vec![1, 2]);
+    }
+
+    #[test]
+    fn http2_turns_the_scan_off_and_refuses_nothing() {
+        let mut s = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        s.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        for step in [1, 5, 4096] {
+            assert!(refused(&s, step, 5).is_empty(), "step {step}");
+        }
+    }
+
+    /// Requests hyper serves that an earlier scan lost track at: each must
+    /// still be found, not let through.
+    #[test]
+    fn what_hyper_reads_the_scan_reads_too() {
+        let smuggle = b"POST /s HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let cases: [&[u8]; 4] = [
+            // An Upgrade header (never granted: the proxy strips it).
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\n\r\n",
+            // A chunk size with leading zeros past 16 digits.
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001\r\nx\r\n0\r\n\r\n",
+            // A head with bare LF line ends.
+            b"GET /a HTTP/1.1\nHost: a\n\n",
+            // A bare LF inside a trailer line (hyper reads up to CR).
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\nY: 2\r\n\r\n",
+        ];
+        for (i, first) in cases.iter().enumerate() {
+            let stream = [*first, &smuggle[..]].concat();
+            for step in [1, 3, 4096] {
+                assert_eq!(refused(&stream, step, 2), vec![1], "case {i}, step {step}");
+            }
+        }
     }
 }

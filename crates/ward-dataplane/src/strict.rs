@@ -53,6 +53,8 @@ pub enum Rejection {
     BadHeaderValue,
     #[error("the request body is malformed: {0}")]
     MalformedBody(String),
+    #[error("the Connection header names {0:?}, which the policy reads")]
+    ConnectionNamesDecidedHeader(&'static str),
 }
 
 impl Rejection {
@@ -74,6 +76,7 @@ impl Rejection {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::DuplicateHeader(_) | Self::BadHeaderValue => "header",
             Self::MalformedBody(_) => "malformed_body",
+            Self::ConnectionNamesDecidedHeader(_) => "header",
         }
     }
 }
@@ -83,6 +86,19 @@ impl Rejection {
 pub fn check_request(parts: &mut Parts, max_body: u64) -> Result<(), Rejection> {
     check_host(parts)?;
     check_framing(&parts.headers, max_body)?;
+    // `Connection: host` would strip, after the decision, a header the
+    // decision read (RFC 9110 §7.6.1 makes named headers hop-by-hop).
+    for v in parts.headers.get_all(header::CONNECTION) {
+        let v = v.to_str().map_err(|_| Rejection::BadHeaderValue)?;
+        for token in v.split(',').map(str::trim) {
+            if let Some(name) = CONTEXT_HEADERS
+                .iter()
+                .find(|h| h.eq_ignore_ascii_case(token))
+            {
+                return Err(Rejection::ConnectionNamesDecidedHeader(name));
+            }
+        }
+    }
     for name in CONTEXT_HEADERS {
         let mut values = parts.headers.get_all(name).iter();
         if values.next().is_some_and(|v| v.to_str().is_err()) {
@@ -317,6 +333,27 @@ mod tests {
                 H1,
                 "/x",
                 &[("host", "a"), ("x-other", "a"), ("x-other", "b")]
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn connection_cannot_strip_a_header_the_policy_read() {
+        assert_eq!(
+            check(
+                H1,
+                "/x",
+                &[("host", "a"), ("connection", "keep-alive, Host")]
+            )
+            .unwrap_err(),
+            Rejection::ConnectionNamesDecidedHeader("host")
+        );
+        assert!(
+            check(
+                H1,
+                "/x",
+                &[("host", "a"), ("connection", "keep-alive, x-other")]
             )
             .is_ok()
         );

@@ -52,6 +52,10 @@ pub async fn serve_tls(
         let watcher = graceful.watcher();
         let trust = trust.clone();
         tokio::spawn(async move {
+            // Read before the handshake: a bundle change during it leaves a
+            // stale tag (the client reconnects), never a fresh one on a
+            // certificate verified under the old bundle.
+            let trust_generation = trust.generation();
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -75,7 +79,7 @@ pub async fn serve_tls(
             let peer_id = PeerId {
                 not_after: cert.as_ref().map_or(0, |c| c.not_after),
                 id: cert.map(|c| c.id),
-                trust_generation: trust.generation(),
+                trust_generation,
             };
             let service = TowerToHyperService::new(service.map_request(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
