@@ -985,6 +985,39 @@ fn an_open_connection_is_closed_when_the_callers_certificate_expires() {
 }
 
 #[test]
+fn an_open_connection_is_closed_when_an_intermediate_of_the_callers_chain_expires() {
+    let e = env();
+    let app = RecordingApp::start();
+    let proxy = e.proxy(
+        "intermediate",
+        &[],
+        ALLOW_ALL,
+        &app.addr.to_string(),
+        "http",
+        "[limits]\nheader_timeout = \"5m\"\nidle_timeout = \"5m\"\n",
+    );
+    let addr = proxy.inbound("in");
+    // The leaf is valid for a day; the intermediate that issued it for 20 s.
+    let (intermediate, not_after) = e.ca.intermediate_expiring_in("short-ica", 20);
+    let caller = intermediate.chain_leaf("via-ica", "spiffe://dp.test/ns/demo/sa/via-ica");
+    let mut held = Holder::open(&addr, &caller);
+    assert!(held.connected, "{}\n{}", held.first_line, log_tail(&proxy));
+    let (code, line) = held.request("/ica-1");
+    assert_eq!(code, 200, "{line}\n{}", log_tail(&proxy));
+    let wait = (not_after as f64 - unix_now()) + 10.0;
+    let Some((at, how)) = held.wait_closed(wait) else {
+        panic!(
+            "the connection is still open after the intermediate expired at {not_after}\n{}",
+            log_tail(&proxy)
+        );
+    };
+    assert!(
+        at >= not_after as f64 - 1.0 && at <= not_after as f64 + 5.0,
+        "closed ({how}) at {at:.1}; the intermediate expired at {not_after}"
+    );
+}
+
+#[test]
 fn an_open_connection_is_closed_when_the_bundle_stops_trusting_the_caller() {
     let e = env();
     let retiring = Ca::new(e.dir.path(), "retiring");

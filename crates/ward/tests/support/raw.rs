@@ -159,7 +159,49 @@ impl Ca {
     /// Returns the leaf and its notAfter (Unix seconds).
     pub fn leaf_expiring_in(&self, leaf: &str, uri: &str, secs: u64) -> (Leaf, u64) {
         let (key, csr) = self.csr(leaf);
-        let db = self.dir.join(format!("{}-{leaf}-db", self.name));
+        let (cert, not_after) = self.sign_until(leaf, &csr, &Self::ext(uri), secs);
+        (
+            Leaf {
+                id: uri.to_owned(),
+                cert: cert.display().to_string(),
+                key: key.display().to_string(),
+            },
+            not_after,
+        )
+    }
+
+    /// An intermediate CA under this one whose notAfter is `secs` seconds
+    /// from now; returns it and its notAfter. Its leaves' chain files are
+    /// made with [`Self::chain_leaf`].
+    pub fn intermediate_expiring_in(&self, name: &str, secs: u64) -> (Ca, u64) {
+        let (key, csr) = self.csr(name);
+        let ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+        let (cert, not_after) = self.sign_until(name, &csr, ext, secs);
+        (
+            Ca {
+                name: format!("{}-{name}", self.name),
+                dir: self.dir.clone(),
+                cert,
+                key,
+            },
+            not_after,
+        )
+    }
+
+    /// A leaf of this (intermediate) CA whose certificate file holds the
+    /// chain: the leaf, then this CA.
+    pub fn chain_leaf(&self, leaf: &str, uri: &str) -> Leaf {
+        let mut l = self.leaf(leaf, uri);
+        let chain = self.dir.join(format!("{}-{leaf}-chain.pem", self.name));
+        let text = std::fs::read_to_string(&l.cert).unwrap() + &self.cert_pem();
+        std::fs::write(&chain, text).unwrap();
+        l.cert = chain.display().to_string();
+        l
+    }
+
+    /// Signs `csr` with extensions `ext`, valid until `secs` from now.
+    fn sign_until(&self, name: &str, csr: &Path, ext: &str, secs: u64) -> (PathBuf, u64) {
+        let db = self.dir.join(format!("{}-{name}-db", self.name));
         std::fs::create_dir_all(db.join("new")).unwrap();
         std::fs::write(db.join("index.txt"), "").unwrap();
         std::fs::write(
@@ -175,13 +217,12 @@ impl Ca {
                  serial = {db}/serial\ndefault_md = sha256\npolicy = pol\nunique_subject = no\n\
                  copy_extensions = none\n[pol]\ncommonName = supplied\n[ext]\n{ext}",
                 db = db.display(),
-                ext = Self::ext(uri)
             ),
         )
         .unwrap();
         let not_before = now_epoch() - 120;
         let not_after = now_epoch() + secs;
-        let cert = self.dir.join(format!("{}-{leaf}.pem", self.name));
+        let cert = self.dir.join(format!("{}-{name}.pem", self.name));
         let (ok, text) = openssl(&[
             "ca",
             "-batch",
@@ -203,15 +244,8 @@ impl Ca {
             "-enddate",
             &asn1_time(not_after),
         ]);
-        assert!(ok, "openssl ca {leaf}: {text}");
-        (
-            Leaf {
-                id: uri.to_owned(),
-                cert: cert.display().to_string(),
-                key: key.display().to_string(),
-            },
-            not_after,
-        )
+        assert!(ok, "openssl ca {name}: {text}");
+        (cert, not_after)
     }
 }
 
