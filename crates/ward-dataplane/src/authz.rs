@@ -191,8 +191,8 @@ impl Denial {
 pub struct Permit {
     /// The canonical path that was authorized (the app gets exactly this).
     pub path: String,
-    /// The permits that allowed it.
-    pub policies: Vec<String>,
+    /// The permits that allowed it (shared with the policy engine's cache).
+    pub policies: Arc<[String]>,
 }
 
 /// What one decision reads from a request, already normalised (see
@@ -307,7 +307,7 @@ impl Authorizer {
         method: &str,
         route: &str,
         facts: &CallFacts<'_>,
-    ) -> Result<Vec<String>, Denial> {
+    ) -> Result<Arc<[String]>, Denial> {
         let Some(policy) = self.policy.current() else {
             return Err(Denial::new(DenyReason::NoPolicy));
         };
@@ -341,7 +341,7 @@ impl Authorizer {
             }))
         } else {
             Err(Denial::new(DenyReason::Policy {
-                policies: d.policies,
+                policies: d.policies.to_vec(),
             }))
         }
     }
@@ -400,7 +400,7 @@ mod tests {
             .authorize(&fe, ORDERS, Some(&p), &facts("GET", "/x"))
             .unwrap();
         assert_eq!(
-            (ok.path.as_str(), ok.policies.as_slice()),
+            (ok.path.as_str(), &*ok.policies),
             ("/x", &["all".to_string()][..])
         );
         let d = a

@@ -154,7 +154,7 @@ pub fn explain(engine: Engine, q: &Question) -> Result<Explanation, ExplainError
                 allowed: true,
                 reason: "allow".into(),
                 status: 200,
-                policies: permit.policies,
+                policies: permit.policies.to_vec(),
                 errors: Vec::new(),
             },
             Err(denial) => {

@@ -203,13 +203,15 @@ impl Dedicated {
                 request.headers_mut().insert(header::HOST, v);
             }
         }
-        let origin_form = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse::<Uri>()
-            .unwrap_or_default();
-        *request.uri_mut() = origin_form;
+        if request.uri().authority().is_some() || request.uri().scheme().is_some() {
+            let origin_form = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .parse::<Uri>()
+                .unwrap_or_default();
+            *request.uri_mut() = origin_form;
+        }
         let exchange = async {
             loop {
                 let (mut sender, fresh) = match self.take(generation) {

@@ -18,7 +18,7 @@ use crate::forward::{
 };
 use crate::framing::Framing;
 use crate::listener::TrustWatch;
-use crate::path::metric_route;
+use crate::path::{metric_route, route_segment};
 use crate::strict;
 use crate::telemetry::{CallRecord, Telemetry, method_label, status_class};
 
@@ -37,6 +37,8 @@ pub struct Connection {
     /// The `x-forwarded-client-cert` value, built once per connection (and
     /// again only if our own ID changes).
     xfcc: std::sync::Mutex<Option<(Arc<str>, HeaderValue)>>,
+    /// The last route label, reused while requests keep to one route.
+    route: std::sync::Mutex<Option<Arc<str>>>,
 }
 
 impl Connection {
@@ -46,6 +48,22 @@ impl Connection {
             framing,
             upstream: Dedicated::default(),
             xfcc: std::sync::Mutex::new(None),
+            route: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The route label of `path` (see [`metric_route`]), allocated only
+    /// when it differs from the previous request's.
+    fn route_label(&self, path: &str) -> Arc<str> {
+        let segment = route_segment(path);
+        let mut last = self.route.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some(r) if r.strip_prefix('/') == Some(segment) => r.clone(),
+            _ => {
+                let r: Arc<str> = metric_route(path).into();
+                *last = Some(r.clone());
+                r
+            }
         }
     }
 
@@ -97,6 +115,7 @@ impl InboundHttp {
             method_label(req.method().as_str()),
         );
         let (mut parts, body) = req.into_parts();
+        let no_body = hyper::body::Body::is_end_stream(&body);
 
         // Called for every request, in order, so the scan's index lines up.
         let checked = if framing.next_is_ambiguous() {
@@ -132,7 +151,7 @@ impl InboundHttp {
             Ok(p) => p,
             Err(denial) => {
                 if let Some(path) = &denial.path {
-                    record.edge.route = metric_route(path).into();
+                    record.edge.route = conn.route_label(path);
                 }
                 let policies = denial.policies();
                 match &denial.reason {
@@ -158,14 +177,18 @@ impl InboundHttp {
                 return Ok(plain(denial.status(), denial.body()));
             }
         };
-        record.edge.route = metric_route(&permit.path).into();
+        record.edge.route = conn.route_label(&permit.path);
 
         let failed = Arc::new(AtomicBool::new(false));
-        let prepared = tokio::time::timeout(
-            self.body_timeout,
-            RequestBody::prepare(body, self.buffer_limit, self.body_timeout, failed.clone()),
-        )
-        .await;
+        let prepare =
+            RequestBody::prepare(body, self.buffer_limit, self.body_timeout, failed.clone());
+        // A request without a body (most GETs) has nothing to wait for: no
+        // timer is armed for it.
+        let prepared = if no_body {
+            Ok(prepare.await)
+        } else {
+            tokio::time::timeout(self.body_timeout, prepare).await
+        };
         let body = match prepared {
             Ok(Prepared::Ready(b)) => b,
             Err(_) => {

@@ -101,11 +101,21 @@ pub fn canonical_path(path: &str) -> Result<String, PathError> {
 
 /// The bounded route label for metrics: the first path segment.
 pub fn metric_route(path: &str) -> String {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    let mut s = String::with_capacity(first.len().min(48) + 1);
+    let first = route_segment(path);
+    let mut s = String::with_capacity(first.len() + 1);
     s.push('/');
-    s.extend(first.chars().take(48));
+    s.push_str(first);
     s
+}
+
+/// The part of `path` that the route label keeps: its first segment, at
+/// most 48 characters.
+pub fn route_segment(path: &str) -> &str {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first.char_indices().nth(48) {
+        Some((end, _)) => &first[..end],
+        None => first,
+    }
 }
 
 #[cfg(test)]

@@ -377,7 +377,7 @@ impl CallRecord {
                 source,
                 destination,
                 method,
-                route: Arc::from("invalid"),
+                route: invalid_route(),
                 status_class: "cancelled",
                 decision: "deny",
             },
@@ -396,6 +396,13 @@ impl Drop for CallRecord {
         self.telemetry
             .record(self.edge.clone(), self.started.elapsed());
     }
+}
+
+/// The route label of a request whose path was never read as valid, shared
+/// so that starting a record allocates nothing.
+fn invalid_route() -> Arc<str> {
+    static INVALID: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    INVALID.get_or_init(|| Arc::from("invalid")).clone()
 }
 
 fn now_secs() -> i64 {

@@ -83,8 +83,9 @@ pub struct Call<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
-    /// The policies that decided (permits when allowed, forbids when denied by one).
-    pub policies: Vec<String>,
+    /// The policies that decided (permits when allowed, forbids when denied
+    /// by one). Shared, so a cached decision is handed out without copying.
+    pub policies: Arc<[String]>,
     /// Policies that could not be evaluated, with the error.
     pub errors: Vec<String>,
 }
@@ -93,7 +94,7 @@ impl Decision {
     fn deny(error: impl Into<String>) -> Self {
         Self {
             allowed: false,
-            policies: Vec::new(),
+            policies: Arc::from([]),
             errors: vec![error.into()],
         }
     }
@@ -112,6 +113,10 @@ pub struct Engine {
     entity_cache: Mutex<HashMap<String, Arc<Entities>>>,
     /// (the second the entries are for, contexts by key)
     context_cache: Mutex<(u64, HashMap<String, Context>)>,
+    /// (the second the entries are for, whole decisions by every input of
+    /// the call): a connection's requests mostly repeat one call, and a
+    /// hit skips building the request and evaluating policies.
+    decision_cache: Mutex<(u64, HashMap<String, Decision>)>,
     authorizer: Authorizer,
     types: Types,
 }
@@ -185,6 +190,7 @@ impl Engine {
             subsets: RwLock::new(HashMap::new()),
             entity_cache: Mutex::new(HashMap::new()),
             context_cache: Mutex::new((0, HashMap::new())),
+            decision_cache: Mutex::new((0, HashMap::new())),
             authorizer: Authorizer::new(),
             types: Types::new(),
         })
@@ -204,7 +210,30 @@ impl Engine {
     /// unknown method, a malformed input, or an error in a `forbid` policy
     /// (Cedar skips policies that error; a skipped forbid must not allow).
     pub fn decide(&self, call: &Call<'_>) -> Decision {
-        self.decide_in(call, false)
+        let second = unix_second(call.time);
+        let key = decision_key(call);
+        if key.len() > MAX_CACHED_KEY {
+            return self.decide_in(call, false);
+        }
+        {
+            let mut cache = self.decision_cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.0 != second {
+                cache.0 = second;
+                cache.1.clear();
+            }
+            if let Some(d) = cache.1.get(&key) {
+                return d.clone();
+            }
+        }
+        let decision = self.decide_in(call, false);
+        let mut cache = self.decision_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 == second {
+            if cache.1.len() >= MAX_CACHED_CALLS {
+                cache.1.clear();
+            }
+            cache.1.insert(key, decision.clone());
+        }
+        decision
     }
 
     /// Decides with every policy, without the per-caller subset (for
@@ -252,7 +281,7 @@ impl Engine {
             }
             errors.push(format!("{}: {}", e.policy_id(), e.inner()));
         }
-        let reasons: Vec<String> = response
+        let reasons: Arc<[String]> = response
             .diagnostics()
             .reason()
             .map(PolicyId::to_string)
@@ -339,10 +368,7 @@ impl Engine {
     /// protocol, selected headers): parsing the `ip` and `datetime` values
     /// costs about 10 µs each. Entries of past seconds are dropped.
     fn context_for(&self, call: &Call<'_>) -> Result<Context, String> {
-        let second = call
-            .time
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let second = unix_second(call.time);
         let mut key = format!(
             "{}\n{second}\n{}\n{}",
             call.source, call.protocol, call.method
@@ -383,13 +409,15 @@ impl Engine {
     }
 
     fn context(&self, call: &Call<'_>) -> Result<Context, String> {
-        let headers = call
-            .headers
+        // The first value of each declared header (the data plane passes
+        // at most one; the cache keys take the first too).
+        let headers = CONTEXT_HEADERS
             .iter()
-            .filter_map(|(name, value)| {
-                let name = CONTEXT_HEADERS
+            .filter_map(|name| {
+                let (_, value) = call
+                    .headers
                     .iter()
-                    .find(|h| h.eq_ignore_ascii_case(name))?;
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))?;
                 Some((
                     name.to_string(),
                     RestrictedExpression::new_string(value.to_string()),
@@ -494,6 +522,46 @@ impl Engine {
     }
 }
 
+fn unix_second(time: SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Every input of a decision but the second (which the decision cache is
+/// for), in one string. Each field is length-prefixed, so no value can
+/// make two different calls share a key; a header is the first value of
+/// its name, as `context` takes it.
+fn decision_key(call: &Call<'_>) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(256);
+    let field = |key: &mut String, v: &str| {
+        let _ = write!(key, "{}:", v.len());
+        key.push_str(v);
+    };
+    for part in [
+        call.caller,
+        call.destination,
+        call.action,
+        call.route,
+        call.protocol,
+        call.method,
+    ] {
+        field(&mut key, part);
+    }
+    let _ = write!(key, "{};", call.source);
+    for name in CONTEXT_HEADERS {
+        match call
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some((_, v)) => field(&mut key, v),
+            None => key.push('-'),
+        }
+    }
+    key
+}
+
 /// `spiffe://td/ns/<namespace>/...` → the namespace.
 fn namespace_segment(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/ns/")?;
@@ -554,7 +622,7 @@ mod tests {
         ));
         let d = e.decide(&call(FE, ORDERS, "GET", "/orders/1"));
         assert!(d.allowed, "{d:?}");
-        assert_eq!(d.policies, vec!["fe-orders".to_string()]);
+        assert_eq!(&*d.policies, ["fe-orders".to_string()]);
         assert!(!e.decide(&call(FE, PAY, "GET", "/orders/1")).allowed);
         assert!(!e.decide(&call(FE, ORDERS, "DELETE", "/orders/1")).allowed);
         assert!(!e.decide(&call(FE, ORDERS, "GET", "/admin")).allowed);
@@ -566,6 +634,75 @@ mod tests {
             !e.decide(&call("spiffe://td/other/x", ORDERS, "POST", "/x"))
                 .allowed
         );
+    }
+
+    #[test]
+    fn cached_decisions_follow_every_input() {
+        // Each call differs from the one before in one input a policy
+        // reads; a decision cache keyed on less would answer with the
+        // previous call's decision. Every call is decided twice (the second
+        // a cache hit) and must agree with the uncached evaluation.
+        let e = engine(&format!(
+            r#"@id("fe-orders")
+            permit(principal == Ward::Service::"{FE}", action in Ward::Action::"read",
+                   resource in Ward::Service::"{ORDERS}");
+            @id("no-evil-host")
+            forbid(principal, action, resource)
+            when {{ context.headers has "host" && context.headers.host == "evil" }};
+            @id("no-h2-admin")
+            forbid(principal, action, resource)
+            when {{ context.protocol == "h2" && resource.path like "/admin*" }};
+            @id("no-remote")
+            forbid(principal, action, resource)
+            when {{ !context.source.isLoopback() }};"#
+        ));
+        let ok = call(FE, ORDERS, "GET", "/x");
+        let evil_host = Call {
+            headers: &[("host", "evil")],
+            ..ok.clone()
+        };
+        // The same header name twice: the first value is the one read.
+        let evil_first = Call {
+            headers: &[("host", "evil"), ("Host", "good")],
+            ..ok.clone()
+        };
+        let evil_second = Call {
+            headers: &[("host", "good"), ("Host", "evil")],
+            ..ok.clone()
+        };
+        let h2_admin = Call {
+            protocol: "h2",
+            route: "/admin",
+            ..ok.clone()
+        };
+        let h1_admin = Call {
+            route: "/admin",
+            ..ok.clone()
+        };
+        let remote = Call {
+            source: "10.0.0.1".parse().unwrap(),
+            ..ok.clone()
+        };
+        let cases = [
+            (&ok, true),
+            (&evil_host, false),
+            (&ok, true),
+            (&evil_first, false),
+            (&evil_second, true),
+            (&h2_admin, false),
+            (&h1_admin, true),
+            (&remote, false),
+            (&ok, true),
+            (&call(FE, ORDERS, "POST", "/x"), false),
+            (&call(PAY, ORDERS, "GET", "/x"), false),
+            (&call(FE, PAY, "GET", "/x"), false),
+        ];
+        for (i, (c, allowed)) in cases.iter().enumerate() {
+            let uncached = e.decide_unindexed(c);
+            assert_eq!(uncached.allowed, *allowed, "case {i}: {uncached:?}");
+            assert_eq!(e.decide(c), uncached, "case {i}, first");
+            assert_eq!(e.decide(c), uncached, "case {i}, cached");
+        }
     }
 
     #[test]

@@ -100,28 +100,50 @@ impl Outbound {
         strip_hop_by_hop(&mut parts.headers);
         keep_host(&mut parts);
         // The connector ignores the target's authority (every request goes
-        // to the one upstream). Over HTTP/1.1 the app's Host travels as is;
-        // over HTTP/2 it becomes the :authority and the Host header goes,
-        // so the upstream's strict check sees one authority, not two.
-        let mut target = String::from("https://");
-        let host = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-            .map(str::to_owned);
-        match (&host, parts.version == Version::HTTP_2) {
-            (Some(h), true) => {
-                target.push_str(h);
-                parts.headers.remove(http::header::HOST);
+        // to the one upstream). Over HTTP/1.1 the app's Host travels as is
+        // (the upstream's when there is none) and the target is sent in
+        // origin form; over HTTP/2 the Host becomes the :authority and the
+        // header goes, so the upstream's strict check sees one authority,
+        // not two.
+        if parts.version == Version::HTTP_2 {
+            let mut target = String::from("https://");
+            let host = parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+                .map(str::to_owned);
+            match &host {
+                Some(h) => {
+                    target.push_str(h);
+                    parts.headers.remove(http::header::HOST);
+                }
+                None => target.push_str(&self.upstream_authority),
             }
-            _ => target.push_str(&self.upstream_authority),
+            target.push_str(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+            let Ok(uri) = target.parse::<Uri>() else {
+                return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
+            };
+            parts.uri = uri;
+        } else {
+            if parts.uri.authority().is_some() || parts.uri.scheme().is_some() {
+                let Ok(uri) = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .parse::<Uri>()
+                else {
+                    return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
+                };
+                parts.uri = uri;
+            }
+            if parts.headers.get(http::header::HOST).is_none() {
+                let Ok(v) = http::HeaderValue::from_str(&self.upstream_authority) else {
+                    return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
+                };
+                parts.headers.insert(http::header::HOST, v);
+            }
         }
-        target.push_str(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
-        let Ok(uri) = target.parse::<Uri>() else {
-            return Ok(plain(StatusCode::BAD_REQUEST, "bad request\n"));
-        };
-        parts.uri = uri;
         let h2 = parts.version == Version::HTTP_2;
         let request = Request::from_parts(parts, RequestBody::Incoming(body));
         let sent = if h2 {
