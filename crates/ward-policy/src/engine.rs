@@ -48,6 +48,10 @@ const ACTIONS: [&str; 11] = [
 
 /// The most entity sets and contexts kept (each cache starts over when full).
 const MAX_CACHED_CALLS: usize = 10_000;
+/// The most whole decisions kept per second: a caller sending a new path
+/// or request ID each time fills it (and it starts over), so it is
+/// smaller than the others; a flood costs speed, never correctness.
+const MAX_CACHED_DECISIONS: usize = 4_096;
 /// Calls with longer keys (long paths or header values, which a caller
 /// controls) are decided without caching, so the caches stay within
 /// MAX_CACHED_CALLS × 2 KiB.
@@ -216,7 +220,10 @@ impl Engine {
             return self.decide_in(call, false);
         }
         {
-            let mut cache = self.decision_cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cache = self
+                .decision_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if cache.0 != second {
                 cache.0 = second;
                 cache.1.clear();
@@ -226,9 +233,12 @@ impl Engine {
             }
         }
         let decision = self.decide_in(call, false);
-        let mut cache = self.decision_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .decision_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if cache.0 == second {
-            if cache.1.len() >= MAX_CACHED_CALLS {
+            if cache.1.len() >= MAX_CACHED_DECISIONS {
                 cache.1.clear();
             }
             cache.1.insert(key, decision.clone());
@@ -298,10 +308,10 @@ impl Engine {
     /// route, the action), built once per (caller, action, route) and
     /// reused: building them costs more than most decisions.
     fn entities_for(&self, call: &Call<'_>, action: &Entity) -> Result<Arc<Entities>, String> {
-        let key = format!(
-            "{}\n{}\n{}\n{}",
-            call.caller, call.destination, call.action, call.route
-        );
+        let mut key = String::with_capacity(128);
+        for part in [call.caller, call.destination, call.action, call.route] {
+            key_field(&mut key, part);
+        }
         if let Some(e) = self
             .entity_cache
             .lock()
@@ -369,21 +379,10 @@ impl Engine {
     /// costs about 10 µs each. Entries of past seconds are dropped.
     fn context_for(&self, call: &Call<'_>) -> Result<Context, String> {
         let second = unix_second(call.time);
-        let mut key = format!(
-            "{}\n{second}\n{}\n{}",
-            call.source, call.protocol, call.method
-        );
-        for name in CONTEXT_HEADERS {
-            key.push('\n');
-            if let Some((_, v)) = call
-                .headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            {
-                key.push('=');
-                key.push_str(v);
-            }
-        }
+        let mut key = format!("{};{second};", call.source);
+        key_field(&mut key, call.protocol);
+        key_field(&mut key, call.method);
+        key_headers(&mut key, call.headers);
         {
             let mut cache = self.context_cache.lock().unwrap_or_else(|p| p.into_inner());
             if cache.0 != second {
@@ -533,33 +532,43 @@ fn unix_second(time: SystemTime) -> u64 {
 /// its name, as `context` takes it.
 fn decision_key(call: &Call<'_>) -> String {
     use std::fmt::Write;
+    // Destructured, so a field added to `Call` does not compile until it
+    // is either keyed here or said not to decide.
+    let Call {
+        caller,
+        destination,
+        action,
+        method,
+        route,
+        source,
+        time: _, // the cache is per second
+        protocol,
+        headers,
+    } = call;
     let mut key = String::with_capacity(256);
-    let field = |key: &mut String, v: &str| {
-        let _ = write!(key, "{}:", v.len());
-        key.push_str(v);
-    };
-    for part in [
-        call.caller,
-        call.destination,
-        call.action,
-        call.route,
-        call.protocol,
-        call.method,
-    ] {
-        field(&mut key, part);
+    for part in [caller, destination, action, route, protocol, method] {
+        key_field(&mut key, part);
     }
-    let _ = write!(key, "{};", call.source);
+    let _ = write!(key, "{source};");
+    key_headers(&mut key, headers);
+    key
+}
+
+/// Appends one length-prefixed field to a cache key.
+fn key_field(key: &mut String, value: &str) {
+    use std::fmt::Write;
+    let _ = write!(key, "{}:", value.len());
+    key.push_str(value);
+}
+
+/// Appends the first value of each context header (`-` when absent).
+fn key_headers(key: &mut String, headers: &[(&str, &str)]) {
     for name in CONTEXT_HEADERS {
-        match call
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            Some((_, v)) => field(&mut key, v),
+        match headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some((_, v)) => key_field(key, v),
             None => key.push('-'),
         }
     }
-    key
 }
 
 /// `spiffe://td/ns/<namespace>/...` → the namespace.
