@@ -54,6 +54,19 @@ struct RawConfig {
     tls: RawTls,
     #[serde(default)]
     seal: RawSeal,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    max_connections: Option<usize>,
+    max_handshakes: Option<usize>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_concurrent_streams: Option<u32>,
+    keepalive_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +121,43 @@ impl Default for CaConfig {
     }
 }
 
+/// How the API's connections are bounded (`[api]`): a client that opens
+/// many connections, handshakes slowly, dawdles over a request head or
+/// holds a connection open doing nothing is cut off without slowing the
+/// others.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Most connections served at once (default 1024).
+    pub max_connections: usize,
+    /// Most TLS handshakes in progress at once (default 64), apart from
+    /// the connection cap so slow handshakes cannot take served slots.
+    pub max_handshakes: usize,
+    /// How long a request head may take to arrive, and how long an
+    /// HTTP/1.1 connection may wait between requests (default 10 s).
+    pub header_timeout: Duration,
+    /// A connection with no request in flight is closed after this
+    /// (default 60 s; long polls are requests in flight).
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams per connection (default 100).
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive pings; a peer that does not answer within the
+    /// same interval is dropped (default 20 s).
+    pub keepalive_interval: Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_handshakes: 64,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 100,
+            keepalive_interval: Duration::from_secs(20),
+        }
+    }
+}
+
 /// The whole validated server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -129,6 +179,8 @@ pub struct ServerConfig {
     pub seal_threshold: u32,
     /// Dev mode: self-initializing and self-unsealing with a key file.
     pub dev: bool,
+    /// Connection limits of the API.
+    pub api: ApiLimits,
 }
 
 /// The default listen address.
@@ -165,6 +217,7 @@ impl ServerConfig {
                 shares: Some(1),
                 threshold: Some(1),
             },
+            api: RawApi::default(),
         };
         Self::validate(raw, "--dev flags", true)
     }
@@ -277,6 +330,45 @@ impl ServerConfig {
                 format!("{seal_threshold} must be between 1 and seal.shares ({seal_shares})"),
             ));
         }
+        let api_defaults = ApiLimits::default();
+        let count = |key: &'static str, v: Option<usize>, d: usize| match v {
+            None => Ok(d),
+            Some(0) => Err(invalid(key, "must be at least 1".into())),
+            Some(n) => Ok(n),
+        };
+        let api = ApiLimits {
+            max_connections: count(
+                "api.max_connections",
+                raw.api.max_connections,
+                api_defaults.max_connections,
+            )?,
+            max_handshakes: count(
+                "api.max_handshakes",
+                raw.api.max_handshakes,
+                api_defaults.max_handshakes,
+            )?,
+            header_timeout: dur(
+                "api.header_timeout",
+                raw.api.header_timeout,
+                api_defaults.header_timeout,
+            )?,
+            idle_timeout: dur(
+                "api.idle_timeout",
+                raw.api.idle_timeout,
+                api_defaults.idle_timeout,
+            )?,
+            max_concurrent_streams: count(
+                "api.max_concurrent_streams",
+                raw.api.max_concurrent_streams.map(|n| n as usize),
+                api_defaults.max_concurrent_streams as usize,
+            )?
+            .min(u32::MAX as usize) as u32,
+            keepalive_interval: dur(
+                "api.keepalive_interval",
+                raw.api.keepalive_interval,
+                api_defaults.keepalive_interval,
+            )?,
+        };
         Ok(Self {
             trust_domain,
             listen,
@@ -287,6 +379,7 @@ impl ServerConfig {
             seal_shares,
             seal_threshold,
             dev,
+            api,
         })
     }
 }

@@ -44,6 +44,7 @@ pub struct ReadyServer {
     pub state: Arc<Server>,
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    api: config::ApiLimits,
 }
 
 /// Opens the store, loads the state (sealed), prepares TLS and binds.
@@ -83,6 +84,7 @@ pub async fn prepare_with_store(config: ServerConfig, store: Store) -> Result<Re
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let cacert = tls::ca_cert_path(&config.data_dir);
+    let api = config.api.clone();
     let state = Server::open(config, store, trust).await?;
     Ok(ReadyServer {
         addr,
@@ -90,6 +92,7 @@ pub async fn prepare_with_store(config: ServerConfig, store: Store) -> Result<Re
         state,
         listener,
         tls,
+        api,
     })
 }
 
@@ -127,7 +130,7 @@ impl ReadyServer {
         });
         let app = routes::router(self.state.clone());
         let trust = self.state.client_trust().clone();
-        serve::serve_tls(self.listener, self.tls, app, trust, shutdown).await;
+        serve::serve_tls(self.listener, self.tls, app, trust, &self.api, shutdown).await;
         refresher.abort();
         self.state.store.close().await;
     }

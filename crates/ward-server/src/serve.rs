@@ -1,24 +1,45 @@
-//! Serving the API over HTTPS: accept, TLS handshake (bounded in time),
-//! HTTP/1.1 or HTTP/2 by ALPN, graceful drain on shutdown.
+//! Serving the API over HTTPS: accept under a connection cap, the TLS
+//! handshake under its own budget and deadline, HTTP/1.1 or HTTP/2 by
+//! ALPN with a header-read deadline, keep-alive pings, a stream cap and an
+//! idle timeout, then a graceful drain on shutdown. The connection pieces
+//! are the data plane's (`ward_dataplane::listener`): the API faces the
+//! same hostile clients as a sidecar does.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+use ward_dataplane::listener::{Activity, ConnectionLimits, drive, http_builder, refusal_label};
 
+use crate::config::ApiLimits;
 use crate::peer::{ClientTrust, PeerId};
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head (HTTP/1.1) or header list (HTTP/2).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+fn connection_limits(api: &ApiLimits) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: api.max_connections,
+        max_handshakes: api.max_handshakes,
+        handshake_timeout: HANDSHAKE_TIMEOUT,
+        header_timeout: api.header_timeout,
+        max_header_bytes: MAX_HEADER_BYTES,
+        idle_timeout: api.idle_timeout,
+        max_concurrent_streams: api.max_concurrent_streams,
+        keepalive_interval: api.keepalive_interval,
+        drain_timeout: DRAIN_TIMEOUT,
+    }
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve_tls(
@@ -26,13 +47,25 @@ pub async fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     app: Router,
     trust: Arc<ClientTrust>,
+    api: &ApiLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let limits = connection_limits(api);
     let acceptor = TlsAcceptor::from(tls);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let builder = http_builder(&limits);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
+        // At the cap, stop accepting: the kernel's backlog holds the rest.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -47,24 +80,32 @@ pub async fn serve_tls(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = app.clone();
+        let app = app.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let trust = trust.clone();
+        let handshakes = handshakes.clone();
+        let stopped = stopped.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             // Read before the handshake: a bundle change during it leaves a
             // stale tag (the client reconnects), never a fresh one on a
             // certificate verified under the old bundle.
             let trust_generation = trust.generation();
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            let tls = {
+                let Ok(_slot) = handshakes.acquire().await else {
                     return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
+                };
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
                 }
             };
             // The client certificate, if any, was verified against the trust
@@ -81,22 +122,44 @@ pub async fn serve_tls(
                 id: cert.map(|c| c.id),
                 trust_generation,
             };
-            let service = TowerToHyperService::new(service.map_request(
+            let activity = Activity::default();
+            let tracked = activity.clone();
+            let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer_id.clone());
-                    req
+                    tracked.track(app.clone().oneshot(req))
                 },
-            ));
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            );
+            let conn = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
+            let ended = drive(
+                conn,
+                std::future::pending(),
+                &activity,
+                limits.idle_timeout,
+                stopped,
+                limits.drain_timeout,
+            )
+            .await;
+            if let Some(e) = ended {
+                match refusal_label(&*e) {
+                    Some(label) => tracing::info!(%peer, reason = label, "closed a connection"),
+                    None => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                }
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
+    let _ = stop.send(true);
+    // Every connection holds a permit until it has ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(
+        DRAIN_TIMEOUT + Duration::from_secs(1),
+        connections.acquire_many(all),
+    )
+    .await
+    .is_err()
     {
         tracing::warn!("some connections did not finish within the drain timeout");
     }

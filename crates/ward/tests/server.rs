@@ -4,6 +4,7 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use support::*;
 
@@ -543,5 +544,115 @@ fn every_command_has_complete_help() {
         "WARD_CACERT",
     ] {
         assert!(client_help.contains(flag), "entry list --help lacks {flag}");
+    }
+}
+
+/// Opens a TLS connection to `addr` (`openssl s_client`, HTTP/1.1), sends
+/// `raw`, and returns whether the server closed the connection within
+/// `limit`, with what it answered.
+fn send_and_wait_for_close(addr: &str, raw: &[u8], limit: Duration) -> (bool, String) {
+    use std::io::{Read, Write};
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-tls1_3", "-connect", addr])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(raw).unwrap();
+    // stdin stays open: only the server may end the connection.
+    let closed = wait_for(limit, || reader.is_finished());
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stdin);
+    let out = reader.join().unwrap_or_default();
+    (closed, String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn slow_and_idle_clients_are_cut_off_while_others_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(tmp.path(), port);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[api]\nheader_timeout = \"2s\"\nidle_timeout = \"3s\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let init_out = ward_init(&cfg, &[]);
+    let addr = format!("127.0.0.1:{port}");
+    let s = Server::configured(
+        tmp.path(),
+        &cfg,
+        &format!("https://{addr}"),
+        std::path::Path::new(init_out["cacert"].as_str().unwrap()),
+    );
+    // Half a request head, then nothing: closed by the header timeout,
+    // while another client is answered meanwhile.
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            send_and_wait_for_close(
+                &addr,
+                b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n",
+                Duration::from_secs(20),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _) = s.curl("GET", "/v1/sys/seal-status", None, None);
+    assert_eq!(code, 200, "another client is served while one dawdles");
+    let (closed, answer) = slow.join().unwrap();
+    assert!(closed, "a half-sent head must be cut off; got {answer:?}");
+    assert!(
+        !answer.contains("200 OK"),
+        "a head that never ended must not be answered: {answer:?}"
+    );
+    // A full request, answered, then silence: the connection is closed
+    // once idle (it is not held open for as long as the client likes).
+    let (closed, answer) = send_and_wait_for_close(
+        &addr,
+        b"GET /v1/sys/seal-status HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(20),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the request is answered first: {answer:?}"
+    );
+    assert!(closed, "an idle connection must be closed");
+}
+
+#[test]
+fn api_limits_in_the_config_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (bad, key) in [
+        ("[api]\nheader_timeout = \"soon\"\n", "api.header_timeout"),
+        ("[api]\nmax_connections = 0\n", "api.max_connections"),
+        ("[api]\nmax_handshakes = 0\n", "api.max_handshakes"),
+        ("[api]\nheader_timout = \"1s\"\n", "header_timout"),
+    ] {
+        let cfg = write_config(tmp.path(), free_port());
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(bad);
+        std::fs::write(&cfg, text).unwrap();
+        let out = Command::new(ward_bin())
+            .args(["server", "init", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?} must be refused");
+        assert!(
+            stderr(&out).contains(key),
+            "the error names {key}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !tmp.path().join("data").join("ward.db").exists(),
+            "a refused config changes nothing"
+        );
     }
 }
