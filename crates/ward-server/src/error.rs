@@ -86,6 +86,7 @@ impl From<ward_store::StoreError> for ApiError {
         match e {
             S::NotFound { .. } => Self::NotFound(e.to_string()),
             S::Conflict(m) => Self::Conflict(m),
+            S::Sealed => Self::Sealed,
             other => Self::Internal(other.to_string()),
         }
     }

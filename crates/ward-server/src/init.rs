@@ -130,7 +130,8 @@ pub async fn initialize_with(
             "admin_token_id": token_id,
         }),
     );
-    store
+    store.unlock(&master);
+    let initialized = store
         .initialize(Initialization {
             meta,
             sealed,
@@ -142,7 +143,11 @@ pub async fn initialize_with(
         .map_err(|e| match e {
             StoreError::AlreadyInitialized => InitError::AlreadyInitialized,
             other => failed(other.to_string()),
-        })?;
+        });
+    // Until an unseal, nothing more is read or written through the barrier.
+    store.lock();
+    initialized?;
+    crate::state::write_barrier_marker(&config.data_dir);
     Ok(InitOutput {
         shares,
         threshold: config.seal_threshold,

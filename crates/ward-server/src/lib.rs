@@ -126,6 +126,7 @@ impl ReadyServer {
                 if let Err(e) = state.refresh_authority_if_stale().await {
                     tracing::warn!(error = %e, "refreshing the CAs from the store failed");
                 }
+                state.audit_barrier_rejections().await;
             }
         });
         let app = routes::router(self.state.clone());

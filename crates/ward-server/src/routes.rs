@@ -520,7 +520,19 @@ async fn list_cas(State(s): S, headers: HeaderMap) -> ApiResult {
 async fn prepare_ca(State(s): S, headers: HeaderMap) -> ApiResult {
     let caller = s.authenticate(&headers).await?;
     let master = s.master()?;
-    let upstream = match s.store.meta(crate::authority::UPSTREAM_CERTS).await? {
+    let stored = s.store.meta(crate::authority::UPSTREAM_CERTS).await?;
+    let verified = s
+        .store
+        .meta_verified(crate::authority::UPSTREAM_CERTS)
+        .await?;
+    if stored.is_some() && verified.is_none() {
+        // Treating a forged chain as absent would make a root CA where an
+        // intermediate belongs: refuse instead.
+        return Err(ApiError::Conflict(
+            "the stored upstream certificates fail authentication (changed without the master key); restore the store from a backup".into(),
+        ));
+    }
+    let upstream = match verified {
         None => None,
         Some(certs) => {
             let certs: Vec<String> =

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use ward_api::SealStatus;
 use ward_store::seal::{MasterKey, SealError};
-use ward_store::{AuditWriter, Store, TokenRecord, now_secs};
+use ward_store::{AuditEvent, AuditWriter, Store, TokenRecord, now_secs};
 use zeroize::Zeroizing;
 
 use crate::authority::Authority;
@@ -58,6 +58,28 @@ pub struct Server {
     /// Woken when this replica changes entries or CAs, so that waiting
     /// agent syncs answer at once (other replicas' changes are polled).
     pub changes: tokio::sync::Notify,
+}
+
+/// The file in the data directory that records that this server turned the
+/// store's barrier on. A store whose barrier marker row has gone missing is
+/// then refused instead of upgraded again (which would authenticate rows a
+/// database writer forged). It lives outside the database on purpose.
+pub const BARRIER_MARKER: &str = "barrier-enabled";
+
+/// Records (best effort) that the barrier is on for the store of `data_dir`.
+pub fn write_barrier_marker(data_dir: &std::path::Path) {
+    let path = data_dir.join(BARRIER_MARKER);
+    if path.exists() {
+        return;
+    }
+    let _ = std::fs::create_dir_all(data_dir);
+    let text = format!(
+        "The barrier of this server's store was turned on at {} (Unix time).\nIf this store's barrier marker row goes missing, the server refuses to unseal.\n",
+        now_secs()
+    );
+    if let Err(e) = std::fs::write(&path, text) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record that the barrier is on");
+    }
 }
 
 /// How long a token lookup is trusted without asking the store again. A
@@ -209,20 +231,76 @@ impl Server {
                 "the master key does not match this store".into(),
             ));
         }
-        let authority = Arc::new(Authority::load(
-            self.store.cas().await?,
-            &master,
-            now_secs(),
-        )?);
+        self.store.unlock(&master);
+        let loaded = self.open_barrier_and_load(&master).await;
+        let authority = match loaded {
+            Ok(a) => a,
+            Err(e) => {
+                self.store.lock();
+                return Err(e);
+            }
+        };
         self.client_trust.set_bundle(authority.bundle_pem());
         *self.seal.write().unwrap_or_else(|p| p.into_inner()) =
             Seal::Unsealed { master, authority };
         Ok(())
     }
 
-    /// Seals: forgets the master key and every CA key.
+    /// Turns the store's barrier on (upgrading a store that predates it,
+    /// unless this server already turned it on once: see
+    /// [`BARRIER_MARKER`]) and loads the CAs through it.
+    async fn open_barrier_and_load(&self, master: &MasterKey) -> Result<Arc<Authority>, ApiError> {
+        let marker = self.config.data_dir.join(BARRIER_MARKER);
+        match self.store.enable_barrier(!marker.exists()).await {
+            Ok(ward_store::BarrierStart::On) => {}
+            Ok(ward_store::BarrierStart::Upgraded { rows }) => tracing::warn!(
+                rows,
+                "the store predated the barrier: its rows are now authenticated as they are; from now on a row written without the master key is refused"
+            ),
+            Err(e @ ward_store::StoreError::BarrierMissing) => {
+                tracing::error!(marker = %marker.display(), "{e}");
+                return Err(ApiError::Conflict(format!("unseal refused: {e}")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        write_barrier_marker(&self.config.data_dir);
+        Ok(Arc::new(Authority::load(
+            self.store.cas().await?,
+            master,
+            now_secs(),
+        )?))
+    }
+
+    /// Appends an audit record for each row the barrier refused since the
+    /// last call (where it is, never what it holds).
+    pub async fn audit_barrier_rejections(&self) {
+        let rejected = self.store.barrier().take_rejections();
+        if rejected.is_empty() {
+            return;
+        }
+        let events: Vec<AuditEvent> = rejected
+            .iter()
+            .map(|r| {
+                AuditEvent::new(
+                    "system",
+                    "barrier.reject",
+                    format!("{}/{}", r.table, r.key),
+                    serde_json::json!({
+                        "table": r.table,
+                        "reason": "the row fails authentication: written or changed without the master key",
+                    }),
+                )
+            })
+            .collect();
+        if let Err(e) = self.store.append_audit(&events).await {
+            tracing::warn!(error = %e, "cannot audit rows the barrier refused");
+        }
+    }
+
+    /// Seals: forgets the master key, every CA key and the row key.
     pub fn seal(&self) {
         *self.seal.write().unwrap_or_else(|p| p.into_inner()) = Seal::Sealed { shares: Vec::new() };
+        self.store.lock();
         self.client_trust.clear();
         tracing::warn!("server sealed");
     }

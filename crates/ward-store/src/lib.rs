@@ -12,17 +12,23 @@
 //! and PostgreSQL replicas serialize on the same row.
 
 pub mod audit;
+pub mod barrier;
 mod migrations;
 mod policy;
+mod rows;
 pub mod seal;
 mod writer;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+
+use barrier::{BARRIER_META, BARRIER_ON, Barrier, Field, RowKey};
+use seal::MasterKey;
 
 pub use audit::{AuditEvent, AuditRecord, ChainError, ChainVerifier, verify_chain};
 pub use policy::{EdgeReport, EdgeTotal, PolicyRecord};
@@ -98,6 +104,28 @@ pub enum StoreError {
     /// The audit writer has stopped.
     #[error("the audit log writer has stopped")]
     WriterGone,
+    /// Rows cannot be read or written without the master key.
+    #[error("the store is sealed: unseal the server first")]
+    Sealed,
+    /// The row that says the barrier is on is missing or forged, although
+    /// this server has turned the barrier on before.
+    #[error(
+        "the store's barrier marker is missing or fails authentication, but this server enabled the barrier on it before: the database was rolled back or tampered with; restore it from a backup (or, if this is a new server for an old store, remove the marker file named in the log)"
+    )]
+    BarrierMissing,
+}
+
+/// What turning the barrier on found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BarrierStart {
+    /// The store was already authenticated.
+    On,
+    /// The store predated the barrier: this many rows were authenticated
+    /// as they are now.
+    Upgraded {
+        /// Rows given a MAC.
+        rows: u64,
+    },
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -221,6 +249,7 @@ pub struct Initialization {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    barrier: Arc<Barrier>,
 }
 
 /// A storage URL with any password hidden, for messages and logs:
@@ -319,7 +348,11 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| classify_open_error(&shown, e))?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            barrier: Arc::default(),
+        };
         store.migrate().await.map_err(|e| match e {
             StoreError::Database(err) => classify_open_error(&shown, err),
             other => other,
@@ -330,6 +363,168 @@ impl Store {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Derives the row key from the master key: rows can be read and
+    /// written from now on (on unseal, and at init).
+    pub fn unlock(&self, master: &MasterKey) {
+        self.barrier.unlock(RowKey::derive(master));
+    }
+
+    /// Forgets the row key (on seal).
+    pub fn lock(&self) {
+        self.barrier.lock();
+    }
+
+    /// Rows refused so far and the queue of those not yet audited.
+    pub fn barrier(&self) -> &Barrier {
+        &self.barrier
+    }
+
+    fn row_key(&self) -> Result<Arc<RowKey>> {
+        self.barrier.key().ok_or(StoreError::Sealed)
+    }
+
+    /// Turns the barrier on after an unlock. A store written by this
+    /// version is already on. A store that predates it (its marker row
+    /// absent) is upgraded only when `allow_upgrade`: every row is
+    /// authenticated as it is now, in one transaction, with an audit
+    /// record. Without `allow_upgrade` a missing or forged marker is
+    /// [`StoreError::BarrierMissing`]: a writer who deletes the marker must
+    /// not get its forged rows authenticated by the next unseal.
+    pub async fn enable_barrier(&self, allow_upgrade: bool) -> Result<BarrierStart> {
+        let key = self.row_key()?;
+        if self.meta_verified(BARRIER_META).await?.as_deref() == Some(BARRIER_ON) {
+            return Ok(BarrierStart::On);
+        }
+        if !allow_upgrade {
+            return Err(StoreError::BarrierMissing);
+        }
+        let mut tx = self.pool.begin().await?;
+        bump_revision(&mut tx).await?;
+        let mut rows = 0u64;
+        let set = |table: &'static str, pk_col: &'static str, pk: String, mac: String| {
+            (table, pk_col, pk, mac)
+        };
+        let mut updates = Vec::new();
+        for r in sqlx::query("SELECT id, hash, role, created_at, expires_at FROM tokens")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let (id, hash, role): (String, String, String) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            let f = [
+                Field::Text(&hash),
+                Field::Text(&role),
+                Field::Int(r.try_get(3)?),
+                Field::OptInt(r.try_get(4)?),
+            ];
+            let mac = key.mac("tokens", &id, &f);
+            updates.push(set("tokens", "id", id, mac));
+        }
+        for r in sqlx::query(
+            "SELECT id, hash, created_at, expires_at, used_at, node_id FROM join_tokens",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let (id, hash): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            let node: Option<String> = r.try_get(5)?;
+            let f = [
+                Field::Text(&hash),
+                Field::Int(r.try_get(2)?),
+                Field::Int(r.try_get(3)?),
+                Field::OptInt(r.try_get(4)?),
+                Field::OptText(node.as_deref()),
+            ];
+            let mac = key.mac("join_tokens", &id, &f);
+            updates.push(set("join_tokens", "id", id, mac));
+        }
+        for r in sqlx::query("SELECT spiffe_id, join_token_id, attested_at FROM nodes")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let (id, token): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            let mac = key.mac(
+                "nodes",
+                &id,
+                &[Field::Text(&token), Field::Int(r.try_get(2)?)],
+            );
+            updates.push(set("nodes", "spiffe_id", id, mac));
+        }
+        for r in sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries"
+        )))
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            // A row that does not even parse stays unauthenticated (absent).
+            if let Ok(e) = entry_from_row(&r) {
+                let mac = rows::entry_mac(&key, &e);
+                updates.push(set("entries", "id", e.id, mac));
+            }
+        }
+        for r in sqlx::query(AssertSqlSafe(format!("SELECT {CA_COLUMNS} FROM cas")))
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            if let Ok(c) = ca_from_row(&r) {
+                let mac = rows::ca_mac(&key, &c);
+                updates.push(set("cas", "id", c.id, mac));
+            }
+        }
+        for r in
+            sqlx::query("SELECT version, revision, text, sha256, created_at, actor FROM policies")
+                .fetch_all(&mut *tx)
+                .await?
+        {
+            let p = policy::policy_from_row(&r)?;
+            let mac = rows::policy_mac(&key, &p);
+            updates.push(set("policies", "version", p.version.to_string(), mac));
+        }
+        for r in sqlx::query("SELECT name, blob FROM sealed_blobs")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let (name, blob): (String, Vec<u8>) = (r.try_get(0)?, r.try_get(1)?);
+            let mac = key.mac("sealed_blobs", &name, &[Field::Bytes(&blob)]);
+            updates.push(set("sealed_blobs", "name", name, mac));
+        }
+        for r in sqlx::query("SELECT key, value FROM meta")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let (k, v): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            let mac = key.mac("meta", &k, &[Field::Text(&v)]);
+            updates.push(set("meta", "key", k, mac));
+        }
+        for (table, pk_col, pk, mac) in &updates {
+            let sql = if *table == "policies" {
+                // The only integer primary key.
+                format!("UPDATE {table} SET mac = $1 WHERE CAST({pk_col} AS TEXT) = $2")
+            } else {
+                format!("UPDATE {table} SET mac = $1 WHERE {pk_col} = $2")
+            };
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(mac)
+                .bind(pk)
+                .execute(&mut *tx)
+                .await?;
+            rows += 1;
+        }
+        insert_meta(&mut tx, &key, BARRIER_META, BARRIER_ON).await?;
+        append_in_tx(
+            &mut tx,
+            &[AuditEvent::new(
+                "system",
+                "barrier.enable",
+                "store",
+                serde_json::json!({ "rows_authenticated": rows }),
+            )],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(BarrierStart::Upgraded { rows })
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -427,6 +622,26 @@ impl Store {
         Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
     }
 
+    /// Reads a setting that must pass the barrier (set after the store is
+    /// unlocked, such as the upstream certificates); a forged or edited
+    /// value is treated as absent.
+    pub async fn meta_verified(&self, key: &str) -> Result<Option<String>> {
+        let row_key = self.row_key()?;
+        let row = sqlx::query("SELECT value, mac FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let (value, mac): (String, Option<String>) = (r.try_get(0)?, r.try_get(1)?);
+        if !row_key.verify("meta", key, &[Field::Text(&value)], mac.as_deref()) {
+            if key != BARRIER_META {
+                self.barrier.reject("meta", key);
+            }
+            return Ok(None);
+        }
+        Ok(Some(value))
+    }
+
     /// True once `ward server init` (or dev mode) has run.
     pub async fn is_initialized(&self) -> Result<bool> {
         Ok(self.meta("initialized_at").await?.is_some())
@@ -434,16 +649,24 @@ impl Store {
 
     /// Reads a sealed blob.
     pub async fn sealed_blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT blob FROM sealed_blobs WHERE name = $1")
+        let key = self.row_key()?;
+        let row = sqlx::query("SELECT blob, mac FROM sealed_blobs WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
+        let Some(r) = row else { return Ok(None) };
+        let (blob, mac): (Vec<u8>, Option<String>) = (r.try_get(0)?, r.try_get(1)?);
+        if !key.verify("sealed_blobs", name, &[Field::Bytes(&blob)], mac.as_deref()) {
+            self.barrier.reject("sealed_blobs", name);
+            return Ok(None);
+        }
+        Ok(Some(blob))
     }
 
     /// Writes everything `ward server init` creates, atomically; refuses if
     /// the store is already initialized.
     pub async fn initialize(&self, init: Initialization) -> Result<()> {
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         let rev = bump_revision(&mut tx).await?;
         let already = sqlx::query("SELECT 1 FROM meta WHERE key = 'initialized_at'")
@@ -453,25 +676,21 @@ impl Store {
             return Err(StoreError::AlreadyInitialized);
         }
         for (k, v) in &init.meta {
-            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
-                .bind(k)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?;
+            insert_meta(&mut tx, &key, k, v).await?;
         }
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('initialized_at', $1)")
-            .bind(now_secs().to_string())
-            .execute(&mut *tx)
-            .await?;
+        insert_meta(&mut tx, &key, "initialized_at", &now_secs().to_string()).await?;
+        insert_meta(&mut tx, &key, BARRIER_META, BARRIER_ON).await?;
         for (name, blob) in &init.sealed {
-            sqlx::query("INSERT INTO sealed_blobs (name, blob) VALUES ($1, $2)")
+            sqlx::query("INSERT INTO sealed_blobs (name, blob, mac) VALUES ($1, $2, $3)")
                 .bind(name)
                 .bind(blob.clone())
+                .bind(key.mac("sealed_blobs", name, &[Field::Bytes(blob)]))
                 .execute(&mut *tx)
                 .await?;
         }
         insert_token(
             &mut tx,
+            &key,
             &init.admin_token.0,
             &init.admin_token.1,
             "admin",
@@ -480,7 +699,7 @@ impl Store {
         .await?;
         let mut ca = init.ca;
         ca.revision = rev;
-        insert_ca(&mut tx, &ca).await?;
+        insert_ca(&mut tx, &key, &ca).await?;
         append_in_tx(&mut tx, std::slice::from_ref(&init.audit)).await?;
         tx.commit().await?;
         Ok(())
@@ -490,18 +709,30 @@ impl Store {
 
     /// Looks up an API token by the hash of its value.
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query("SELECT id, role, expires_at FROM tokens WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(TokenRecord {
-                id: r.try_get(0)?,
-                role: r.try_get(1)?,
-                expires_at: r.try_get(2)?,
-            })
-        })
-        .transpose()
+        let key = self.row_key()?;
+        let row =
+            sqlx::query("SELECT id, role, expires_at, created_at, mac FROM tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(r) = row else { return Ok(None) };
+        let token = TokenRecord {
+            id: r.try_get(0)?,
+            role: r.try_get(1)?,
+            expires_at: r.try_get(2)?,
+        };
+        let mac: Option<String> = r.try_get(4)?;
+        let fields = [
+            Field::Text(hash),
+            Field::Text(&token.role),
+            Field::Int(r.try_get(3)?),
+            Field::OptInt(token.expires_at),
+        ];
+        if !key.verify("tokens", &token.id, &fields, mac.as_deref()) {
+            self.barrier.reject("tokens", &token.id);
+            return Ok(None);
+        }
+        Ok(Some(token))
     }
 
     /// Stores a new join token (its hash only).
@@ -513,16 +744,20 @@ impl Store {
         node_id: Option<&str>,
         audit: AuditEvent,
     ) -> Result<()> {
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         bump_revision(&mut tx).await?;
+        let created_at = now_secs();
+        let mac = join_token_mac(&key, id, hash, created_at, expires_at, None, node_id);
         sqlx::query(
-            "INSERT INTO join_tokens (id, hash, created_at, expires_at, node_id) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO join_tokens (id, hash, created_at, expires_at, node_id, mac) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id)
         .bind(hash)
-        .bind(now_secs())
+        .bind(created_at)
         .bind(expires_at)
         .bind(node_id)
+        .bind(mac)
         .execute(&mut *tx)
         .await?;
         append_in_tx(&mut tx, &[audit]).await?;
@@ -542,9 +777,10 @@ impl Store {
         now: i64,
         audit: AuditEvent,
     ) -> Result<JoinTokenUse> {
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "UPDATE join_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING id, node_id",
+            "UPDATE join_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING id, node_id, created_at, expires_at, mac",
         )
         .bind(now)
         .bind(hash)
@@ -563,6 +799,33 @@ impl Store {
         };
         let id: String = row.try_get(0)?;
         let bound: Option<String> = row.try_get(1)?;
+        let (created_at, expires_at): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+        let mac: Option<String> = row.try_get(4)?;
+        // The row as it was before this use must be one the server wrote.
+        if !key.verify(
+            "join_tokens",
+            &id,
+            &join_token_fields(hash, created_at, expires_at, None, bound.as_deref()),
+            mac.as_deref(),
+        ) {
+            // Dropping the transaction rolls the use back.
+            self.barrier.reject("join_tokens", &id);
+            return Ok(JoinTokenUse::Unknown);
+        }
+        sqlx::query("UPDATE join_tokens SET mac = $1 WHERE id = $2")
+            .bind(join_token_mac(
+                &key,
+                &id,
+                hash,
+                created_at,
+                expires_at,
+                Some(now),
+                bound.as_deref(),
+            ))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        let node_mac = key.mac("nodes", node_id, &[Field::Text(&id), Field::Int(now)]);
         // Returning without commit rolls back: the token stays unspent.
         if let Some(b) = &bound
             && b != node_id
@@ -572,11 +835,12 @@ impl Store {
         if bound.is_some() {
             // A bound token may re-attest its node.
             sqlx::query(
-                "INSERT INTO nodes (spiffe_id, join_token_id, attested_at) VALUES ($1, $2, $3) ON CONFLICT (spiffe_id) DO UPDATE SET join_token_id = excluded.join_token_id, attested_at = excluded.attested_at",
+                "INSERT INTO nodes (spiffe_id, join_token_id, attested_at, mac) VALUES ($1, $2, $3, $4) ON CONFLICT (spiffe_id) DO UPDATE SET join_token_id = excluded.join_token_id, attested_at = excluded.attested_at, mac = excluded.mac",
             )
             .bind(node_id)
             .bind(&id)
             .bind(now)
+            .bind(&node_mac)
             .execute(&mut *tx)
             .await?;
         } else {
@@ -584,11 +848,12 @@ impl Store {
             // check, so two racing tokens cannot both claim one name (a
             // SELECT first would let both pass under READ COMMITTED).
             let claimed = sqlx::query(
-                "INSERT INTO nodes (spiffe_id, join_token_id, attested_at) VALUES ($1, $2, $3) ON CONFLICT (spiffe_id) DO NOTHING",
+                "INSERT INTO nodes (spiffe_id, join_token_id, attested_at, mac) VALUES ($1, $2, $3, $4) ON CONFLICT (spiffe_id) DO NOTHING",
             )
             .bind(node_id)
             .bind(&id)
             .bind(now)
+            .bind(&node_mac)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -609,10 +874,11 @@ impl Store {
         mut entry: EntryRecord,
         audit: AuditEvent,
     ) -> Result<EntryRecord> {
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         entry.revision = bump_revision(&mut tx).await?;
         sqlx::query(
-            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&entry.id)
         .bind(&entry.spiffe_id)
@@ -624,6 +890,7 @@ impl Store {
         .bind(entry.updated_at)
         .bind(entry.revision)
         .bind(serde_json::to_string(&entry.labels).unwrap_or_default())
+        .bind(rows::entry_mac(&key, &entry))
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, "an entry with this ID already exists"))?;
@@ -641,10 +908,11 @@ impl Store {
         // `entry.revision` is the revision it was read at: if the stored
         // entry changed since, this update would silently undo that change.
         let read_at = entry.revision;
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         entry.revision = bump_revision(&mut tx).await?;
         let done = sqlx::query(
-            "UPDATE entries SET spiffe_id = $2, parent_id = $3, selectors = $4, x509_ttl = $5, jwt_ttl = $6, updated_at = $7, revision = $8, labels = $10 WHERE id = $1 AND revision = $9",
+            "UPDATE entries SET spiffe_id = $2, parent_id = $3, selectors = $4, x509_ttl = $5, jwt_ttl = $6, updated_at = $7, revision = $8, labels = $10, created_at = $11, mac = $12 WHERE id = $1 AND revision = $9",
         )
         .bind(&entry.id)
         .bind(&entry.spiffe_id)
@@ -656,6 +924,8 @@ impl Store {
         .bind(entry.revision)
         .bind(read_at)
         .bind(serde_json::to_string(&entry.labels).unwrap_or_default())
+        .bind(entry.created_at)
+        .bind(rows::entry_mac(&key, &entry))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -707,18 +977,32 @@ impl Store {
 
     /// Reads one entry.
     pub async fn entry(&self, id: &str) -> Result<EntryRecord> {
+        let key = self.row_key()?;
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
+            "SELECT {ENTRY_COLUMNS}, mac FROM entries WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        match row {
-            Some(r) => entry_from_row(&r),
+        match row.and_then(|r| self.verified_entry(&key, &r)) {
+            Some(e) => Ok(e),
             None => Err(StoreError::NotFound {
                 what: "entry",
                 id: id.to_owned(),
             }),
+        }
+    }
+
+    /// An entry row that parses and passes the barrier, or `None` (counted).
+    fn verified_entry(&self, key: &RowKey, r: &AnyRow) -> Option<EntryRecord> {
+        let id: String = r.try_get(0).unwrap_or_default();
+        let mac: Option<String> = r.try_get(10).ok().flatten();
+        match entry_from_row(r) {
+            Ok(e) if rows::entry_ok(key, &e, mac.as_deref()) => Some(e),
+            _ => {
+                self.barrier.reject("entries", &id);
+                None
+            }
         }
     }
 
@@ -727,6 +1011,7 @@ impl Store {
     pub async fn entry_changes(&self, parent: Option<&str>, since: i64) -> Result<EntryChanges> {
         // Read the revision first, in the same transaction, so a change that
         // lands while we read is either included or has a higher revision.
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         let revision: i64 = sqlx::query("SELECT value FROM revision WHERE id = 1")
             .fetch_one(&mut *tx)
@@ -735,7 +1020,7 @@ impl Store {
         let rows = match parent {
             Some(p) => {
                 sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = $1 AND revision > $2 ORDER BY spiffe_id, id"
+                    "SELECT {ENTRY_COLUMNS}, mac FROM entries WHERE parent_id = $1 AND revision > $2 ORDER BY spiffe_id, id"
                 )))
                 .bind(p)
                 .bind(since)
@@ -743,7 +1028,7 @@ impl Store {
                 .await?
             }
             None => {
-                sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE revision > $1 ORDER BY spiffe_id, id")))
+                sqlx::query(AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS}, mac FROM entries WHERE revision > $1 ORDER BY spiffe_id, id")))
                     .bind(since)
                     .fetch_all(&mut *tx)
                     .await?
@@ -751,8 +1036,8 @@ impl Store {
         };
         let entries = rows
             .iter()
-            .map(entry_from_row)
-            .collect::<Result<Vec<_>>>()?;
+            .filter_map(|r| self.verified_entry(&key, r))
+            .collect();
         let deleted = if since > 0 {
             sqlx::query("SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY id")
                 .bind(since)
@@ -776,12 +1061,29 @@ impl Store {
 
     /// All CA generations, oldest first.
     pub async fn cas(&self) -> Result<Vec<CaRecord>> {
+        let key = self.row_key()?;
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {CA_COLUMNS} FROM cas ORDER BY generation"
+            "SELECT {CA_COLUMNS}, mac FROM cas ORDER BY generation"
         )))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(ca_from_row).collect()
+        Ok(rows
+            .iter()
+            .filter_map(|r| self.verified_ca(&key, r))
+            .collect())
+    }
+
+    /// A CA row that parses and passes the barrier, or `None` (counted).
+    fn verified_ca(&self, key: &RowKey, r: &AnyRow) -> Option<CaRecord> {
+        let id: String = r.try_get(0).unwrap_or_default();
+        let mac: Option<String> = r.try_get(14).ok().flatten();
+        match ca_from_row(r) {
+            Ok(c) if rows::ca_ok(key, &c, mac.as_deref()) => Some(c),
+            _ => {
+                self.barrier.reject("cas", &id);
+                None
+            }
+        }
     }
 
     /// Adds a prepared CA (in the bundle, not yet signing).
@@ -790,6 +1092,7 @@ impl Store {
         mut ca: CaRecord,
         audit: AuditEvent,
     ) -> Result<CaRecord> {
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         ca.revision = bump_revision(&mut tx).await?;
         let pending = sqlx::query("SELECT id FROM cas WHERE state = 'prepared'")
@@ -806,7 +1109,7 @@ impl Store {
             .await?
             .try_get(0)?;
         ca.generation = next;
-        insert_ca(&mut tx, &ca).await?;
+        insert_ca(&mut tx, &key, &ca).await?;
         append_in_tx(&mut tx, &[audit]).await?;
         tx.commit().await?;
         Ok(ca)
@@ -820,37 +1123,53 @@ impl Store {
         old_drop_after: i64,
         audit: AuditEvent,
     ) -> Result<CaRecord> {
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         let rev = bump_revision(&mut tx).await?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {CA_COLUMNS} FROM cas WHERE state = 'prepared'"
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CA_COLUMNS}, mac FROM cas WHERE state IN ('prepared', 'active')"
         )))
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(row) = row else {
+        let verified: Vec<CaRecord> = rows
+            .iter()
+            .filter_map(|r| self.verified_ca(&key, r))
+            .collect();
+        let Some(mut ca) = verified.iter().find(|c| c.state == "prepared").cloned() else {
             return Err(StoreError::Conflict(
                 "no CA is prepared; run `ward ca prepare` first".into(),
             ));
         };
-        let mut ca = ca_from_row(&row)?;
-        sqlx::query("UPDATE cas SET state = 'retired', drop_after = $1, revision = $2 WHERE state = 'active'")
+        // Each authentic active CA is retired (rows that fail the barrier
+        // are ignored everywhere, so they are left as they are).
+        for mut old in verified.into_iter().filter(|c| c.state == "active") {
+            old.state = "retired".into();
+            old.drop_after = Some(old_drop_after);
+            old.revision = rev;
+            sqlx::query(
+                "UPDATE cas SET state = 'retired', drop_after = $1, revision = $2, mac = $3 WHERE id = $4",
+            )
             .bind(old_drop_after)
             .bind(rev)
+            .bind(rows::ca_mac(&key, &old))
+            .bind(&old.id)
             .execute(&mut *tx)
             .await?;
+        }
+        ca.state = "active".into();
+        ca.activated_at = Some(now);
+        ca.revision = rev;
         sqlx::query(
-            "UPDATE cas SET state = 'active', activated_at = $1, revision = $2 WHERE id = $3",
+            "UPDATE cas SET state = 'active', activated_at = $1, revision = $2, mac = $3 WHERE id = $4",
         )
         .bind(now)
         .bind(rev)
+        .bind(rows::ca_mac(&key, &ca))
         .bind(&ca.id)
         .execute(&mut *tx)
         .await?;
         append_in_tx(&mut tx, &[audit]).await?;
         tx.commit().await?;
-        ca.state = "active".into();
-        ca.activated_at = Some(now);
-        ca.revision = rev;
         Ok(ca)
     }
 
@@ -947,22 +1266,85 @@ async fn bump_revision(tx: &mut Transaction<'_, Any>) -> Result<i64> {
 
 async fn insert_token(
     tx: &mut Transaction<'_, Any>,
+    key: &RowKey,
     id: &str,
     hash: &str,
     role: &str,
     expires_at: Option<i64>,
 ) -> Result<()> {
+    let created_at = now_secs();
+    let mac = key.mac(
+        "tokens",
+        id,
+        &[
+            Field::Text(hash),
+            Field::Text(role),
+            Field::Int(created_at),
+            Field::OptInt(expires_at),
+        ],
+    );
     sqlx::query(
-        "INSERT INTO tokens (id, hash, role, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO tokens (id, hash, role, created_at, expires_at, mac) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
     .bind(hash)
     .bind(role)
-    .bind(now_secs())
+    .bind(created_at)
     .bind(expires_at)
+    .bind(mac)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Writes (or replaces) one authenticated setting.
+async fn insert_meta(
+    tx: &mut Transaction<'_, Any>,
+    key: &RowKey,
+    name: &str,
+    value: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO meta (key, value, mac) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET value = excluded.value, mac = excluded.mac",
+    )
+    .bind(name)
+    .bind(value)
+    .bind(key.mac("meta", name, &[Field::Text(value)]))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn join_token_fields<'a>(
+    hash: &'a str,
+    created_at: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+    node_id: Option<&'a str>,
+) -> [Field<'a>; 5] {
+    [
+        Field::Text(hash),
+        Field::Int(created_at),
+        Field::Int(expires_at),
+        Field::OptInt(used_at),
+        Field::OptText(node_id),
+    ]
+}
+
+fn join_token_mac(
+    key: &RowKey,
+    id: &str,
+    hash: &str,
+    created_at: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+    node_id: Option<&str>,
+) -> String {
+    key.mac(
+        "join_tokens",
+        id,
+        &join_token_fields(hash, created_at, expires_at, used_at, node_id),
+    )
 }
 
 /// Appends events to the chain inside `tx`. The first statement locks the
@@ -1087,9 +1469,9 @@ fn ca_from_row(r: &AnyRow) -> Result<CaRecord> {
     })
 }
 
-async fn insert_ca(tx: &mut Transaction<'_, Any>, ca: &CaRecord) -> Result<()> {
+async fn insert_ca(tx: &mut Transaction<'_, Any>, key: &RowKey, ca: &CaRecord) -> Result<()> {
     sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO cas ({CA_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        "INSERT INTO cas ({CA_COLUMNS}, mac) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     )))
     .bind(&ca.id)
     .bind(ca.generation)
@@ -1105,6 +1487,7 @@ async fn insert_ca(tx: &mut Transaction<'_, Any>, ca: &CaRecord) -> Result<()> {
     .bind(ca.activated_at)
     .bind(ca.drop_after)
     .bind(ca.revision)
+    .bind(rows::ca_mac(key, ca))
     .execute(&mut **tx)
     .await?;
     Ok(())

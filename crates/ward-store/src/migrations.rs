@@ -81,4 +81,20 @@ CREATE TABLE edge_reports (received_at BIGINT NOT NULL, reporter TEXT NOT NULL, 
 CREATE INDEX edge_reports_received ON edge_reports (received_at);
 "#,
     },
+    Migration {
+        version: 4,
+        name: "barrier",
+        // A MAC per row (see `barrier`) on every table that decides who gets
+        // what. NULL until the first unseal after the upgrade computes it.
+        sql: r#"
+ALTER TABLE tokens ADD COLUMN mac TEXT;
+ALTER TABLE join_tokens ADD COLUMN mac TEXT;
+ALTER TABLE nodes ADD COLUMN mac TEXT;
+ALTER TABLE entries ADD COLUMN mac TEXT;
+ALTER TABLE cas ADD COLUMN mac TEXT;
+ALTER TABLE policies ADD COLUMN mac TEXT;
+ALTER TABLE sealed_blobs ADD COLUMN mac TEXT;
+ALTER TABLE meta ADD COLUMN mac TEXT;
+"#,
+    },
 ];

@@ -62,6 +62,7 @@ impl Store {
         actor: &str,
         audit: AuditEvent,
     ) -> Result<PolicyRecord> {
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         let revision = bump_revision(&mut tx).await?;
         let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM policies")
@@ -77,7 +78,7 @@ impl Store {
             actor: actor.to_owned(),
         };
         sqlx::query(
-            "INSERT INTO policies (version, revision, text, sha256, created_at, actor) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO policies (version, revision, text, sha256, created_at, actor, mac) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(record.version)
         .bind(record.revision)
@@ -85,6 +86,7 @@ impl Store {
         .bind(&record.sha256)
         .bind(record.created_at)
         .bind(&record.actor)
+        .bind(crate::rows::policy_mac(&key, &record))
         .execute(&mut *tx)
         .await
         .map_err(|e| match e.as_database_error() {
@@ -99,23 +101,29 @@ impl Store {
     }
 
     /// The newest policy version, if any was pushed.
+    ///
+    /// If the newest version fails the barrier (its text was changed, or
+    /// it was inserted, without the master key), this is an error rather
+    /// than an older version: proxies keep the last good policy they have,
+    /// and nothing rolls back to a version an attacker chose.
     pub async fn current_policy(&self) -> Result<Option<PolicyRecord>> {
+        let key = self.row_key()?;
         let row = sqlx::query(
-            "SELECT version, revision, text, sha256, created_at, actor FROM policies ORDER BY version DESC LIMIT 1",
+            "SELECT version, revision, text, sha256, created_at, actor, mac FROM policies ORDER BY version DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(PolicyRecord {
-                version: r.try_get(0)?,
-                revision: r.try_get(1)?,
-                text: r.try_get(2)?,
-                sha256: r.try_get(3)?,
-                created_at: r.try_get(4)?,
-                actor: r.try_get(5)?,
-            })
-        })
-        .transpose()
+        let Some(r) = row else { return Ok(None) };
+        let record = policy_from_row(&r)?;
+        let mac: Option<String> = r.try_get(6)?;
+        if !crate::rows::policy_ok(&key, &record, mac.as_deref()) {
+            self.barrier.reject("policies", &record.version.to_string());
+            return Err(StoreError::Invalid(format!(
+                "policy version {} fails authentication (changed without the master key); push the policy again",
+                record.version
+            )));
+        }
+        Ok(Some(record))
     }
 
     /// The store's current revision (entries and policies).
@@ -202,4 +210,16 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A `policies` row (version, revision, text, sha256, created_at, actor).
+pub(crate) fn policy_from_row(r: &sqlx::any::AnyRow) -> Result<PolicyRecord> {
+    Ok(PolicyRecord {
+        version: r.try_get(0)?,
+        revision: r.try_get(1)?,
+        text: r.try_get(2)?,
+        sha256: r.try_get(3)?,
+        created_at: r.try_get(4)?,
+        actor: r.try_get(5)?,
+    })
 }

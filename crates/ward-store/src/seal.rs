@@ -85,6 +85,11 @@ impl MasterKey {
         Ok(Self(k))
     }
 
+    /// The key's bytes, for deriving purpose keys inside this crate only.
+    pub(crate) fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
     /// The key in base64, for the dev-mode key file only.
     pub fn to_base64(&self) -> Zeroizing<String> {
         Zeroizing::new(STANDARD.encode(self.0))

@@ -10,6 +10,9 @@ use ward_store::{
 
 struct Db {
     store: Store,
+    /// The database's URL, for tests that write to it as a hostile
+    /// database writer would (raw SQL, no master key).
+    url: String,
     _dir: Option<tempfile::TempDir>,
     /// The server URL and the per-test database to drop afterwards.
     pg: Option<(String, String)>,
@@ -31,11 +34,18 @@ impl Db {
     }
 }
 
+/// A store unlocked with a fresh master key, as after an unseal.
+fn unlocked(store: Store) -> Store {
+    store.unlock(&ward_store::seal::MasterKey::generate().unwrap());
+    store
+}
+
 async fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/ward.db", dir.path().display());
     Db {
-        store: Store::connect(&url).await.unwrap(),
+        store: unlocked(Store::connect(&url).await.unwrap()),
+        url,
         _dir: Some(dir),
         pg: None,
     }
@@ -50,9 +60,12 @@ async fn postgres() -> Option<Db> {
     };
     let (url, name) = fresh_pg_database(&base).await;
     Some(Db {
-        store: Store::connect(&url)
-            .await
-            .expect("connect to the fresh PostgreSQL database"),
+        store: unlocked(
+            Store::connect(&url)
+                .await
+                .expect("connect to the fresh PostgreSQL database"),
+        ),
+        url,
         _dir: None,
         pg: Some((base, name)),
     })
@@ -111,6 +124,362 @@ macro_rules! both_backends {
             })*
         }
     };
+}
+
+macro_rules! both_backends_with_url {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend_raw {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = super::sqlite().await;
+                super::$name(db.store.clone(), db.url.clone()).await;
+                db.cleanup().await;
+            })*
+        }
+        mod postgres_backend_raw {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(db) = super::postgres().await {
+                    super::$name(db.store.clone(), db.url.clone()).await;
+                    db.cleanup().await;
+                }
+            })*
+        }
+    };
+}
+
+both_backends_with_url!(
+    rows_forged_by_a_database_writer_are_refused,
+    a_store_from_before_the_barrier_is_upgraded_once,
+);
+
+/// Runs SQL directly, as a database writer without the master key would.
+async fn raw(url: &str, sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
+}
+
+fn initialization() -> Initialization {
+    Initialization {
+        meta: vec![("trust_domain".into(), "td".into())],
+        sealed: vec![("upstream_key".into(), vec![9, 9])],
+        admin_token: ("t1".into(), "adminhash".into()),
+        ca: ca("ca1", "active"),
+        audit: ev("server.init", "td"),
+    }
+}
+
+async fn rows_forged_by_a_database_writer_are_refused(store: Store, url: String) {
+    store.initialize(initialization()).await.unwrap();
+    assert_eq!(
+        store.enable_barrier(false).await.unwrap(),
+        ward_store::BarrierStart::On
+    );
+    store
+        .create_entry(
+            entry("e1", "spiffe://td/agent/n1"),
+            ev("entry.create", "e1"),
+        )
+        .await
+        .unwrap();
+    store
+        .push_policy(
+            "permit(principal, action, resource);",
+            "h",
+            "token:t1",
+            ev("policy.push", "1"),
+        )
+        .await
+        .unwrap();
+    store
+        .create_join_token(
+            "j1",
+            "joinhash",
+            now_secs() + 600,
+            None,
+            ev("join.create", "j1"),
+        )
+        .await
+        .unwrap();
+    assert!(store.token_by_hash("adminhash").await.unwrap().is_some());
+    let before = store.barrier().rejected();
+
+    // 1. An admin token: the admin's row copied under a new ID and the
+    // hash of a token the writer knows, with the MAC copied too.
+    raw(&url, "INSERT INTO tokens (id, hash, role, created_at, expires_at, mac) SELECT 'forged', 'forgedhash', role, created_at, expires_at, mac FROM tokens WHERE id = 't1'").await;
+    assert_eq!(
+        store.token_by_hash("forgedhash").await.unwrap(),
+        None,
+        "a copied token row"
+    );
+    raw(
+        &url,
+        "INSERT INTO tokens (id, hash, role, created_at) VALUES ('new', 'newhash', 'admin', 1)",
+    )
+    .await;
+    assert_eq!(
+        store.token_by_hash("newhash").await.unwrap(),
+        None,
+        "a token row without a MAC"
+    );
+    // 2. An edited role.
+    raw(
+        &url,
+        "UPDATE tokens SET role = 'superadmin' WHERE id = 't1'",
+    )
+    .await;
+    assert_eq!(
+        store.token_by_hash("adminhash").await.unwrap(),
+        None,
+        "an edited role"
+    );
+
+    // 3. An entry copied under another ID and SPIFFE ID, and one edited.
+    raw(&url, "INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels, mac) SELECT 'evil', 'spiffe://td/ns/evil/sa/x', parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision + 100, labels, mac FROM entries WHERE id = 'e1'").await;
+    raw(&url, "INSERT INTO entries (id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels, mac) SELECT 'e1-copy', spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels, mac FROM entries WHERE id = 'e1'").await;
+    let listed = store.entry_changes(None, 0).await.unwrap();
+    let ids: Vec<&str> = listed.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["e1"], "forged and moved entries are never listed");
+    assert!(matches!(
+        store.entry("evil").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.entry("e1-copy").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    raw(
+        &url,
+        "UPDATE entries SET parent_id = 'spiffe://td/agent/attacker' WHERE id = 'e1'",
+    )
+    .await;
+    assert!(
+        store
+            .entry_changes(Some("spiffe://td/agent/attacker"), 0)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    assert!(matches!(
+        store.entry("e1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // 4. A root appended to the CA's bundle: the CA is not trusted at all.
+    assert_eq!(store.cas().await.unwrap().len(), 1);
+    raw(
+        &url,
+        "UPDATE cas SET bundle_pem = '[\"pem\",\"attacker-root\"]' WHERE id = 'ca1'",
+    )
+    .await;
+    assert!(
+        store.cas().await.unwrap().is_empty(),
+        "an edited bundle is refused"
+    );
+
+    // 5. A changed policy text: an error, never the text (nor an older version).
+    raw(
+        &url,
+        "UPDATE policies SET text = 'forbid(principal, action, resource);'",
+    )
+    .await;
+    assert!(matches!(
+        store.current_policy().await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    // 6. A join token inserted by SQL is unknown; an edited expiry too.
+    raw(&url, "INSERT INTO join_tokens (id, hash, created_at, expires_at) VALUES ('jf', 'joinforged', 1, 99999999999)").await;
+    assert_eq!(
+        store
+            .consume_join_token(
+                "joinforged",
+                "spiffe://td/agent/n9",
+                now_secs(),
+                ev("join.use", "jf")
+            )
+            .await
+            .unwrap(),
+        JoinTokenUse::Unknown
+    );
+    raw(
+        &url,
+        "UPDATE join_tokens SET node_id = 'spiffe://td/agent/n9' WHERE id = 'j1'",
+    )
+    .await;
+    assert_eq!(
+        store
+            .consume_join_token(
+                "joinhash",
+                "spiffe://td/agent/n9",
+                now_secs(),
+                ev("join.use", "j1")
+            )
+            .await
+            .unwrap(),
+        JoinTokenUse::Unknown
+    );
+
+    // 7. Sealed blobs and authenticated settings.
+    let other_blob = if url.starts_with("sqlite") {
+        "X'0909FF'"
+    } else {
+        "'\\x0909ff'::bytea"
+    };
+    raw(
+        &url,
+        &format!("UPDATE sealed_blobs SET blob = {other_blob}"),
+    )
+    .await;
+    assert_eq!(store.sealed_blob("upstream_key").await.unwrap(), None);
+    raw(
+        &url,
+        "UPDATE meta SET value = 'other' WHERE key = 'trust_domain'",
+    )
+    .await;
+    assert_eq!(store.meta_verified("trust_domain").await.unwrap(), None);
+
+    // Every refusal was counted and queued for the audit log (by place, once each).
+    assert!(store.barrier().rejected() >= before + 10);
+    let queued = store.barrier().take_rejections();
+    for (table, key) in [
+        ("tokens", "forged"),
+        ("tokens", "t1"),
+        ("entries", "evil"),
+        ("entries", "e1"),
+        ("cas", "ca1"),
+        ("policies", "1"),
+        ("join_tokens", "jf"),
+        ("sealed_blobs", "upstream_key"),
+    ] {
+        assert!(
+            queued.iter().any(|r| r.table == table && r.key == key),
+            "{table}/{key} in {queued:?}"
+        );
+    }
+    // And a locked store reads nothing at all.
+    store.lock();
+    assert!(matches!(
+        store.token_by_hash("adminhash").await,
+        Err(StoreError::Sealed)
+    ));
+}
+
+async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: String) {
+    store.initialize(initialization()).await.unwrap();
+    store
+        .create_entry(
+            entry("e1", "spiffe://td/agent/n1"),
+            ev("entry.create", "e1"),
+        )
+        .await
+        .unwrap();
+    store
+        .push_policy(
+            "permit(principal, action, resource);",
+            "h",
+            "token:t1",
+            ev("policy.push", "1"),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    // Back to the schema of the release before the barrier: no MAC
+    // columns, no barrier marker, migration 4 not applied.
+    for t in [
+        "tokens",
+        "join_tokens",
+        "nodes",
+        "entries",
+        "cas",
+        "policies",
+        "sealed_blobs",
+        "meta",
+    ] {
+        raw(&url, &format!("ALTER TABLE {t} DROP COLUMN mac")).await;
+    }
+    raw(&url, "DELETE FROM meta WHERE key = 'barrier'").await;
+    raw(&url, "DELETE FROM ward_schema_migrations WHERE version = 4").await;
+
+    let master = ward_store::seal::MasterKey::generate().unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        4,
+        "the migration ran again"
+    );
+    store.unlock(&master);
+    // Nothing passes before the upgrade...
+    assert_eq!(store.token_by_hash("adminhash").await.unwrap(), None);
+    // ...and a server that already upgraded once refuses to do it again.
+    assert!(matches!(
+        store.enable_barrier(false).await,
+        Err(StoreError::BarrierMissing)
+    ));
+    let ward_store::BarrierStart::Upgraded { rows } = store.enable_barrier(true).await.unwrap()
+    else {
+        panic!("expected an upgrade");
+    };
+    assert!(
+        rows >= 6,
+        "tokens, entries, CAs, policies, blobs, settings: {rows}"
+    );
+    // Everything the old release stored is there, authenticated.
+    assert_eq!(
+        store
+            .token_by_hash("adminhash")
+            .await
+            .unwrap()
+            .unwrap()
+            .role,
+        "admin"
+    );
+    assert_eq!(
+        store.entry("e1").await.unwrap().parent_id,
+        "spiffe://td/agent/n1"
+    );
+    assert_eq!(store.cas().await.unwrap().len(), 1);
+    assert!(store.current_policy().await.unwrap().is_some());
+    assert_eq!(
+        store.sealed_blob("upstream_key").await.unwrap(),
+        Some(vec![9, 9])
+    );
+    assert_eq!(
+        store
+            .meta_verified("trust_domain")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("td")
+    );
+    // Once on, it stays on; a row edited afterwards is refused.
+    assert_eq!(
+        store.enable_barrier(false).await.unwrap(),
+        ward_store::BarrierStart::On
+    );
+    raw(
+        &url,
+        "UPDATE entries SET spiffe_id = 'spiffe://td/ns/evil/sa/x'",
+    )
+    .await;
+    assert!(
+        store
+            .entry_changes(None, 0)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
+    // The upgrade is in the audit log.
+    let records = store.audit_records(0, 100).await.unwrap();
+    assert!(records.iter().any(|r| r.action == "barrier.enable"));
+    store.close().await;
 }
 
 both_backends!(
@@ -211,7 +580,7 @@ fn entry(id: &str, parent: &str) -> EntryRecord {
 }
 
 async fn migrations_are_recorded_and_idempotent(store: Store) {
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     assert!(!store.is_initialized().await.unwrap());
     assert_eq!(store.audit_head().await.unwrap().0, 0);
 }
@@ -483,8 +852,10 @@ async fn initialization_happens_once_and_ca_rotation_keeps_one_active(store: Sto
 async fn sqlite_keeps_committed_writes_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/ward.db", dir.path().display());
+    let master = ward_store::seal::MasterKey::generate().unwrap();
     {
         let store = Store::connect(&url).await.unwrap();
+        store.unlock(&master);
         store
             .create_entry(entry("kept", "p"), ev("entry.create", "kept"))
             .await
@@ -492,8 +863,13 @@ async fn sqlite_keeps_committed_writes_across_reopen() {
         store.close().await;
     }
     let store = Store::connect(&url).await.unwrap();
+    assert!(
+        matches!(store.entry("kept").await, Err(StoreError::Sealed)),
+        "nothing is read through the barrier before an unlock"
+    );
+    store.unlock(&master);
     assert_eq!(store.entry("kept").await.unwrap().id, "kept");
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
 }
 
 #[tokio::test]
