@@ -5,8 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use ward_store::{AuditRecord, EdgeReport, EdgeTotal, EntryRecord as Entry};
-
 use std::collections::BTreeMap;
 
 /// The body of every error response, as in Vault's API (hvac reads it).
@@ -356,4 +354,88 @@ pub struct TelemetryBatch {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EdgeTotals {
     pub edges: Vec<EdgeTotal>,
+}
+
+// ---- records shared with the store (it stores exactly these) ----------
+
+/// A registration entry: which workload (selectors, under a parent agent)
+/// gets which SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord {
+    /// Entry ID.
+    pub id: String,
+    /// The SPIFFE ID issued to matching workloads.
+    pub spiffe_id: String,
+    /// The SPIFFE ID of the agent (node) that may serve this entry.
+    pub parent_id: String,
+    /// `type:value` selectors, all of which must match.
+    pub selectors: Vec<String>,
+    /// X.509-SVID lifetime, seconds.
+    pub x509_ttl: i64,
+    /// JWT-SVID lifetime, seconds.
+    pub jwt_ttl: i64,
+    /// Labels (`team=payments`): tags of the workload's Cedar entity.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+    /// The store revision of the last change.
+    pub revision: i64,
+}
+
+/// An entry as the API carries it.
+pub type Entry = EntryRecord;
+
+/// A stored audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: i64,
+    /// When it was appended, Unix milliseconds.
+    pub ts_ms: i64,
+    /// Who acted.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// To what.
+    pub target: String,
+    /// Detail, as the JSON text that was hashed.
+    pub detail: String,
+    /// The previous record's hash (hex SHA-256).
+    pub prev_hash: String,
+    /// This record's hash (hex SHA-256).
+    pub hash: String,
+}
+
+/// Calls on one edge during one reporting window, as a proxy counted them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeReport {
+    pub source: String,
+    pub destination: String,
+    pub method: String,
+    pub route: String,
+    /// "2xx".."5xx", or "none" when no response was produced (denied, failed upstream).
+    pub status_class: String,
+    /// "allow" or "deny".
+    pub decision: String,
+    pub requests: i64,
+    pub latency_us_sum: i64,
+    pub window_start: i64,
+    pub window_end: i64,
+}
+
+/// Totals per edge over the reports received since a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeTotal {
+    pub source: String,
+    pub destination: String,
+    pub method: String,
+    pub route: String,
+    pub status_class: String,
+    pub decision: String,
+    pub requests: i64,
+    pub latency_us_sum: i64,
+    pub last_seen: i64,
 }

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use ward_api::AuditRecord;
+
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -37,27 +39,6 @@ impl AuditEvent {
             detail,
         }
     }
-}
-
-/// A stored audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// Position in the chain, from 1, without gaps.
-    pub seq: i64,
-    /// When it was appended, Unix milliseconds.
-    pub ts_ms: i64,
-    /// Who acted.
-    pub actor: String,
-    /// What was done.
-    pub action: String,
-    /// To what.
-    pub target: String,
-    /// Detail, as the JSON text that was hashed.
-    pub detail: String,
-    /// The previous record's hash (hex SHA-256).
-    pub prev_hash: String,
-    /// This record's hash (hex SHA-256).
-    pub hash: String,
 }
 
 /// Computes a record's hash over the previous hash and every field,

@@ -19,7 +19,6 @@ mod rows;
 pub mod seal;
 mod writer;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +28,8 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 use barrier::{BARRIER_META, BARRIER_ON, Barrier, Field, RowKey};
 use seal::MasterKey;
+
+pub use ward_api::EntryRecord;
 
 pub use audit::{AuditEvent, AuditRecord, ChainError, ChainVerifier, verify_chain};
 pub use policy::{EdgeReport, EdgeTotal, PolicyRecord};
@@ -129,33 +130,6 @@ pub enum BarrierStart {
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// A registration entry: which workload (selectors, under a parent agent)
-/// gets which SPIFFE ID.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EntryRecord {
-    /// Entry ID.
-    pub id: String,
-    /// The SPIFFE ID issued to matching workloads.
-    pub spiffe_id: String,
-    /// The SPIFFE ID of the agent (node) that may serve this entry.
-    pub parent_id: String,
-    /// `type:value` selectors, all of which must match.
-    pub selectors: Vec<String>,
-    /// X.509-SVID lifetime, seconds.
-    pub x509_ttl: i64,
-    /// JWT-SVID lifetime, seconds.
-    pub jwt_ttl: i64,
-    /// Labels (`team=payments`): tags of the workload's Cedar entity.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Creation time, Unix seconds.
-    pub created_at: i64,
-    /// Last change, Unix seconds.
-    pub updated_at: i64,
-    /// The store revision of the last change.
-    pub revision: i64,
-}
 
 /// Entries changed after a revision, and those deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+pub use ward_api::{EdgeReport, EdgeTotal};
+
 use crate::{AuditEvent, Result, Store, StoreError, append_in_tx, bump_revision, now_secs};
 
 /// One stored version of the policy set.
@@ -19,37 +21,6 @@ pub struct PolicyRecord {
     pub created_at: i64,
     /// Who pushed it (`token:<id>`).
     pub actor: String,
-}
-
-/// Calls on one edge during one reporting window, as a proxy counted them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EdgeReport {
-    pub source: String,
-    pub destination: String,
-    pub method: String,
-    pub route: String,
-    /// "2xx".."5xx", or "none" when no response was produced (denied, failed upstream).
-    pub status_class: String,
-    /// "allow" or "deny".
-    pub decision: String,
-    pub requests: i64,
-    pub latency_us_sum: i64,
-    pub window_start: i64,
-    pub window_end: i64,
-}
-
-/// Totals per edge over the reports received since a time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EdgeTotal {
-    pub source: String,
-    pub destination: String,
-    pub method: String,
-    pub route: String,
-    pub status_class: String,
-    pub decision: String,
-    pub requests: i64,
-    pub latency_us_sum: i64,
-    pub last_seen: i64,
 }
 
 impl Store {
