@@ -439,3 +439,49 @@ pub struct EdgeTotal {
     pub latency_us_sum: i64,
     pub last_seen: i64,
 }
+
+/// A signed checkpoint of the audit chain (`POST /v1/audit/checkpoint`),
+/// like a transparency log's signed tree head: whoever holds one can later
+/// prove that the first `seq` records still end in `head`, with nothing
+/// but the public key. One JSON object per line in a checkpoint file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Always `ward-audit-checkpoint-v1`.
+    pub format: String,
+    /// The trust domain whose log this is.
+    pub trust_domain: String,
+    /// The last record covered.
+    pub seq: i64,
+    /// That record's hash (hex).
+    pub head: String,
+    /// When it was signed, Unix milliseconds.
+    pub time_ms: i64,
+    /// The Ed25519 public key that signed it (base64).
+    pub public_key: String,
+    /// The signature over the fields above (base64).
+    pub signature: String,
+}
+
+/// `GET /v1/audit/checkpoint-key`: the key checkpoints are signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointKey {
+    /// Ed25519 public key, base64.
+    pub public_key: String,
+}
+
+/// `GET /v1/audit/verify`: the server's check of the keyed chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Whether every record and the head pass.
+    pub intact: bool,
+    /// Records checked.
+    pub records: i64,
+    /// The head's sequence number.
+    pub head_seq: i64,
+    /// The first bad record's sequence number, when not intact.
+    pub first_bad_seq: Option<i64>,
+    /// What is wrong, when not intact.
+    pub reason: Option<String>,
+}
+

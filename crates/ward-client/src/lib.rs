@@ -326,6 +326,23 @@ impl Client {
         .await
     }
 
+    /// The server's check of the keyed audit chain.
+    pub async fn audit_verify(&self) -> Result<AuditVerification, ClientError> {
+        self.json(Method::GET, "/v1/audit/verify", None::<&()>).await
+    }
+
+    /// A checkpoint of the audit chain, signed by the server.
+    pub async fn audit_checkpoint(&self) -> Result<Checkpoint, ClientError> {
+        self.json(Method::POST, "/v1/audit/checkpoint", None::<&()>)
+            .await
+    }
+
+    /// The key audit checkpoints are signed with.
+    pub async fn audit_checkpoint_key(&self) -> Result<CheckpointKey, ClientError> {
+        self.json(Method::GET, "/v1/audit/checkpoint-key", None::<&()>)
+            .await
+    }
+
     /// True if the error is the server saying 401 or 403.
     pub fn is_auth_error(e: &ClientError) -> bool {
         matches!(e, ClientError::Api { status, .. } if *status == StatusCode::UNAUTHORIZED.as_u16() || *status == StatusCode::FORBIDDEN.as_u16())

@@ -56,6 +56,26 @@ struct RawConfig {
     seal: RawSeal,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    checkpoint_file: Option<String>,
+    checkpoint_interval: Option<String>,
+}
+
+/// Signed checkpoints of the audit chain, appended to a file outside the
+/// store (`[audit]`), so a rewrite of the log behind one is caught by
+/// `ward audit verify --checkpoints FILE`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Where checkpoints are appended; none when unset.
+    pub checkpoint_file: Option<PathBuf>,
+    /// How often (default 1 h; only when the chain has grown).
+    pub checkpoint_interval: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +201,8 @@ pub struct ServerConfig {
     pub dev: bool,
     /// Connection limits of the API.
     pub api: ApiLimits,
+    /// Audit checkpoints.
+    pub audit: AuditConfig,
 }
 
 /// The default listen address.
@@ -218,6 +240,7 @@ impl ServerConfig {
                 threshold: Some(1),
             },
             api: RawApi::default(),
+            audit: RawAudit::default(),
         };
         Self::validate(raw, "--dev flags", true)
     }
@@ -369,6 +392,19 @@ impl ServerConfig {
                 api_defaults.keepalive_interval,
             )?,
         };
+        let audit = AuditConfig {
+            checkpoint_file: match raw.audit.checkpoint_file {
+                Some(f) if f.is_empty() => {
+                    return Err(invalid("audit.checkpoint_file", "cannot be empty".into()));
+                }
+                f => f.map(PathBuf::from),
+            },
+            checkpoint_interval: dur(
+                "audit.checkpoint_interval",
+                raw.audit.checkpoint_interval,
+                Duration::from_secs(3600),
+            )?,
+        };
         Ok(Self {
             trust_domain,
             listen,
@@ -380,6 +416,7 @@ impl ServerConfig {
             seal_threshold,
             dev,
             api,
+            audit,
         })
     }
 }

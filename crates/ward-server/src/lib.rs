@@ -5,6 +5,7 @@
 //! interchangeable; each replica is unsealed on its own.
 
 mod agent_routes;
+mod audit_routes;
 pub mod authority;
 pub mod config;
 pub mod dev;
@@ -130,9 +131,19 @@ impl ReadyServer {
             }
         });
         let app = routes::router(self.state.clone());
+        let checkpoints = self.state.config.audit.checkpoint_file.clone().map(|path| {
+            tokio::spawn(audit_routes::checkpoint_task(
+                self.state.clone(),
+                path,
+                self.state.config.audit.checkpoint_interval,
+            ))
+        });
         let trust = self.state.client_trust().clone();
         serve::serve_tls(self.listener, self.tls, app, trust, &self.api, shutdown).await;
         refresher.abort();
+        if let Some(t) = checkpoints {
+            t.abort();
+        }
         self.state.store.close().await;
     }
 }

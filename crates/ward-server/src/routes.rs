@@ -50,6 +50,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/ca/activate", post(activate_ca))
         .route("/v1/audit", get(audit_page))
         .merge(crate::agent_routes::router())
+        .merge(crate::audit_routes::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // Policy texts and telemetry batches are larger than any other body: they get their own limit.
         .merge(crate::policy_routes::router().layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)))

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use ward_api::AuditRecord;
+pub use ward_api::{AuditRecord, Checkpoint};
 
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -158,6 +158,123 @@ pub fn verify_chain(
         v.push(r)?;
     }
     v.finish(head_seq, head_hash)
+}
+
+/// The `format` of checkpoints this version signs and reads.
+pub const CHECKPOINT_FORMAT: &str = "ward-audit-checkpoint-v1";
+
+/// The bytes a checkpoint's signature covers: every field but the
+/// signature, length-prefixed.
+pub fn checkpoint_message(
+    trust_domain: &str,
+    seq: i64,
+    head: &str,
+    time_ms: i64,
+    public_key: &str,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for field in [
+        CHECKPOINT_FORMAT.as_bytes(),
+        trust_domain.as_bytes(),
+        &seq.to_be_bytes(),
+        head.as_bytes(),
+        &time_ms.to_be_bytes(),
+        public_key.as_bytes(),
+    ] {
+        out.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        out.extend_from_slice(field);
+    }
+    out
+}
+
+/// Why a checkpoint is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("line {line}: not a checkpoint: {reason}")]
+    Malformed { line: usize, reason: String },
+    #[error("line {line}: the checkpoint for record {seq} was signed by another key than the one given")]
+    OtherKey { line: usize, seq: i64 },
+    #[error("line {line}: the signature of the checkpoint for record {seq} does not verify (the checkpoint was forged or edited)")]
+    BadSignature { line: usize, seq: i64 },
+}
+
+/// Reads a checkpoint file (one JSON object per line) and checks every
+/// signature, with `public_key` (base64) when given, else each line's own
+/// key, which must then be the same on every line.
+pub fn read_checkpoints(
+    text: &str,
+    public_key: Option<&str>,
+) -> Result<Vec<Checkpoint>, CheckpointError> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out: Vec<Checkpoint> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let cp: Checkpoint =
+            serde_json::from_str(line).map_err(|e| CheckpointError::Malformed {
+                line: line_no,
+                reason: e.to_string(),
+            })?;
+        if cp.format != CHECKPOINT_FORMAT {
+            return Err(CheckpointError::Malformed {
+                line: line_no,
+                reason: format!("unknown format {:?}", cp.format),
+            });
+        }
+        let want_key = public_key.or(out.first().map(|c| c.public_key.as_str()));
+        if want_key.is_some_and(|k| k != cp.public_key) {
+            return Err(CheckpointError::OtherKey {
+                line: line_no,
+                seq: cp.seq,
+            });
+        }
+        let bad = || CheckpointError::BadSignature {
+            line: line_no,
+            seq: cp.seq,
+        };
+        let key = b64.decode(&cp.public_key).map_err(|_| bad())?;
+        let sig = b64.decode(&cp.signature).map_err(|_| bad())?;
+        let msg = checkpoint_message(&cp.trust_domain, cp.seq, &cp.head, cp.time_ms, &cp.public_key);
+        aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &key)
+            .verify(&msg, &sig)
+            .map_err(|_| bad())?;
+        out.push(cp);
+    }
+    Ok(out)
+}
+
+/// Checks a chain (already verified record by record, `hashes[i]` the hash
+/// of record `i + 1`) against checkpoints: each must name a record that is
+/// still there with the hash it signed.
+pub fn check_against(
+    hashes: &[String],
+    checkpoints: &[Checkpoint],
+) -> Result<(), ChainError> {
+    for cp in checkpoints {
+        let have = hashes.len() as i64;
+        if cp.seq > have {
+            return Err(ChainError {
+                seq: have + 1,
+                reason: format!(
+                    "the log ends at record {have}, but a checkpoint signed at {} covers records up to {}: records {}..{} were removed (truncation)",
+                    cp.time_ms, cp.seq, have + 1, cp.seq
+                ),
+            });
+        }
+        if cp.seq >= 1 && hashes[(cp.seq - 1) as usize] != cp.head {
+            return Err(ChainError {
+                seq: cp.seq,
+                reason: format!(
+                    "record {} is not the record the checkpoint signed: the log was rewritten at or before it",
+                    cp.seq
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -486,9 +486,31 @@ impl Store {
                 .await?;
             rows += 1;
         }
+        // The audit log, record by record, and its head: as they are.
+        for r in sqlx::query("SELECT seq, hash FROM audit")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let (seq, hash): (i64, String) = (r.try_get(0)?, r.try_get(1)?);
+            sqlx::query("UPDATE audit SET mac = $1 WHERE seq = $2")
+                .bind(key.audit_mac(&hash))
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            rows += 1;
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let (seq, hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+        sqlx::query("UPDATE audit_head SET mac = $1 WHERE id = 1")
+            .bind(key.head_mac(seq, &hash))
+            .execute(&mut *tx)
+            .await?;
         insert_meta(&mut tx, &key, BARRIER_META, BARRIER_ON).await?;
         append_in_tx(
             &mut tx,
+            &key,
             &[AuditEvent::new(
                 "system",
                 "barrier.enable",
@@ -674,7 +696,7 @@ impl Store {
         let mut ca = init.ca;
         ca.revision = rev;
         insert_ca(&mut tx, &key, &ca).await?;
-        append_in_tx(&mut tx, std::slice::from_ref(&init.audit)).await?;
+        append_in_tx(&mut tx, &key, std::slice::from_ref(&init.audit)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -734,7 +756,7 @@ impl Store {
         .bind(mac)
         .execute(&mut *tx)
         .await?;
-        append_in_tx(&mut tx, &[audit]).await?;
+        append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -835,7 +857,7 @@ impl Store {
                 return Ok(JoinTokenUse::NodeExists);
             }
         }
-        append_in_tx(&mut tx, &[audit]).await?;
+        append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
         Ok(JoinTokenUse::Consumed(id))
     }
@@ -868,7 +890,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, "an entry with this ID already exists"))?;
-        append_in_tx(&mut tx, &[audit]).await?;
+        append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
         Ok(entry)
     }
@@ -920,13 +942,14 @@ impl Store {
                 }
             });
         }
-        append_in_tx(&mut tx, &[audit]).await?;
+        append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
         Ok(entry)
     }
 
     /// Deletes an entry, leaving a tombstone so that watchers learn of it.
     pub async fn delete_entry(&self, id: &str, audit: AuditEvent) -> Result<()> {
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         let rev = bump_revision(&mut tx).await?;
         let done = sqlx::query("DELETE FROM entries WHERE id = $1")
@@ -944,7 +967,7 @@ impl Store {
             .bind(rev)
             .execute(&mut *tx)
             .await?;
-        append_in_tx(&mut tx, &[audit]).await?;
+        append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1084,7 +1107,7 @@ impl Store {
             .try_get(0)?;
         ca.generation = next;
         insert_ca(&mut tx, &key, &ca).await?;
-        append_in_tx(&mut tx, &[audit]).await?;
+        append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
         Ok(ca)
     }
@@ -1142,7 +1165,7 @@ impl Store {
         .bind(&ca.id)
         .execute(&mut *tx)
         .await?;
-        append_in_tx(&mut tx, &[audit]).await?;
+        append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
         Ok(ca)
     }
@@ -1151,8 +1174,9 @@ impl Store {
 
     /// Appends events in one transaction; returns their sequence numbers.
     pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<i64>> {
+        let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
-        let seqs = append_in_tx(&mut tx, events).await?;
+        let seqs = append_in_tx(&mut tx, &key, events).await?;
         tx.commit().await?;
         Ok(seqs)
     }
@@ -1180,6 +1204,91 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Checks the keyed chain: every record present, in order, unedited
+    /// (its hash) and written by this server (its MAC), no break recorded
+    /// (`audit.head_mismatch`), and the head written by this server. Returns
+    /// the number of records, or where the chain first fails.
+    pub async fn verify_audit(&self) -> Result<std::result::Result<i64, ChainError>> {
+        let key = self.row_key()?;
+        let head = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let (head_seq, head_hash, head_mac): (i64, String, Option<String>) =
+            (head.try_get(0)?, head.try_get(1)?, head.try_get(2)?);
+        let mut verifier = ChainVerifier::default();
+        let mut after = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, ts_ms, actor, action, target, detail, prev_hash, hash, mac FROM audit WHERE seq > $1 ORDER BY seq LIMIT 1000",
+            )
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                let rec = AuditRecord {
+                    seq: r.try_get(0)?,
+                    ts_ms: r.try_get(1)?,
+                    actor: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    target: r.try_get(4)?,
+                    detail: r.try_get(5)?,
+                    prev_hash: r.try_get(6)?,
+                    hash: r.try_get(7)?,
+                };
+                let mac: Option<String> = r.try_get(8)?;
+                if rec.seq > head_seq {
+                    break;
+                }
+                if let Err(e) = verifier.push(&rec) {
+                    return Ok(Err(e));
+                }
+                if !barrier::same_mac(&key.audit_mac(&rec.hash), mac.as_deref()) {
+                    return Ok(Err(ChainError {
+                        seq: rec.seq,
+                        reason: "its MAC does not match: the record (or the chain up to it) was written without the master key".into(),
+                    }));
+                }
+                if rec.action == "audit.head_mismatch" {
+                    let lost = serde_json::from_str::<serde_json::Value>(&rec.detail)
+                        .ok()
+                        .and_then(|d| d["head_seq"].as_i64())
+                        .unwrap_or(rec.seq - 1);
+                    return Ok(Err(ChainError {
+                        seq: lost + 1,
+                        reason: format!(
+                            "at record {}, the server found the head it had written replaced: records after {lost} were removed or rewritten",
+                            rec.seq
+                        ),
+                    }));
+                }
+                after = rec.seq;
+            }
+            if rows.len() < 1000 || after >= head_seq {
+                break;
+            }
+        }
+        let counted = match verifier.finish(head_seq, &head_hash) {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
+        let fresh = head_seq == 0 && head_mac.is_none();
+        if !fresh && !barrier::same_mac(&key.head_mac(head_seq, &head_hash), head_mac.as_deref()) {
+            return Ok(Err(ChainError {
+                seq: head_seq + 1,
+                reason: format!(
+                    "the head (record {head_seq}) was not written by this server: records after {head_seq} were removed, or the head was reset"
+                ),
+            }));
+        }
+        if head_seq == 0 && self.is_initialized().await? {
+            return Ok(Err(ChainError {
+                seq: 1,
+                reason: "the log is empty, but the store was initialized (its first record is gone)".into(),
+            }));
+        }
+        Ok(Ok(counted))
     }
 
     /// The chain's head: last sequence number and hash.
@@ -1326,55 +1435,64 @@ fn join_token_mac(
 /// queue instead of forking the chain.
 pub(crate) async fn append_in_tx(
     tx: &mut Transaction<'_, Any>,
+    key: &RowKey,
     events: &[AuditEvent],
 ) -> Result<Vec<i64>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let n = events.len() as i64;
-    let head = sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
-        .bind(n)
+    // A write first (SQLite takes its write lock; replicas serialize here).
+    let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash, mac")
         .fetch_one(&mut **tx)
         .await?;
-    let last_seq: i64 = head.try_get(0)?;
+    let head_seq: i64 = head.try_get(0)?;
     let mut prev: String = head.try_get(1)?;
+    let head_mac: Option<String> = head.try_get(2)?;
+    // The head must be one this server wrote. If it is not (the log was
+    // truncated or rewritten and the head reset), the break is recorded in
+    // the chain itself, under the key, before anything else is appended:
+    // appending on top must not make the break disappear.
+    let fresh = head_seq == 0 && prev == audit::GENESIS_HASH && head_mac.is_none();
+    let broken = !fresh && !barrier::same_mac(&key.head_mac(head_seq, &prev), head_mac.as_deref());
+    let marker;
+    let mut batch: Vec<&AuditEvent> = Vec::with_capacity(events.len() + 1);
+    if broken {
+        tracing::error!(head_seq, "the audit log's head fails authentication: records were truncated or rewritten without the master key");
+        marker = AuditEvent::new(
+            "system",
+            "audit.head_mismatch",
+            "audit",
+            serde_json::json!({ "head_seq": head_seq, "reason": "the stored head was not written by this server: records after it were removed or rewritten" }),
+        );
+        batch.push(&marker);
+    }
+    batch.extend(events.iter());
     let ts = now_ms();
-    let mut rows = Vec::with_capacity(events.len());
-    for (i, ev) in events.iter().enumerate() {
-        let seq = last_seq - n + 1 + i as i64;
+    // (seq, detail, prev_hash, hash, mac) per record.
+    let mut rows = Vec::with_capacity(batch.len());
+    for (i, ev) in batch.iter().enumerate() {
+        let seq = head_seq + 1 + i as i64;
         let detail = ev.detail.to_string();
         let hash = audit::record_hash(seq, ts, &ev.actor, &ev.action, &ev.target, &detail, &prev);
-        rows.push((seq, detail, std::mem::replace(&mut prev, hash)));
+        let mac = key.audit_mac(&hash);
+        let prev_hash = std::mem::replace(&mut prev, hash.clone());
+        rows.push((seq, detail, prev_hash, hash, mac));
     }
     // One multi-row INSERT per batch: a round trip per record would cost
     // more than the records themselves under load.
     let placeholders: Vec<String> = (0..rows.len())
         .map(|i| {
-            let b = i * 8;
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8
-            )
+            let b = i * 9;
+            let cols: Vec<String> = (1..=9).map(|c| format!("${}", b + c)).collect();
+            format!("({})", cols.join(", "))
         })
         .collect();
     let sql = format!(
-        "INSERT INTO audit (seq, ts_ms, actor, action, target, detail, prev_hash, hash) VALUES {}",
+        "INSERT INTO audit (seq, ts_ms, actor, action, target, detail, prev_hash, hash, mac) VALUES {}",
         placeholders.join(", ")
     );
     let mut query = sqlx::query(AssertSqlSafe(sql));
-    let mut seqs = Vec::with_capacity(rows.len());
-    for (i, ((seq, detail, prev_hash), ev)) in rows.iter().zip(events).enumerate() {
-        let hash = rows
-            .get(i + 1)
-            .map(|r| r.2.as_str())
-            .unwrap_or(prev.as_str());
+    for ((seq, detail, prev_hash, hash, mac), ev) in rows.iter().zip(&batch) {
         query = query
             .bind(*seq)
             .bind(ts)
@@ -1383,15 +1501,19 @@ pub(crate) async fn append_in_tx(
             .bind(&ev.target)
             .bind(detail)
             .bind(prev_hash)
-            .bind(hash);
-        seqs.push(*seq);
+            .bind(hash)
+            .bind(mac);
     }
     query.execute(&mut **tx).await?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+    let last_seq = head_seq + rows.len() as i64;
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1")
+        .bind(last_seq)
         .bind(&prev)
+        .bind(key.head_mac(last_seq, &prev))
         .execute(&mut **tx)
         .await?;
-    Ok(seqs)
+    let skip = usize::from(broken);
+    Ok(rows[skip..].iter().map(|r| r.0).collect())
 }
 
 const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, created_at, updated_at, revision, labels";

@@ -66,7 +66,7 @@ impl Store {
             }
             _ => StoreError::Database(e),
         })?;
-        append_in_tx(&mut tx, &[audit]).await?;
+        append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
         Ok(record)
     }
