@@ -262,6 +262,8 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    // Before anything is spent (a join token) or served.
+    workload::check_socket_dir(&config.socket).map_err(AgentError::Setup)?;
     let cache = Cache::open(&config.data_dir).map_err(|e| AgentError::Setup(e.to_string()))?;
     let cacert_pem =
         ServerClient::read_cacert(&config.cacert).map_err(|e| AgentError::Setup(e.to_string()))?;

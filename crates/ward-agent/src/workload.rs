@@ -27,9 +27,62 @@ use crate::{Agent, now};
 /// How long a first fetch waits for an SVID that is being issued.
 const FIRST_SVID_WAIT: Duration = Duration::from_secs(10);
 
+/// Refuses a socket whose directory another user could swap: the
+/// directory and every parent must belong to root or to the agent's own
+/// user, and none may be writable by group or others (a parent may be if
+/// it is sticky, as `/tmp` is: others cannot rename what they do not own).
+/// Otherwise a local user could replace the socket with their own and
+/// serve workloads SVIDs and bundles of their choosing.
+pub fn check_socket_dir(socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let Some(dir) = socket.parent() else {
+        return Err(format!(
+            "the socket path {} has no directory",
+            socket.display()
+        ));
+    };
+    for (i, d) in dir.ancestors().enumerate() {
+        let Ok(meta) = std::fs::metadata(d) else {
+            // Not there yet: it will be made, 0755 and ours.
+            continue;
+        };
+        let own = i == 0;
+        let what = if own {
+            "the socket directory"
+        } else {
+            "a parent of the socket directory"
+        };
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(format!(
+                "{what} {} belongs to uid {}, another user, who could replace the Workload API socket: use a directory owned by root or by the agent's user (uid {me}), such as the default /run/ward/",
+                d.display(),
+                meta.uid()
+            ));
+        }
+        let writable = meta.mode() & 0o022 != 0;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if writable && (own || !sticky) {
+            return Err(format!(
+                "{what} {} is writable by {} (mode {:04o}), so another user could replace the Workload API socket: make it writable by its owner only (chmod go-w), or use the default /run/ward/",
+                d.display(),
+                if meta.mode() & 0o002 != 0 {
+                    "every user"
+                } else {
+                    "its group"
+                },
+                meta.mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Binds the socket, replacing a stale one, reachable by every local uid
-/// (identity comes from attestation, not from file permissions).
+/// (identity comes from attestation, not from file permissions), in a
+/// directory no other user can write (see [`check_socket_dir`]).
 pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    check_socket_dir(path)?;
     if let Some(dir) = path.parent()
         && !dir.exists()
     {
@@ -39,6 +92,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("cannot open up {}: {e}", dir.display()))?;
     }
+    check_socket_dir(path)?;
     if path.exists() {
         std::fs::remove_file(path)
             .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;

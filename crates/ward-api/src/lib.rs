@@ -484,4 +484,3 @@ pub struct AuditVerification {
     /// What is wrong, when not intact.
     pub reason: Option<String>,
 }
-

@@ -328,7 +328,8 @@ impl Client {
 
     /// The server's check of the keyed audit chain.
     pub async fn audit_verify(&self) -> Result<AuditVerification, ClientError> {
-        self.json(Method::GET, "/v1/audit/verify", None::<&()>).await
+        self.json(Method::GET, "/v1/audit/verify", None::<&()>)
+            .await
     }
 
     /// A checkpoint of the audit chain, signed by the server.

@@ -98,7 +98,11 @@ pub fn append_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
 
 /// Every `interval`, while unsealed and when the chain has grown, signs a
 /// checkpoint and appends it to `path`.
-pub async fn checkpoint_task(s: Arc<Server>, path: std::path::PathBuf, interval: std::time::Duration) {
+pub async fn checkpoint_task(
+    s: Arc<Server>,
+    path: std::path::PathBuf,
+    interval: std::time::Duration,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seq = -1;
@@ -113,7 +117,9 @@ pub async fn checkpoint_task(s: Arc<Server>, path: std::path::PathBuf, interval:
         match sign_current(&s).await {
             Ok(cp) => match append_checkpoint(&path, &cp) {
                 Ok(()) => last_seq = cp.seq,
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot append an audit checkpoint"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot append an audit checkpoint")
+                }
             },
             Err(e) => tracing::error!(error = %e, "no audit checkpoint signed"),
         }

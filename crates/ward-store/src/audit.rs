@@ -192,9 +192,13 @@ pub fn checkpoint_message(
 pub enum CheckpointError {
     #[error("line {line}: not a checkpoint: {reason}")]
     Malformed { line: usize, reason: String },
-    #[error("line {line}: the checkpoint for record {seq} was signed by another key than the one given")]
+    #[error(
+        "line {line}: the checkpoint for record {seq} was signed by another key than the one given"
+    )]
     OtherKey { line: usize, seq: i64 },
-    #[error("line {line}: the signature of the checkpoint for record {seq} does not verify (the checkpoint was forged or edited)")]
+    #[error(
+        "line {line}: the signature of the checkpoint for record {seq} does not verify (the checkpoint was forged or edited)"
+    )]
     BadSignature { line: usize, seq: i64 },
 }
 
@@ -237,7 +241,13 @@ pub fn read_checkpoints(
         };
         let key = b64.decode(&cp.public_key).map_err(|_| bad())?;
         let sig = b64.decode(&cp.signature).map_err(|_| bad())?;
-        let msg = checkpoint_message(&cp.trust_domain, cp.seq, &cp.head, cp.time_ms, &cp.public_key);
+        let msg = checkpoint_message(
+            &cp.trust_domain,
+            cp.seq,
+            &cp.head,
+            cp.time_ms,
+            &cp.public_key,
+        );
         aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &key)
             .verify(&msg, &sig)
             .map_err(|_| bad())?;
@@ -249,10 +259,7 @@ pub fn read_checkpoints(
 /// Checks a chain (already verified record by record, `hashes[i]` the hash
 /// of record `i + 1`) against checkpoints: each must name a record that is
 /// still there with the hash it signed.
-pub fn check_against(
-    hashes: &[String],
-    checkpoints: &[Checkpoint],
-) -> Result<(), ChainError> {
+pub fn check_against(hashes: &[String], checkpoints: &[Checkpoint]) -> Result<(), ChainError> {
     for cp in checkpoints {
         let have = hashes.len() as i64;
         if cp.seq > have {
@@ -260,7 +267,10 @@ pub fn check_against(
                 seq: have + 1,
                 reason: format!(
                     "the log ends at record {have}, but a checkpoint signed at {} covers records up to {}: records {}..{} were removed (truncation)",
-                    cp.time_ms, cp.seq, have + 1, cp.seq
+                    cp.time_ms,
+                    cp.seq,
+                    have + 1,
+                    cp.seq
                 ),
             });
         }

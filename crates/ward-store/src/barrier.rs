@@ -161,7 +161,8 @@ impl CheckpointSigner {
     pub fn sign(&self, seq: i64, head: &str, time_ms: i64) -> crate::audit::Checkpoint {
         use base64::Engine;
         let public_key = self.public_key();
-        let msg = crate::audit::checkpoint_message(&self.trust_domain, seq, head, time_ms, &public_key);
+        let msg =
+            crate::audit::checkpoint_message(&self.trust_domain, seq, head, time_ms, &public_key);
         crate::audit::Checkpoint {
             format: crate::audit::CHECKPOINT_FORMAT.to_owned(),
             trust_domain: self.trust_domain.clone(),
@@ -189,7 +190,9 @@ fn derive_hmac_key(master: &MasterKey, label: &[u8]) -> hmac::Key {
 
 /// Equal hex MACs, compared in constant time.
 pub fn same_mac(a: &str, b: Option<&str>) -> bool {
-    b.is_some_and(|b| aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok())
+    b.is_some_and(|b| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+    })
 }
 
 /// A row that failed verification: where it is (never its contents).
@@ -260,22 +263,42 @@ mod tests {
         let master = MasterKey::generate().unwrap();
         let signer = CheckpointSigner::derive(&master, "td");
         let again = CheckpointSigner::derive(&master, "td");
-        assert_eq!(signer.public_key(), again.public_key(), "derived, so stable across unseals");
+        assert_eq!(
+            signer.public_key(),
+            again.public_key(),
+            "derived, so stable across unseals"
+        );
         let cp = signer.sign(7, "abc", 1000);
         let line = serde_json::to_string(&cp).unwrap();
         let read = crate::audit::read_checkpoints(&line, Some(&signer.public_key())).unwrap();
-        assert_eq!(read, [cp.clone()]);
+        assert_eq!(read, std::slice::from_ref(&cp));
         // Edited fields, another key, a forged signature.
         let mut edited = cp.clone();
         edited.seq = 3;
         let err = crate::audit::read_checkpoints(&serde_json::to_string(&edited).unwrap(), None);
-        assert!(matches!(err, Err(crate::audit::CheckpointError::BadSignature { seq: 3, .. })));
-        let other = CheckpointSigner::derive(&MasterKey::generate().unwrap(), "td").sign(7, "abc", 1000);
-        let err = crate::audit::read_checkpoints(&serde_json::to_string(&other).unwrap(), Some(&signer.public_key()));
-        assert!(matches!(err, Err(crate::audit::CheckpointError::OtherKey { .. })));
+        assert!(matches!(
+            err,
+            Err(crate::audit::CheckpointError::BadSignature { seq: 3, .. })
+        ));
+        let other =
+            CheckpointSigner::derive(&MasterKey::generate().unwrap(), "td").sign(7, "abc", 1000);
+        let err = crate::audit::read_checkpoints(
+            &serde_json::to_string(&other).unwrap(),
+            Some(&signer.public_key()),
+        );
+        assert!(matches!(
+            err,
+            Err(crate::audit::CheckpointError::OtherKey { .. })
+        ));
         let two = format!("{line}\n{}", serde_json::to_string(&other).unwrap());
-        assert!(matches!(crate::audit::read_checkpoints(&two, None), Err(crate::audit::CheckpointError::OtherKey { line: 2, .. })));
-        assert!(matches!(crate::audit::read_checkpoints("{", None), Err(crate::audit::CheckpointError::Malformed { line: 1, .. })));
+        assert!(matches!(
+            crate::audit::read_checkpoints(&two, None),
+            Err(crate::audit::CheckpointError::OtherKey { line: 2, .. })
+        ));
+        assert!(matches!(
+            crate::audit::read_checkpoints("{", None),
+            Err(crate::audit::CheckpointError::Malformed { line: 1, .. })
+        ));
     }
 
     #[test]

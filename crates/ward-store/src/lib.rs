@@ -1285,7 +1285,9 @@ impl Store {
         if head_seq == 0 && self.is_initialized().await? {
             return Ok(Err(ChainError {
                 seq: 1,
-                reason: "the log is empty, but the store was initialized (its first record is gone)".into(),
+                reason:
+                    "the log is empty, but the store was initialized (its first record is gone)"
+                        .into(),
             }));
         }
         Ok(Ok(counted))
@@ -1457,7 +1459,10 @@ pub(crate) async fn append_in_tx(
     let marker;
     let mut batch: Vec<&AuditEvent> = Vec::with_capacity(events.len() + 1);
     if broken {
-        tracing::error!(head_seq, "the audit log's head fails authentication: records were truncated or rewritten without the master key");
+        tracing::error!(
+            head_seq,
+            "the audit log's head fails authentication: records were truncated or rewritten without the master key"
+        );
         marker = AuditEvent::new(
             "system",
             "audit.head_mismatch",

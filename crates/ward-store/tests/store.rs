@@ -161,18 +161,30 @@ both_backends_with_url!(
 async fn five_records(store: &Store) {
     store.initialize(initialization()).await.unwrap();
     for i in 0..5 {
-        store.append_audit(&[ev("entry.create", &format!("e{i}"))]).await.unwrap();
+        store
+            .append_audit(&[ev("entry.create", &format!("e{i}"))])
+            .await
+            .unwrap();
     }
     assert_eq!(store.verify_audit().await.unwrap(), Ok(6));
 }
 
 async fn first_bad(store: &Store) -> i64 {
-    store.verify_audit().await.unwrap().expect_err("the chain must fail").seq
+    store
+        .verify_audit()
+        .await
+        .unwrap()
+        .expect_err("the chain must fail")
+        .seq
 }
 
 async fn an_edited_audit_record_is_found(store: Store, url: String) {
     five_records(&store).await;
-    raw(&url, "UPDATE audit SET target = 'someone-else' WHERE seq = 3").await;
+    raw(
+        &url,
+        "UPDATE audit SET target = 'someone-else' WHERE seq = 3",
+    )
+    .await;
     assert_eq!(first_bad(&store).await, 3);
 }
 
@@ -192,20 +204,32 @@ async fn a_recomputed_unkeyed_audit_chain_is_found(store: Store, url: String) {
     let records = store.audit_records(0, 100).await.unwrap();
     let mut prev = records[1].hash.clone();
     for r in &records[2..] {
-        let target = if r.seq == 3 { "rewritten" } else { r.target.as_str() };
-        let hash = ward_store::audit::record_hash(r.seq, r.ts_ms, &r.actor, &r.action, target, &r.detail, &prev);
+        let target = if r.seq == 3 {
+            "rewritten"
+        } else {
+            r.target.as_str()
+        };
+        let hash = ward_store::audit::record_hash(
+            r.seq, r.ts_ms, &r.actor, &r.action, target, &r.detail, &prev,
+        );
         raw(&url, &format!("UPDATE audit SET target = '{target}', prev_hash = '{prev}', hash = '{hash}' WHERE seq = {}", r.seq)).await;
         prev = hash;
     }
     raw(&url, &format!("UPDATE audit_head SET hash = '{prev}'")).await;
     let rewritten = store.audit_records(0, 100).await.unwrap();
     let (seq, head) = store.audit_head().await.unwrap();
-    assert!(verify_chain(&rewritten, seq, &head).is_ok(), "the unkeyed chain alone passes");
+    assert!(
+        verify_chain(&rewritten, seq, &head).is_ok(),
+        "the unkeyed chain alone passes"
+    );
     // ...but not the keyed one.
     assert_eq!(first_bad(&store).await, 3);
 }
 
-async fn a_truncated_audit_tail_is_found_by_the_head_and_by_a_checkpoint(store: Store, url: String) {
+async fn a_truncated_audit_tail_is_found_by_the_head_and_by_a_checkpoint(
+    store: Store,
+    url: String,
+) {
     five_records(&store).await;
     let master = ward_store::seal::MasterKey::generate().unwrap();
     let signer = ward_store::barrier::CheckpointSigner::derive(&master, "td");
@@ -214,16 +238,30 @@ async fn a_truncated_audit_tail_is_found_by_the_head_and_by_a_checkpoint(store: 
     // Cut after record 3 and point the head at it.
     let kept = store.audit_records(2, 1).await.unwrap().remove(0);
     raw(&url, "DELETE FROM audit WHERE seq > 3").await;
-    raw(&url, &format!("UPDATE audit_head SET seq = 3, hash = '{}'", kept.hash)).await;
+    raw(
+        &url,
+        &format!("UPDATE audit_head SET seq = 3, hash = '{}'", kept.hash),
+    )
+    .await;
     let records = store.audit_records(0, 100).await.unwrap();
-    assert!(verify_chain(&records, 3, &kept.hash).is_ok(), "the unkeyed chain alone passes");
-    assert_eq!(first_bad(&store).await, 4, "the head was not written by the server");
+    assert!(
+        verify_chain(&records, 3, &kept.hash).is_ok(),
+        "the unkeyed chain alone passes"
+    );
+    assert_eq!(
+        first_bad(&store).await,
+        4,
+        "the head was not written by the server"
+    );
     // The checkpoint names the first missing record too.
     let hashes: Vec<String> = records.iter().map(|r| r.hash.clone()).collect();
     let err = ward_store::audit::check_against(&hashes, &[cp]).unwrap_err();
     assert_eq!(err.seq, 4);
     // Appending on top does not hide it: the break is recorded first.
-    store.append_audit(&[ev("entry.create", "later")]).await.unwrap();
+    store
+        .append_audit(&[ev("entry.create", "later")])
+        .await
+        .unwrap();
     let after = store.audit_records(3, 10).await.unwrap();
     assert_eq!(after[0].action, "audit.head_mismatch");
     assert_eq!(after[1].target, "later");
@@ -559,7 +597,10 @@ async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: Str
     let records = store.audit_records(0, 100).await.unwrap();
     assert!(records.iter().any(|r| r.action == "barrier.enable"));
     assert!(!records.iter().any(|r| r.action == "audit.head_mismatch"));
-    assert_eq!(store.verify_audit().await.unwrap(), Ok(records.len() as i64));
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        Ok(records.len() as i64)
+    );
     store.close().await;
 }
 

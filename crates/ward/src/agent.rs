@@ -13,13 +13,13 @@ use ward_agent::proto::JwtsvidRequest;
 use crate::client::{ClientArgs, Output, parse_duration, rfc3339};
 
 /// The default Workload API socket.
-pub const DEFAULT_SOCKET: &str = "/tmp/ward-agent/public/api.sock";
+pub const DEFAULT_SOCKET: &str = "/run/ward/api.sock";
 
 /// Arguments of `ward agent`.
 #[derive(Args)]
 #[command(
     args_conflicts_with_subcommands = true,
-    after_help = "Run: ward agent --join-token TOKEN --data-dir /var/lib/ward-agent --socket /tmp/ward-agent/public/api.sock\n(the first start spends the single-use join token; later starts use the stored node identity)."
+    after_help = "Run: ward agent --join-token TOKEN --data-dir /var/lib/ward-agent --socket /run/ward/api.sock\n(the first start spends the single-use join token; later starts use the stored node identity)."
 )]
 pub struct AgentArgs {
     #[command(subcommand)]

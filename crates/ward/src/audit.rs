@@ -198,4 +198,3 @@ fn append_line(path: &std::path::Path, line: &str) -> anyhow::Result<()> {
     f.sync_data()?;
     Ok(())
 }
-

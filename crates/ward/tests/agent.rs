@@ -611,3 +611,70 @@ async fn a_connection_verified_before_a_trust_change_must_reconnect() {
         .await
         .expect("a new connection is verified against the current bundle");
 }
+
+#[test]
+fn an_agent_refuses_a_socket_directory_another_user_could_swap() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "sock.test");
+    let token = s.ward_json(&["agent", "token", "create", "--ttl", "10m"])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = |socket: &std::path::Path| {
+        Command::new(ward_bin())
+            .args(["agent", "--data-dir"])
+            .arg(tmp.path().join("agent"))
+            .arg("--socket")
+            .arg(socket)
+            .args(["--node-name", "n1", "--join-token", &token])
+            .env("WARD_ADDR", s.addr())
+            .env("WARD_CACERT", s.cacert())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // World-writable: refused at once, naming the directory and the mode.
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run(&open.join("api.sock")).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains(open.to_str().unwrap()) && err.contains("0777"),
+        "{err}"
+    );
+    assert!(!open.join("api.sock").exists());
+    // Group-writable too.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let out = run(&open.join("api.sock")).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("its group"));
+    // Owned by another user (needs root to arrange).
+    if my_uid() == 0 {
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        let out = run(&theirs.join("api.sock")).wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success());
+        assert!(err.contains("uid 65534"), "{err}");
+    }
+    // The refusals spent nothing: the same token still attests, in a safe place.
+    let safe = tmp.path().join("safe").join("api.sock");
+    let mut agent = run(&safe);
+    assert!(
+        wait_for(Duration::from_secs(20), || safe.exists()),
+        "the join token was spent by a refused start"
+    );
+    let mode = std::fs::metadata(safe.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755, "a directory it makes is 0755");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
