@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::csr::ValidatedCsr;
 use crate::spiffe_id::{SpiffeId, TrustDomain};
@@ -108,9 +108,9 @@ pub fn generate_root(
     validity: Duration,
     now: OffsetDateTime,
 ) -> Result<CaMaterial, CaError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
+    let key = SecretKeyPair::new(KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?);
     let params = ca_params(td, label, validity, now);
-    let cert = params.self_signed(&key).map_err(crypto)?;
+    let cert = params.self_signed(&key.0).map_err(crypto)?;
     Ok(CaMaterial {
         cert_pem: cert.pem(),
         key_pkcs8: Zeroizing::new(key.serialize_der()),
@@ -124,7 +124,7 @@ pub fn generate_root(
 pub struct UpstreamCa {
     /// The upstream CA certificate followed by its chain up to the root, PEM.
     certs_pem: Vec<String>,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, SecretKeyPair>,
     not_after: OffsetDateTime,
 }
 
@@ -149,10 +149,10 @@ impl UpstreamCa {
                 what: "the upstream key file",
             }
         })?;
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &PKCS_ECDSA_P256_SHA256)
-            .map_err(|_| CaError::BadKey {
-                what: "the upstream key file",
-            })?;
+        let key = SecretKeyPair::from_pkcs8(key_der.secret_pkcs8_der(), "the upstream key file");
+        let mut key_der = key_der;
+        key_der.zeroize();
+        let key = key?;
         if key.subject_public_key_info() != x509.public_key().raw {
             return Err(CaError::UpstreamKeyMismatch);
         }
@@ -180,15 +180,9 @@ impl UpstreamCa {
     /// Loads an upstream CA stored by [`UpstreamCa::key_pkcs8`] and
     /// [`UpstreamCa::certs_pem`].
     pub fn from_stored(certs_pem: &[String], key_pkcs8: &[u8]) -> Result<Self, CaError> {
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(
-            &PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()),
-            &PKCS_ECDSA_P256_SHA256,
-        )
-        .map_err(|_| CaError::BadKey {
-            what: "the stored upstream key",
-        })?;
+        let key = SecretKeyPair::from_pkcs8(key_pkcs8, "the stored upstream key")?;
         let pem = certs_pem.concat();
-        let key_pem = Zeroizing::new(key.serialize_pem());
+        let key_pem = Zeroizing::new(key.0.serialize_pem());
         Self::from_pem(&pem, &key_pem)
     }
 
@@ -204,7 +198,8 @@ impl UpstreamCa {
         if self.not_after <= now {
             return Err(CaError::Expired(self.not_after));
         }
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?;
+        let key =
+            SecretKeyPair::new(KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(crypto)?);
         let mut params = ca_params(td, label, validity, now);
         params.not_after = params.not_after.min(self.not_after);
         let cert = params.signed_by(&key, &self.issuer).map_err(crypto)?;
@@ -228,9 +223,54 @@ impl UpstreamCa {
     }
 }
 
+/// A CA's key pair that wipes its serialized private key when dropped
+/// (rcgen keeps a PKCS#8 copy beside the crypto library's key, which
+/// cleanses its own): a CA key leaves memory when its CA does, on seal.
+pub struct SecretKeyPair(KeyPair);
+
+impl SecretKeyPair {
+    fn new(key: KeyPair) -> Self {
+        Self(key)
+    }
+
+    /// Reads a PKCS#8 DER P-256 key; the temporary copy is wiped.
+    fn from_pkcs8(key_pkcs8: &[u8], what: &'static str) -> Result<Self, CaError> {
+        let mut der = PrivatePkcs8KeyDer::from(key_pkcs8.to_vec());
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(&der, &PKCS_ECDSA_P256_SHA256);
+        der.zeroize();
+        key.map(Self).map_err(|_| CaError::BadKey { what })
+    }
+
+    fn serialize_der(&self) -> Vec<u8> {
+        self.0.serialize_der()
+    }
+}
+
+impl Drop for SecretKeyPair {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl PublicKeyData for SecretKeyPair {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.algorithm()
+    }
+}
+
+impl rcgen::SigningKey for SecretKeyPair {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg)
+    }
+}
+
 /// A loaded CA generation that can sign X.509-SVIDs.
 pub struct CertificateAuthority {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, SecretKeyPair>,
     chain_der: Vec<CertificateDer<'static>>,
     not_after: OffsetDateTime,
 }
@@ -273,13 +313,7 @@ impl CertificateAuthority {
                 what: "the stored CA certificate",
             })?;
         let not_after = x509.validity().not_after.to_datetime();
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(
-            &PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()),
-            &PKCS_ECDSA_P256_SHA256,
-        )
-        .map_err(|_| CaError::BadKey {
-            what: "the stored CA key",
-        })?;
+        let key = SecretKeyPair::from_pkcs8(key_pkcs8, "the stored CA key")?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(crypto)?;
         let chain_der = chain_pem
             .iter()

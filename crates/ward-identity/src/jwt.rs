@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData};
-use rustls_pki_types::PrivatePkcs8KeyDer;
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 use serde::Serialize;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -34,12 +33,30 @@ pub enum JwtError {
     Signing(String),
 }
 
-/// A JWT-SVID signing key: an ECDSA P-256 key with a key ID.
+/// A JWT-SVID signing key: an ECDSA P-256 key with a key ID. The key is
+/// held only by the crypto library (which cleanses it when dropped, on
+/// seal), not as a DER copy (jsonwebtoken's `EncodingKey` keeps one in a
+/// plain buffer, so it is not used for signing); the JWS around the
+/// signature is the compact serialization of RFC 7515.
 pub struct JwtKey {
     kid: String,
-    encoding: EncodingKey,
+    signer: EcdsaKeyPair,
     /// Uncompressed public point: 0x04 || x || y.
     public_point: Vec<u8>,
+}
+
+/// The protected header of every JWT-SVID.
+#[derive(Serialize)]
+struct JoseHeader<'a> {
+    alg: &'static str,
+    kid: &'a str,
+    typ: &'static str,
+}
+
+/// One JWS part: JSON, base64url without padding.
+fn b64_json<T: Serialize>(v: &T) -> Result<String, JwtError> {
+    let json = serde_json::to_vec(v).map_err(|e| JwtError::Signing(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
 }
 
 /// The claims of a JWT-SVID.
@@ -67,15 +84,13 @@ impl JwtKey {
 
     /// Loads a stored key.
     pub fn load(kid: &str, key_pkcs8: &[u8]) -> Result<Self, JwtError> {
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(
-            &PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()),
-            &PKCS_ECDSA_P256_SHA256,
-        )
-        .map_err(|_| JwtError::BadKey)?;
+        let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, key_pkcs8)
+            .map_err(|_| JwtError::BadKey)?;
+        let public_point = signer.public_key().as_ref().to_vec();
         Ok(Self {
             kid: kid.to_owned(),
-            encoding: EncodingKey::from_ec_der(key_pkcs8),
-            public_point: key.der_bytes().to_vec(),
+            signer,
+            public_point,
         })
     }
 
@@ -98,9 +113,11 @@ impl JwtKey {
         if audience.iter().any(|a| a.is_empty()) {
             return Err(JwtError::EmptyAudience);
         }
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".into());
+        let header = JoseHeader {
+            alg: "ES256",
+            kid: &self.kid,
+            typ: "JWT",
+        };
         let iat = now.unix_timestamp();
         let claims = Claims {
             sub: sub.to_string(),
@@ -108,8 +125,18 @@ impl JwtKey {
             exp: iat + ttl.as_secs() as i64,
             iat,
         };
-        jsonwebtoken::encode(&header, &claims, &self.encoding)
-            .map_err(|e| JwtError::Signing(e.to_string()))
+        let mut token = b64_json(&header)?;
+        token.push('.');
+        token.push_str(&b64_json(&claims)?);
+        // ES256 signatures are r || s, 32 bytes each (RFC 7518 §3.4): the
+        // FIXED signing algorithm produces exactly that.
+        let signature = self
+            .signer
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), token.as_bytes())
+            .map_err(|_| JwtError::Signing("ECDSA signing failed".into()))?;
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature.as_ref()));
+        Ok(token)
     }
 
     /// The public key as a JWK with the given `use` (`jwt-svid` in SPIFFE
@@ -142,6 +169,7 @@ pub(crate) fn ec_p256_jwk(point: &[u8], kid: Option<&str>, key_use: &str) -> ser
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jsonwebtoken::Algorithm;
     use jsonwebtoken::{DecodingKey, Validation};
 
     #[test]
