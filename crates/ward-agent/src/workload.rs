@@ -42,7 +42,24 @@ pub fn check_socket_dir(socket: &Path) -> Result<(), String> {
             socket.display()
         ));
     };
-    for (i, d) in dir.ancestors().enumerate() {
+    // A symlink on the way is followed by every client: whoever owns it can
+    // repoint it (in a sticky directory too), so it must be ours or root's.
+    for d in dir.ancestors() {
+        if let Ok(link) = std::fs::symlink_metadata(d)
+            && link.file_type().is_symlink()
+            && link.uid() != 0
+            && link.uid() != me
+        {
+            return Err(format!(
+                "{} on the way to the socket is a symbolic link owned by uid {}, another user, who could point it elsewhere: use a path without links owned by others, such as the default /run/ward/",
+                d.display(),
+                link.uid()
+            ));
+        }
+    }
+    // Then the directories the path resolves to, and their parents.
+    let resolved = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for (i, d) in resolved.ancestors().enumerate() {
         let Ok(meta) = std::fs::metadata(d) else {
             // Not there yet: it will be made, 0755 and ours.
             continue;

@@ -124,6 +124,7 @@ pub async fn watch_server(
             Ok(p) => {
                 backoff = Duration::from_millis(200);
                 let changed = state.current().is_none_or(|c| c.revision != p.revision);
+                let held = state.current().map_or(0, |c| c.version);
                 since = p.revision;
                 if p.version == 0 {
                     if state.current().is_none() {
@@ -131,6 +132,14 @@ pub async fn watch_server(
                             "no policy has been pushed to the server yet: every call is denied"
                         );
                     }
+                } else if changed && p.version < held {
+                    // Versions only grow; an older one is a rollback (newer
+                    // versions removed from the server's store).
+                    tracing::error!(
+                        offered = p.version,
+                        held,
+                        "the server offers an older policy version than the one in force: refusing the rollback and keeping the current policy"
+                    );
                 } else if changed {
                     let version = p.version;
                     if let Err(e) = state.install(p, true) {

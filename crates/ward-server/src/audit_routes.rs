@@ -35,10 +35,10 @@ async fn verify(State(s): S, headers: HeaderMap) -> ApiResult {
     let (head_seq, _) = s.store.audit_head().await?;
     let result = s.store.verify_audit().await?;
     ok(&match result {
-        Ok(records) => AuditVerification {
+        Ok(head) => AuditVerification {
             intact: true,
-            records,
-            head_seq,
+            records: head.records,
+            head_seq: head.seq,
             first_bad_seq: None,
             reason: None,
         },
@@ -56,13 +56,16 @@ async fn verify(State(s): S, headers: HeaderMap) -> ApiResult {
 /// checkpoint vouches only for a chain this server wrote.
 pub async fn sign_current(s: &Server) -> Result<Checkpoint, ApiError> {
     let master = s.master()?;
-    if let Err(e) = s.store.verify_audit().await? {
-        return Err(ApiError::Conflict(format!(
-            "no checkpoint signed: the audit chain fails at record {}: {}",
-            e.seq, e.reason
-        )));
-    }
-    let (seq, head) = s.store.audit_head().await?;
+    // The head signed is the one just verified, not a second read.
+    let (seq, head) = match s.store.verify_audit().await? {
+        Ok(h) => (h.seq, h.hash),
+        Err(e) => {
+            return Err(ApiError::Conflict(format!(
+                "no checkpoint signed: the audit chain fails at record {}: {}",
+                e.seq, e.reason
+            )));
+        }
+    };
     let signer = CheckpointSigner::derive(&master, s.config.trust_domain.as_str());
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -203,6 +203,9 @@ pub struct ServerConfig {
     pub api: ApiLimits,
     /// Audit checkpoints.
     pub audit: AuditConfig,
+    /// Authenticate a store from before the barrier on the next unseal
+    /// (`ward server --upgrade-store`; dev mode always may).
+    pub upgrade_store: bool,
 }
 
 /// The default listen address.
@@ -417,6 +420,7 @@ impl ServerConfig {
             dev,
             api,
             audit,
+            upgrade_store: dev,
         })
     }
 }

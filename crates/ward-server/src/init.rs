@@ -147,7 +147,6 @@ pub async fn initialize_with(
     // Until an unseal, nothing more is read or written through the barrier.
     store.lock();
     initialized?;
-    crate::state::write_barrier_marker(&config.data_dir);
     Ok(InitOutput {
         shares,
         threshold: config.seal_threshold,

@@ -83,7 +83,7 @@ async fn push(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
 async fn current(State(s): S, headers: HeaderMap) -> ApiResult {
     s.authenticate(&headers).await?;
     s.authority()?;
-    let p = s.store.current_policy().await?;
+    let p = s.current_policy().await?;
     ok(&PolicyCurrent {
         version: p.as_ref().map_or(0, |p| p.version),
         sha256: p
@@ -118,7 +118,7 @@ async fn watch(
         let wake = s.changes.notified();
         let revision = s.store.revision().await?;
         if revision > poll.since || poll.expired() {
-            let policy = s.store.current_policy().await?;
+            let policy = s.current_policy().await?;
             let mut labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
             for e in s.store.entry_changes(None, 0).await?.entries {
                 if !e.labels.is_empty() {

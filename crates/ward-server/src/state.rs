@@ -58,28 +58,8 @@ pub struct Server {
     /// Woken when this replica changes entries or CAs, so that waiting
     /// agent syncs answer at once (other replicas' changes are polled).
     pub changes: tokio::sync::Notify,
-}
-
-/// The file in the data directory that records that this server turned the
-/// store's barrier on. A store whose barrier marker row has gone missing is
-/// then refused instead of upgraded again (which would authenticate rows a
-/// database writer forged). It lives outside the database on purpose.
-pub const BARRIER_MARKER: &str = "barrier-enabled";
-
-/// Records (best effort) that the barrier is on for the store of `data_dir`.
-pub fn write_barrier_marker(data_dir: &std::path::Path) {
-    let path = data_dir.join(BARRIER_MARKER);
-    if path.exists() {
-        return;
-    }
-    let _ = std::fs::create_dir_all(data_dir);
-    let text = format!(
-        "The barrier of this server's store was turned on at {} (Unix time).\nIf this store's barrier marker row goes missing, the server refuses to unseal.\n",
-        now_secs()
-    );
-    if let Err(e) = std::fs::write(&path, text) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot record that the barrier is on");
-    }
+    /// The highest policy version this process has read from the store.
+    policy_high: std::sync::atomic::AtomicI64,
 }
 
 /// How long a token lookup is trusted without asking the store again. A
@@ -147,6 +127,7 @@ impl Server {
             token_cache: Mutex::new(HashMap::new()),
             client_trust,
             changes: tokio::sync::Notify::new(),
+            policy_high: std::sync::atomic::AtomicI64::new(0),
         }))
     }
 
@@ -246,29 +227,50 @@ impl Server {
         Ok(())
     }
 
-    /// Turns the store's barrier on (upgrading a store that predates it,
-    /// unless this server already turned it on once: see
-    /// [`BARRIER_MARKER`]) and loads the CAs through it.
+    /// Turns the store's barrier on and loads the CAs through it. A store
+    /// that predates the barrier is upgraded only when the operator asked
+    /// for it (`--upgrade-store`): nothing inside the database can prove a
+    /// store is old rather than stripped of its MACs by a writer who wants
+    /// their forged rows authenticated, so the upgrade is never automatic.
     async fn open_barrier_and_load(&self, master: &MasterKey) -> Result<Arc<Authority>, ApiError> {
-        let marker = self.config.data_dir.join(BARRIER_MARKER);
-        match self.store.enable_barrier(!marker.exists()).await {
+        match self.store.enable_barrier(self.config.upgrade_store).await {
             Ok(ward_store::BarrierStart::On) => {}
             Ok(ward_store::BarrierStart::Upgraded { rows }) => tracing::warn!(
                 rows,
                 "the store predated the barrier: its rows are now authenticated as they are; from now on a row written without the master key is refused"
             ),
             Err(e @ ward_store::StoreError::BarrierMissing) => {
-                tracing::error!(marker = %marker.display(), "{e}");
+                tracing::error!("{e}");
                 return Err(ApiError::Conflict(format!("unseal refused: {e}")));
             }
             Err(e) => return Err(e.into()),
         }
-        write_barrier_marker(&self.config.data_dir);
         Ok(Arc::new(Authority::load(
             self.store.cas().await?,
             master,
             now_secs(),
         )?))
+    }
+
+    /// The newest policy version, refusing one older than a version this
+    /// process has already served: deleting the newest versions is a
+    /// rollback the barrier cannot see, and it must not reach the proxies.
+    pub async fn current_policy(&self) -> Result<Option<ward_store::PolicyRecord>, ApiError> {
+        use std::sync::atomic::Ordering;
+        let p = self.store.current_policy().await?;
+        let version = p.as_ref().map_or(0, |p| p.version);
+        let high = self.policy_high.fetch_max(version, Ordering::SeqCst);
+        if version < high {
+            tracing::error!(
+                version,
+                served = high,
+                "the store's newest policy is older than one already served: newer versions were removed from the store"
+            );
+            return Err(ApiError::Conflict(format!(
+                "the store's newest policy version is {version}, but version {high} was served before: newer versions were removed from the store; push the policy again"
+            )));
+        }
+        Ok(p)
     }
 
     /// Appends an audit record for each row the barrier refused since the

@@ -108,12 +108,23 @@ pub enum StoreError {
     /// Rows cannot be read or written without the master key.
     #[error("the store is sealed: unseal the server first")]
     Sealed,
-    /// The row that says the barrier is on is missing or forged, although
-    /// this server has turned the barrier on before.
+    /// The row that says the barrier is on is missing or forged, and no
+    /// upgrade was asked for.
     #[error(
-        "the store's barrier marker is missing or fails authentication, but this server enabled the barrier on it before: the database was rolled back or tampered with; restore it from a backup (or, if this is a new server for an old store, remove the marker file named in the log)"
+        "the store's barrier marker row is missing or fails authentication: either the store was made by a release before the barrier (start the server once with --upgrade-store, after checking the store's contents), or a database writer removed it (restore the store from a backup)"
     )]
     BarrierMissing,
+}
+
+/// The head of an audit chain that passed [`Store::verify_audit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedHead {
+    /// Records checked.
+    pub records: i64,
+    /// The last sequence number.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
 }
 
 /// What turning the barrier on found.
@@ -365,7 +376,8 @@ impl Store {
     /// authenticated as it is now, in one transaction, with an audit
     /// record. Without `allow_upgrade` a missing or forged marker is
     /// [`StoreError::BarrierMissing`]: a writer who deletes the marker must
-    /// not get its forged rows authenticated by the next unseal.
+    /// not get its forged rows authenticated by the next unseal, so only an
+    /// operator may ask for the upgrade.
     pub async fn enable_barrier(&self, allow_upgrade: bool) -> Result<BarrierStart> {
         let key = self.row_key()?;
         if self.meta_verified(BARRIER_META).await?.as_deref() == Some(BARRIER_ON) {
@@ -696,7 +708,7 @@ impl Store {
         let mut ca = init.ca;
         ca.revision = rev;
         insert_ca(&mut tx, &key, &ca).await?;
-        append_in_tx(&mut tx, &key, std::slice::from_ref(&init.audit)).await?;
+        append_records(&mut tx, &key, std::slice::from_ref(&init.audit), true).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1210,7 +1222,7 @@ impl Store {
     /// (its hash) and written by this server (its MAC), no break recorded
     /// (`audit.head_mismatch`), and the head written by this server. Returns
     /// the number of records, or where the chain first fails.
-    pub async fn verify_audit(&self) -> Result<std::result::Result<i64, ChainError>> {
+    pub async fn verify_audit(&self) -> Result<std::result::Result<VerifiedHead, ChainError>> {
         let key = self.row_key()?;
         let head = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
             .fetch_one(&self.pool)
@@ -1219,13 +1231,17 @@ impl Store {
             (head.try_get(0)?, head.try_get(1)?, head.try_get(2)?);
         let mut verifier = ChainVerifier::default();
         let mut after = 0;
-        loop {
+        'pages: loop {
             let rows = sqlx::query(
-                "SELECT seq, ts_ms, actor, action, target, detail, prev_hash, hash, mac FROM audit WHERE seq > $1 ORDER BY seq LIMIT 1000",
+                "SELECT seq, ts_ms, actor, action, target, detail, prev_hash, hash, mac FROM audit WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT 1000",
             )
             .bind(after)
+            .bind(head_seq)
             .fetch_all(&self.pool)
             .await?;
+            if rows.is_empty() {
+                break;
+            }
             for r in &rows {
                 let rec = AuditRecord {
                     seq: r.try_get(0)?,
@@ -1239,7 +1255,7 @@ impl Store {
                 };
                 let mac: Option<String> = r.try_get(8)?;
                 if rec.seq > head_seq {
-                    break;
+                    break 'pages;
                 }
                 if let Err(e) = verifier.push(&rec) {
                     return Ok(Err(e));
@@ -1273,7 +1289,9 @@ impl Store {
             Ok(n) => n,
             Err(e) => return Ok(Err(e)),
         };
-        let fresh = head_seq == 0 && head_mac.is_none();
+        // An empty chain has no head MAC only before `initialize`; after it,
+        // every head is one the server wrote.
+        let fresh = head_seq == 0 && head_mac.is_none() && !self.is_initialized().await?;
         if !fresh && !barrier::same_mac(&key.head_mac(head_seq, &head_hash), head_mac.as_deref()) {
             return Ok(Err(ChainError {
                 seq: head_seq + 1,
@@ -1290,7 +1308,11 @@ impl Store {
                         .into(),
             }));
         }
-        Ok(Ok(counted))
+        Ok(Ok(VerifiedHead {
+            records: counted,
+            seq: head_seq,
+            hash: head_hash,
+        }))
     }
 
     /// The chain's head: last sequence number and hash.
@@ -1440,6 +1462,17 @@ pub(crate) async fn append_in_tx(
     key: &RowKey,
     events: &[AuditEvent],
 ) -> Result<Vec<i64>> {
+    append_records(tx, key, events, false).await
+}
+
+/// As [`append_in_tx`]; `genesis` is true only for the first record of a
+/// new store: an empty chain anywhere else is a wiped one.
+async fn append_records(
+    tx: &mut Transaction<'_, Any>,
+    key: &RowKey,
+    events: &[AuditEvent],
+    genesis: bool,
+) -> Result<Vec<i64>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -1454,7 +1487,15 @@ pub(crate) async fn append_in_tx(
     // truncated or rewritten and the head reset), the break is recorded in
     // the chain itself, under the key, before anything else is appended:
     // appending on top must not make the break disappear.
-    let fresh = head_seq == 0 && prev == audit::GENESIS_HASH && head_mac.is_none();
+    // An empty chain is a fresh start only before the store is initialized
+    // (or for its first record); after that it is a wiped one.
+    let empty = head_seq == 0 && prev == audit::GENESIS_HASH && head_mac.is_none();
+    let fresh = empty
+        && (genesis
+            || sqlx::query("SELECT 1 FROM meta WHERE key = 'initialized_at'")
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_none());
     let broken = !fresh && !barrier::same_mac(&key.head_mac(head_seq, &prev), head_mac.as_deref());
     let marker;
     let mut batch: Vec<&AuditEvent> = Vec::with_capacity(events.len() + 1);

@@ -155,6 +155,8 @@ both_backends_with_url!(
     a_reordered_audit_pair_is_found,
     a_recomputed_unkeyed_audit_chain_is_found,
     a_truncated_audit_tail_is_found_by_the_head_and_by_a_checkpoint,
+    a_wiped_audit_log_is_no_fresh_start,
+    junk_above_the_audit_head_cannot_stall_verification,
 );
 
 /// Five audit records in a store that was initialized (one more record).
@@ -166,7 +168,7 @@ async fn five_records(store: &Store) {
             .await
             .unwrap();
     }
-    assert_eq!(store.verify_audit().await.unwrap(), Ok(6));
+    assert_eq!(store.verify_audit().await.unwrap().unwrap().records, 6);
 }
 
 async fn first_bad(store: &Store) -> i64 {
@@ -258,6 +260,7 @@ async fn a_truncated_audit_tail_is_found_by_the_head_and_by_a_checkpoint(
     let err = ward_store::audit::check_against(&hashes, &[cp]).unwrap_err();
     assert_eq!(err.seq, 4);
     // Appending on top does not hide it: the break is recorded first.
+    // (And a chain wiped back to its genesis is no fresh start either.)
     store
         .append_audit(&[ev("entry.create", "later")])
         .await
@@ -598,8 +601,8 @@ async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: Str
     assert!(records.iter().any(|r| r.action == "barrier.enable"));
     assert!(!records.iter().any(|r| r.action == "audit.head_mismatch"));
     assert_eq!(
-        store.verify_audit().await.unwrap(),
-        Ok(records.len() as i64)
+        store.verify_audit().await.unwrap().unwrap().records,
+        records.len() as i64
     );
     store.close().await;
 }
@@ -1011,4 +1014,39 @@ async fn unknown_schemes_are_refused_without_echoing_passwords() {
     let err = Store::connect("mysql://u:hunter2@h/db").await.unwrap_err();
     assert!(matches!(err, StoreError::BadUrl(_)));
     assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+async fn a_wiped_audit_log_is_no_fresh_start(store: Store, url: String) {
+    five_records(&store).await;
+    raw(&url, "DELETE FROM audit").await;
+    raw(&url, "UPDATE audit_head SET seq = 0, hash = '0000000000000000000000000000000000000000000000000000000000000000', mac = NULL").await;
+    assert_eq!(first_bad(&store).await, 1);
+    store
+        .append_audit(&[ev("entry.create", "after-wipe")])
+        .await
+        .unwrap();
+    let records = store.audit_records(0, 10).await.unwrap();
+    assert_eq!(
+        records[0].action, "audit.head_mismatch",
+        "the wipe is recorded first"
+    );
+    assert_eq!(first_bad(&store).await, 1);
+}
+
+async fn junk_above_the_audit_head_cannot_stall_verification(store: Store, url: String) {
+    five_records(&store).await;
+    // 1,200 rows far above the head, and the head moved past the last record.
+    let values: Vec<String> = (0..1200)
+        .map(|i| format!("({}, 0, 'a', 'b', 'c', '{{}}', 'p', 'h')", 1_000_000 + i))
+        .collect();
+    raw(&url, &format!("INSERT INTO audit (seq, ts_ms, actor, action, target, detail, prev_hash, hash) VALUES {}", values.join(", "))).await;
+    raw(&url, "UPDATE audit_head SET seq = 7").await;
+    let checked =
+        tokio::time::timeout(std::time::Duration::from_secs(20), store.verify_audit()).await;
+    let result = checked.expect("verification must end").unwrap();
+    assert_eq!(
+        result.unwrap_err().seq,
+        7,
+        "the head names a record that is not there"
+    );
 }

@@ -87,11 +87,15 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                     let text = std::fs::read_to_string(path).map_err(|e| {
                         anyhow::anyhow!("cannot read the checkpoint file {}: {e}", path.display())
                     })?;
+                    // The key comes from the operator or from the server,
+                    // never from the file itself.
                     let key = match public_key {
-                        Some(k) => Some(k),
-                        None => c.audit_checkpoint_key().await.ok().map(|k| k.public_key),
+                        Some(k) => k,
+                        None => c.audit_checkpoint_key().await.map_err(|e| {
+                            anyhow::anyhow!("cannot read the server's checkpoint key ({e}); pass --public-key KEY")
+                        })?.public_key,
                     };
-                    read_checkpoints(&text, key.as_deref())
+                    read_checkpoints(&text, Some(&key))
                         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                 }
             };

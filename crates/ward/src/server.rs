@@ -36,6 +36,12 @@ pub struct ServerArgs {
     /// Log format on stderr
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// Once, after upgrading from a release without the barrier: on the next unseal, authenticate
+    /// every row of the store as it is now. Check the store first (entries, tokens, CAs,
+    /// policies): a row a database writer forged before this unseal becomes trusted. Never needed
+    /// for a store made by this release; without it, such a store is refused, not upgraded
+    #[arg(long, conflicts_with = "dev")]
+    upgrade_store: bool,
 }
 
 #[derive(Subcommand)]
@@ -80,7 +86,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let Some(path) = args.config else {
         bail!("pass --config FILE (or --dev --data-dir DIR for development)");
     };
-    let config = ServerConfig::from_file(&path)?;
+    let mut config = ServerConfig::from_file(&path)?;
+    config.upgrade_store = args.upgrade_store;
     let ready = ward_server::prepare(config)
         .await
         .map_err(anyhow::Error::msg)?;

@@ -662,6 +662,17 @@ fn an_agent_refuses_a_socket_directory_another_user_could_swap() {
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!out.status.success());
         assert!(err.contains("uid 65534"), "{err}");
+        // A symbolic link on the way that another user owns (and so could
+        // repoint), even to a safe directory.
+        let target = tmp.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+        let out = run(&link.join("api.sock")).wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success());
+        assert!(err.contains("symbolic link owned by uid 65534"), "{err}");
     }
     // The refusals spent nothing: the same token still attests, in a safe place.
     let safe = tmp.path().join("safe").join("api.sock");

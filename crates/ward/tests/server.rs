@@ -656,3 +656,126 @@ fn api_limits_in_the_config_are_checked() {
         );
     }
 }
+
+#[test]
+fn a_store_from_before_the_barrier_is_upgraded_only_when_the_operator_asks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(tmp.path(), port);
+    let init_out = ward_init(&cfg, &[]);
+    let shares: Vec<String> = init_out["unseal_shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    let token = init_out["admin_token"].as_str().unwrap().to_string();
+    let cacert = std::path::PathBuf::from(init_out["cacert"].as_str().unwrap());
+    let addr = format!("https://127.0.0.1:{port}");
+    let start = |extra: &[&str]| {
+        let mut s = Server::configured_with(tmp.path(), &cfg, &addr, &cacert, extra);
+        s.env.insert("WARD_TOKEN".into(), token.clone());
+        s
+    };
+    let unseal = |s: &Server| {
+        let mut last = None;
+        for share in &shares[..3] {
+            last = Some(s.ward(&["operator", "unseal", share]));
+        }
+        last.unwrap()
+    };
+    let mut s = start(&[]);
+    assert!(unseal(&s).status.success());
+    let out = s.ward(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://sealed.test/ns/shop/sa/kept",
+        "--parent",
+        "spiffe://sealed.test/ward/agent/n1",
+        "--selector",
+        "unix:uid:1000",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    s.kill9();
+    // The store as the release before the barrier left it: no MACs, no
+    // marker row, migration 4 not applied.
+    let db = tmp.path().join("data").join("ward.db");
+    let strip = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+for t in ["tokens", "join_tokens", "nodes", "entries", "cas", "policies", "sealed_blobs", "meta", "audit", "audit_head"]:
+    c.execute(f"ALTER TABLE {t} DROP COLUMN mac")
+c.execute("DELETE FROM meta WHERE key = 'barrier'")
+c.execute("DELETE FROM ward_schema_migrations WHERE version = 4")
+c.commit()
+"#;
+    let ok = Command::new("python3")
+        .args(["-c", strip, db.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // Without the flag: refused, and it stays sealed.
+    let mut s = start(&[]);
+    let out = unseal(&s);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--upgrade-store"), "{}", stderr(&out));
+    assert_eq!(
+        s.ward_json(&["operator", "status"])["sealed"].as_bool(),
+        Some(true)
+    );
+    s.kill9();
+    // With it: upgraded, and everything the old store held is there.
+    let s = start(&["--upgrade-store"]);
+    let out = unseal(&s);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entries = s.ward_json(&["entry", "list"]);
+    assert!(entries.to_string().contains("ns/shop/sa/kept"), "{entries}");
+    let out = s.ward(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.log_text().contains("predated the barrier"));
+}
+
+#[test]
+fn newest_policy_versions_removed_from_the_store_are_refused_not_rolled_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "roll.test");
+    for (i, text) in [
+        "permit(principal, action, resource);",
+        "forbid(principal, action, resource);",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let f = tmp.path().join(format!("p{i}.cedar"));
+        std::fs::write(&f, text).unwrap();
+        let out = s.ward(&["policy", "push", f.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = s.ward(&["policy", "show"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("forbid"));
+    // A database writer removes the newest version (the older, looser one
+    // still passes the barrier).
+    let db = s.dir.join("ward.db");
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM policies WHERE version = 2'); c.execute('UPDATE revision SET value = value + 1'); c.commit()",
+            db.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = s.ward(&["policy", "show"]);
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !out.status.success(),
+        "the older version must not be served: {shown}"
+    );
+    assert!(!shown.contains("permit(principal, action, resource)"));
+    assert!(
+        stderr(&out).contains("removed from the store"),
+        "{}",
+        stderr(&out)
+    );
+}

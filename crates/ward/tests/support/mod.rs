@@ -89,6 +89,17 @@ impl Server {
     /// A configured (non-dev) server: `ward server --config FILE`; waits
     /// until it answers on `addr`.
     pub fn configured(parent: &Path, config: &Path, addr: &str, cacert: &Path) -> Self {
+        Self::configured_with(parent, config, addr, cacert, &[])
+    }
+
+    /// As [`Server::configured`], with more arguments for `ward server`.
+    pub fn configured_with(
+        parent: &Path,
+        config: &Path,
+        addr: &str,
+        cacert: &Path,
+        extra: &[&str],
+    ) -> Self {
         let mut s = Self {
             child: None,
             log: parent.join("server-configured.log"),
@@ -97,11 +108,11 @@ impl Server {
                 ("WARD_ADDR".to_string(), addr.to_string()),
                 ("WARD_CACERT".to_string(), cacert.display().to_string()),
             ]),
-            args: vec![
-                "server".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ],
+            args: ["server", "--config", &config.display().to_string()]
+                .iter()
+                .chain(extra)
+                .map(|a| a.to_string())
+                .collect(),
         };
         let log = std::fs::File::create(&s.log).unwrap();
         s.child = Some(
