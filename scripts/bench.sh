@@ -11,6 +11,8 @@
 #                               (scripts/bench-proxy.sh); requests/s, added latency at a fixed rate, RSS.
 #   scripts/bench.sh policy     one Cedar decision with 1,000 policies (criterion + percentiles).
 # Env: WARD_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
+#      WARD_BASELINE=/path/to/ward (issuance: the same passes against that binary too, interleaved,
+#      e.g. a build of the previous commit; the ratio is printed),
 #      DURATION (seconds per pass, default 8), CONNS (default 16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +38,7 @@ PGDB=ward_bench_$$
 cleanup() {
   [ -n "${PIDS:-}" ] && kill $PIDS 2>/dev/null || true
   sleep 0.3
-  psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" >/dev/null 2>&1 || true
+  for db in ${PGDBS:-}; do psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -44,11 +46,14 @@ PIDS=""
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_for() { for _ in $(seq 150); do eval "$1" && return 0; sleep 0.2; done; echo "timed out: $1"; exit 1; }
 
-# SQLite: a dev server.
-"$WARD" server --dev --data-dir "$TMP/sqlite" --listen 127.0.0.1:0 --trust-domain bench.test 2>"$TMP/sqlite.log" &
-PIDS="$PIDS $!"
-wait_for "[ -s $TMP/sqlite/dev.env ]"
-( . "$TMP/sqlite/dev.env"; echo "$WARD_ADDR $WARD_TOKEN $WARD_CACERT" ) > "$TMP/sqlite.addr"
+# SQLite: a dev server (one per binary measured).
+start_sqlite() { # binary name
+  "$1" server --dev --data-dir "$TMP/$2" --listen 127.0.0.1:0 --trust-domain bench.test 2>"$TMP/$2.log" &
+  PIDS="$PIDS $!"
+  wait_for "[ -s $TMP/$2/dev.env ]"
+  ( . "$TMP/$2/dev.env"; echo "$WARD_ADDR $WARD_TOKEN $WARD_CACERT" ) > "$TMP/$2.addr"
+}
+start_sqlite "$WARD" sqlite
 
 if [ "$what" = agent ]; then
   set -a; . "$TMP/sqlite/dev.env"; set +a
@@ -106,27 +111,37 @@ if [ "$what" = agent ]; then
 fi
 
 # PostgreSQL: a configured server on a fresh database, initialized and unsealed.
-psql -q "$PG_URL" -c "CREATE DATABASE $PGDB" >/dev/null
-PG_DB_URL="${PG_URL%/*}/$PGDB"
-PORT=$(free_port)
-cat > "$TMP/pg.toml" <<TOML
+PGDBS=""
+start_pg() { # binary name
+  local db="${PGDB}_${2//-/_}" port cacert token
+  psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
+  PGDBS="$PGDBS $db"
+  port=$(free_port)
+  cat > "$TMP/$2.toml" <<TOML
 trust_domain = "bench.test"
-listen = "127.0.0.1:$PORT"
-data_dir = "$TMP/pg"
-storage = "$PG_DB_URL"
+listen = "127.0.0.1:$port"
+data_dir = "$TMP/$2"
+storage = "${PG_URL%/*}/$db"
 [seal]
 shares = 1
 threshold = 1
 TOML
-"$WARD" server init --config "$TMP/pg.toml" --output json > "$TMP/pg.init"
-"$WARD" server --config "$TMP/pg.toml" 2>"$TMP/pg.log" &
-PIDS="$PIDS $!"
-PG_ADDR=https://127.0.0.1:$PORT
-PG_CACERT=$(jq -r .cacert "$TMP/pg.init")
-PG_TOKEN=$(jq -r .admin_token "$TMP/pg.init")
-wait_for "curl -s --cacert $PG_CACERT $PG_ADDR/v1/sys/seal-status >/dev/null"
-jq -r '.unseal_shares[0]' "$TMP/pg.init" | WARD_ADDR=$PG_ADDR WARD_CACERT=$PG_CACERT "$WARD" operator unseal >/dev/null
-echo "$PG_ADDR $PG_TOKEN $PG_CACERT" > "$TMP/pg.addr"
+  "$1" server init --config "$TMP/$2.toml" --output json > "$TMP/$2.init"
+  "$1" server --config "$TMP/$2.toml" 2>"$TMP/$2.log" &
+  PIDS="$PIDS $!"
+  cacert=$(jq -r .cacert "$TMP/$2.init")
+  token=$(jq -r .admin_token "$TMP/$2.init")
+  wait_for "curl -s --cacert $cacert https://127.0.0.1:$port/v1/sys/seal-status >/dev/null"
+  jq -r '.unseal_shares[0]' "$TMP/$2.init" | WARD_ADDR=https://127.0.0.1:$port WARD_CACERT=$cacert "$1" operator unseal >/dev/null
+  echo "https://127.0.0.1:$port $token $cacert" > "$TMP/$2.addr"
+}
+start_pg "$WARD" pg
+TARGETS="sqlite pg"
+if [ -n "${WARD_BASELINE:-}" ]; then
+  start_sqlite "$WARD_BASELINE" sqlite-baseline
+  start_pg "$WARD_BASELINE" pg-baseline
+  TARGETS="sqlite sqlite-baseline pg pg-baseline"
+fi
 
 # One CSR, signed again and again: each request still parses and verifies it,
 # signs a new certificate and appends a durable audit record.
@@ -152,8 +167,7 @@ check_200() { # addr token cacert
     -H 'Content-Type: application/json' --data-binary @"$TMP/body.json" "$1/v1/svid/x509")
   [ "$code" = 200 ] || { echo "target $1 answered $code, not 200"; exit 1; }
 }
-read -r A T C < "$TMP/sqlite.addr"; check_200 "$A" "$T" "$C"
-read -r A T C < "$TMP/pg.addr"; check_200 "$A" "$T" "$C"
+for t in $TARGETS; do read -r A T C < "$TMP/$t.addr"; check_200 "$A" "$T" "$C"; done
 
 run_wrk() { # name addrfile
   local A T C line
@@ -168,16 +182,17 @@ for round in 1 2; do
   echo "raw-sign round=$round ops_per_second=$raw"
   rawvs=$("$RAW" 2 "$DURATION" verify-sign | awk '{print $2}')
   echo "raw-verify-sign round=$round ops_per_second=$rawvs"
-  run_wrk "sqlite round=$round" "$TMP/sqlite.addr"
-  run_wrk "postgres round=$round" "$TMP/pg.addr"
+  for t in $TARGETS; do run_wrk "$t round=$round" "$TMP/$t.addr"; done
 done | tee "$TMP/results"
 
 echo
 awk '
   /^raw-sign/ { split($3, a, "="); raw += a[2]; nraw++ }
   /^raw-verify-sign/ { split($3, a, "="); rvs += a[2]; nrvs++ }
-  /^sqlite/ { for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { split($i, a, "="); s[++ns] = a[2] } }
-  /^postgres/ { for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { split($i, a, "="); p[++np] = a[2] } }
+  /^sqlite round/ { for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { split($i, a, "="); s[++ns] = a[2] } }
+  /^pg round/ { for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { split($i, a, "="); p[++np] = a[2] } }
+  /^sqlite-baseline/ { for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { split($i, a, "="); sb += a[2]; nsb++ } }
+  /^pg-baseline/ { for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { split($i, a, "="); pb += a[2]; npb++ } }
   END {
     r = raw / nraw
     printf "raw ECDSA P-256 signing (2 threads): %.0f/s (mean of %d)\n", r, nraw
@@ -185,5 +200,6 @@ awk '
     printf "raw verify+sign pairs (2 threads):   %.0f/s (mean of %d)\n", v, nrvs
     printf "SQLite issuance:     %s, %s /s -> %.1f%% of raw signing, %.1f%% of raw verify+sign\n", s[1], s[2], 100 * (s[1] + s[2]) / 2 / r, 100 * (s[1] + s[2]) / 2 / v
     printf "PostgreSQL issuance: %s, %s /s -> %.1f%% of raw signing, %.1f%% of raw verify+sign\n", p[1], p[2], 100 * (p[1] + p[2]) / 2 / r, 100 * (p[1] + p[2]) / 2 / v
+    if (nsb) printf "against the baseline binary: SQLite %.0f vs %.0f /s (%.2fx), PostgreSQL %.0f vs %.0f /s (%.2fx)\n", (s[1] + s[2]) / 2, sb / nsb, (s[1] + s[2]) / 2 / (sb / nsb), (p[1] + p[2]) / 2, pb / npb, (p[1] + p[2]) / 2 / (pb / npb)
   }' "$TMP/results"
 if grep -q 'non2xx=[1-9]\|sockerr=[1-9]' "$TMP/results"; then echo "FAILED PASSES: some requests were not 200"; exit 1; fi
