@@ -779,3 +779,115 @@ fn newest_policy_versions_removed_from_the_store_are_refused_not_rolled_back() {
         stderr(&out)
     );
 }
+
+#[test]
+fn checkpoints_written_by_the_server_expose_a_log_cut_back_behind_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(tmp.path(), port);
+    let cp_file = tmp.path().join("checkpoints.jsonl");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "[audit]\ncheckpoint_file = \"{}\"\ncheckpoint_interval = \"1s\"\n",
+        cp_file.display()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let init_out = ward_init(&cfg, &[]);
+    let shares: Vec<String> = init_out["unseal_shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    let token = init_out["admin_token"].as_str().unwrap().to_string();
+    let cacert = std::path::PathBuf::from(init_out["cacert"].as_str().unwrap());
+    let addr = format!("https://127.0.0.1:{port}");
+    let start = || {
+        let mut s = Server::configured(tmp.path(), &cfg, &addr, &cacert);
+        s.env.insert("WARD_TOKEN".into(), token.clone());
+        for share in &shares[..3] {
+            let _ = s.ward(&["operator", "unseal", share]);
+        }
+        s
+    };
+    let mut s = start();
+    for i in 0..3 {
+        let out = s.ward(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            &format!("spiffe://sealed.test/ns/shop/sa/a{i}"),
+            "--parent",
+            "spiffe://sealed.test/ward/agent/n1",
+            "--selector",
+            "unix:uid:1000",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let head = s.audit_head();
+    let covered = || {
+        std::fs::read_to_string(&cp_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["seq"].as_i64())
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || covered() >= head),
+        "the server appended no checkpoint covering record {head}; log:\n{}",
+        s.log_text()
+    );
+    let cps = cp_file.to_str().unwrap();
+    let out = s.ward(&["audit", "verify", "--checkpoints", cps]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A forged checkpoint (its sequence number edited) is refused.
+    let forged = tmp.path().join("forged.jsonl");
+    let line = std::fs::read_to_string(&cp_file)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    v["seq"] = serde_json::json!(1);
+    std::fs::write(&forged, format!("{v}\n")).unwrap();
+    let out = s.ward(&["audit", "verify", "--checkpoints", forged.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("signature"), "{}", stderr(&out));
+    s.kill9();
+    // Cut the log back by two records and point the head at the last one kept.
+    let db = tmp.path().join("data").join("ward.db");
+    let cut = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+top = c.execute("SELECT max(seq) FROM audit").fetchone()[0]
+keep = top - 2
+row = c.execute("SELECT seq, hash FROM audit WHERE seq = ?", (keep,)).fetchone()
+c.execute("DELETE FROM audit WHERE seq > ?", (keep,))
+c.execute("UPDATE audit_head SET seq = ?, hash = ?", row)
+c.commit()
+print(keep)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", cut, db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let keep: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let s = start();
+    let out = s.ward(&["audit", "verify", "--checkpoints", cps]);
+    assert!(
+        !out.status.success(),
+        "a log cut behind a checkpoint must fail"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("record {}", keep + 1)),
+        "names the first missing record: {err}"
+    );
+    // The server's own check finds it too, without the file.
+    let out = s.ward(&["audit", "verify"]);
+    assert!(!out.status.success());
+}
