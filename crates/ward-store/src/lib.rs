@@ -907,7 +907,9 @@ impl Store {
         Ok(entry)
     }
 
-    /// Replaces an entry's mutable fields.
+    /// Replaces an entry's mutable fields. An entry moved to another
+    /// parent leaves a tombstone for the old one, so that node stops
+    /// serving it.
     pub async fn update_entry(
         &self,
         mut entry: EntryRecord,
@@ -919,6 +921,14 @@ impl Store {
         let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         entry.revision = bump_revision(&mut tx).await?;
+        let old_parent: Option<String> =
+            sqlx::query("SELECT parent_id FROM entries WHERE id = $1 AND revision = $2")
+                .bind(&entry.id)
+                .bind(read_at)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
         let done = sqlx::query(
             "UPDATE entries SET spiffe_id = $2, parent_id = $3, selectors = $4, x509_ttl = $5, jwt_ttl = $6, updated_at = $7, revision = $8, labels = $10, created_at = $11, mac = $12 WHERE id = $1 AND revision = $9",
         )
@@ -936,6 +946,11 @@ impl Store {
         .bind(rows::entry_mac(&key, &entry))
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() > 0
+            && let Some(old) = old_parent.filter(|p| *p != entry.parent_id)
+        {
+            tombstone(&mut tx, &entry.id, &old, entry.revision).await?;
+        }
         if done.rows_affected() == 0 {
             let exists = sqlx::query("SELECT 1 FROM entries WHERE id = $1")
                 .bind(&entry.id)
@@ -964,21 +979,18 @@ impl Store {
         let key = self.row_key()?;
         let mut tx = self.pool.begin().await?;
         let rev = bump_revision(&mut tx).await?;
-        let done = sqlx::query("DELETE FROM entries WHERE id = $1")
+        let gone = sqlx::query("DELETE FROM entries WHERE id = $1 RETURNING parent_id")
             .bind(id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
+        let Some(gone) = gone else {
             return Err(StoreError::NotFound {
                 what: "entry",
                 id: id.to_owned(),
             });
-        }
-        sqlx::query("INSERT INTO entry_tombstones (id, revision) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET revision = excluded.revision")
-            .bind(id)
-            .bind(rev)
-            .execute(&mut *tx)
-            .await?;
+        };
+        let parent: String = gone.try_get(0)?;
+        tombstone(&mut tx, id, &parent, rev).await?;
         append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
         Ok(())
@@ -1047,12 +1059,25 @@ impl Store {
             .iter()
             .filter_map(|r| self.verified_entry(&key, r))
             .collect();
+        // A node learns only of its own entries' deletions (tombstones from
+        // before parents were recorded go to every node).
         let deleted = if since > 0 {
-            sqlx::query("SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY id")
-                .bind(since)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
+            let rows = match parent {
+                Some(p) => {
+                    sqlx::query("SELECT id FROM entry_tombstones WHERE revision > $1 AND (parent_id = $2 OR parent_id IS NULL) ORDER BY id")
+                        .bind(since)
+                        .bind(p)
+                        .fetch_all(&mut *tx)
+                        .await?
+                }
+                None => {
+                    sqlx::query("SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY id")
+                        .bind(since)
+                        .fetch_all(&mut *tx)
+                        .await?
+                }
+            };
+            rows.iter()
                 .map(|r| r.try_get::<String, _>(0))
                 .collect::<Result<_, _>>()?
         } else {
@@ -1369,6 +1394,22 @@ async fn bump_revision(tx: &mut Transaction<'_, Any>) -> Result<i64> {
         .fetch_one(&mut **tx)
         .await?;
     Ok(row.try_get(0)?)
+}
+
+/// Records that entry `id` is gone from `parent`'s view at `revision`.
+async fn tombstone(
+    tx: &mut Transaction<'_, Any>,
+    id: &str,
+    parent: &str,
+    revision: i64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO entry_tombstones (id, revision, parent_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, parent_id = excluded.parent_id")
+        .bind(id)
+        .bind(revision)
+        .bind(parent)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn insert_token(

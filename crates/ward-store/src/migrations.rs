@@ -97,6 +97,7 @@ ALTER TABLE sealed_blobs ADD COLUMN mac TEXT;
 ALTER TABLE meta ADD COLUMN mac TEXT;
 ALTER TABLE audit ADD COLUMN mac TEXT;
 ALTER TABLE audit_head ADD COLUMN mac TEXT;
+ALTER TABLE entry_tombstones ADD COLUMN parent_id TEXT;
 "#,
     },
 ];

@@ -706,6 +706,7 @@ import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
 for t in ["tokens", "join_tokens", "nodes", "entries", "cas", "policies", "sealed_blobs", "meta", "audit", "audit_head"]:
     c.execute(f"ALTER TABLE {t} DROP COLUMN mac")
+c.execute("ALTER TABLE entry_tombstones DROP COLUMN parent_id")
 c.execute("DELETE FROM meta WHERE key = 'barrier'")
 c.execute("DELETE FROM ward_schema_migrations WHERE version = 4")
 c.commit()
