@@ -186,23 +186,14 @@ async fn sync(
     let since = poll.since;
     let node_str = node.to_string();
     loop {
-        let changes = if since == 0 {
-            s.store.entry_changes(Some(&node_str), 0).await?
-        } else {
-            s.store.entry_changes(None, since).await?
-        };
+        // Only this node's entries, and only its own deletions (an entry
+        // moved to another node is one): a node learns nothing of others.
+        let changes = s.store.entry_changes(Some(&node_str), since).await?;
         if changes.revision > since || poll.expired() {
-            // Entries that moved to another parent are gone for this node.
-            let (mine, moved): (Vec<_>, Vec<_>) = changes
-                .entries
-                .into_iter()
-                .partition(|e| e.parent_id == node_str);
-            let mut deleted = changes.deleted;
-            deleted.extend(moved.into_iter().map(|e| e.id));
             let authority = s.authority()?;
             return ok(&AgentSync {
-                entries: mine,
-                deleted,
+                entries: changes.entries,
+                deleted: changes.deleted,
                 revision: changes.revision,
                 bundle_pem: authority.bundle_pem().to_owned(),
                 jwt_bundle: authority.spiffe_bundle(),

@@ -499,6 +499,11 @@ fn the_agent_api_serves_only_a_node_its_own_entries() {
     let (code, body) = curl_as(&s, Some(&n2), "GET", "/v1/agent/sync", None);
     assert_eq!(code, 200);
     assert!(!body.contains(&entry), "n2 sees n1's entry: {body}");
+    // Nor in an incremental sync, where other nodes' entries used to come
+    // back as "deleted".
+    let (code, body) = curl_as(&s, Some(&n2), "GET", "/v1/agent/sync?since=1", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(!body.contains(&entry), "n2 learns of n1's entry: {body}");
 
     // n2 cannot obtain n1's workload identity, X.509 or JWT.
     let key_csr = {
