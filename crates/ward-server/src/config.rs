@@ -87,6 +87,8 @@ struct RawApi {
     idle_timeout: Option<String>,
     max_concurrent_streams: Option<u32>,
     keepalive_interval: Option<String>,
+    max_unauthenticated_per_minute: Option<u32>,
+    max_failed_auth_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +165,12 @@ pub struct ApiLimits {
     /// HTTP/2 keep-alive pings; a peer that does not answer within the
     /// same interval is dropped (default 20 s).
     pub keepalive_interval: Duration,
+    /// Requests per minute per address to the endpoints that take no
+    /// token (unseal, attest; default 120).
+    pub max_unauthenticated_per_minute: u32,
+    /// Failed authentications per minute per address before it is turned
+    /// away with 429 until its quota refills (default 30).
+    pub max_failed_auth_per_minute: u32,
 }
 
 impl Default for ApiLimits {
@@ -174,6 +182,8 @@ impl Default for ApiLimits {
             idle_timeout: Duration::from_secs(60),
             max_concurrent_streams: 100,
             keepalive_interval: Duration::from_secs(20),
+            max_unauthenticated_per_minute: 120,
+            max_failed_auth_per_minute: 30,
         }
     }
 }
@@ -394,6 +404,18 @@ impl ServerConfig {
                 raw.api.keepalive_interval,
                 api_defaults.keepalive_interval,
             )?,
+            max_unauthenticated_per_minute: count(
+                "api.max_unauthenticated_per_minute",
+                raw.api.max_unauthenticated_per_minute.map(|n| n as usize),
+                api_defaults.max_unauthenticated_per_minute as usize,
+            )?
+            .min(u32::MAX as usize) as u32,
+            max_failed_auth_per_minute: count(
+                "api.max_failed_auth_per_minute",
+                raw.api.max_failed_auth_per_minute.map(|n| n as usize),
+                api_defaults.max_failed_auth_per_minute as usize,
+            )?
+            .min(u32::MAX as usize) as u32,
         };
         let audit = AuditConfig {
             checkpoint_file: match raw.audit.checkpoint_file {

@@ -12,6 +12,7 @@ pub mod dev;
 pub mod error;
 pub mod init;
 mod issuance;
+pub mod limits;
 mod long_poll;
 pub mod peer;
 mod policy_routes;
@@ -128,6 +129,7 @@ impl ReadyServer {
                     tracing::warn!(error = %e, "refreshing the CAs from the store failed");
                 }
                 state.audit_barrier_rejections().await;
+                state.limits.tidy();
             }
         });
         let app = routes::router(self.state.clone());

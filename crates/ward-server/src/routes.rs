@@ -56,6 +56,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .merge(crate::policy_routes::router().layer(DefaultBodyLimit::max(MAX_POLICY_BYTES)))
         .fallback(|| async { ApiError::NotFound("no such API path".into()) })
         .layer(axum::middleware::from_fn(reject_oversized))
+        .layer(axum::middleware::from_fn_with_state(
+            server.limits.clone(),
+            crate::limits::limit,
+        ))
         .with_state(server)
 }
 

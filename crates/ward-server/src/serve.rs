@@ -127,6 +127,8 @@ pub async fn serve_tls(
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer_id.clone());
+                    req.extensions_mut()
+                        .insert(crate::limits::ClientAddr(peer.ip()));
                     tracked.track(app.clone().oneshot(req))
                 },
             );

@@ -60,6 +60,8 @@ pub struct Server {
     pub changes: tokio::sync::Notify,
     /// The highest policy version this process has read from the store.
     policy_high: std::sync::atomic::AtomicI64,
+    /// Per-address limits on unauthenticated requests and failed logins.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// How long a token lookup is trusted without asking the store again. A
@@ -116,6 +118,10 @@ impl Server {
             .decode(meta("key_check").await?)
             .map_err(|_| "bad key_check".to_string())?;
         let audit = AuditWriter::spawn(store.clone());
+        let limits = Arc::new(crate::limits::Limits::new(
+            config.api.max_unauthenticated_per_minute,
+            config.api.max_failed_auth_per_minute,
+        ));
         Ok(Arc::new(Self {
             config,
             store,
@@ -128,6 +134,7 @@ impl Server {
             client_trust,
             changes: tokio::sync::Notify::new(),
             policy_high: std::sync::atomic::AtomicI64::new(0),
+            limits,
         }))
     }
 

@@ -1055,24 +1055,45 @@ async fn junk_above_the_audit_head_cannot_stall_verification(store: Store, url: 
 
 async fn a_node_learns_only_of_its_own_entries_deletions(store: Store) {
     let (a, b) = ("spiffe://td/agent/a", "spiffe://td/agent/b");
-    let ea = store.create_entry(entry("ea", a), ev("entry.create", "ea")).await.unwrap();
-    let eb = store.create_entry(entry("eb", b), ev("entry.create", "eb")).await.unwrap();
+    let ea = store
+        .create_entry(entry("ea", a), ev("entry.create", "ea"))
+        .await
+        .unwrap();
+    let eb = store
+        .create_entry(entry("eb", b), ev("entry.create", "eb"))
+        .await
+        .unwrap();
     let since = eb.revision;
-    store.delete_entry("eb", ev("entry.delete", "eb")).await.unwrap();
+    store
+        .delete_entry("eb", ev("entry.delete", "eb"))
+        .await
+        .unwrap();
     let for_a = store.entry_changes(Some(a), since).await.unwrap();
-    assert!(for_a.deleted.is_empty(), "node a must not learn of b's entries: {for_a:?}");
+    assert!(
+        for_a.deleted.is_empty(),
+        "node a must not learn of b's entries: {for_a:?}"
+    );
     let for_b = store.entry_changes(Some(b), since).await.unwrap();
     assert_eq!(for_b.deleted, ["eb"]);
     // An entry moved from a to b is a deletion for a and a change for b.
     let since = for_b.revision;
     let mut moved = ea.clone();
     moved.parent_id = b.into();
-    store.update_entry(moved, ev("entry.update", "ea")).await.unwrap();
+    store
+        .update_entry(moved, ev("entry.update", "ea"))
+        .await
+        .unwrap();
     let for_a = store.entry_changes(Some(a), since).await.unwrap();
     assert_eq!(for_a.deleted, ["ea"]);
     assert!(for_a.entries.is_empty());
     let for_b = store.entry_changes(Some(b), since).await.unwrap();
     assert!(for_b.deleted.is_empty());
-    assert_eq!(for_b.entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["ea"]);
+    assert_eq!(
+        for_b
+            .entries
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["ea"]
+    );
 }
-

@@ -892,3 +892,77 @@ print(keep)
     let out = s.ward(&["audit", "verify"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn guessing_tokens_or_shares_from_one_address_is_slowed_to_a_halt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(tmp.path(), port);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[api]\nmax_failed_auth_per_minute = 5\nmax_unauthenticated_per_minute = 4\n");
+    std::fs::write(&cfg, text).unwrap();
+    let init_out = ward_init(&cfg, &[]);
+    let cacert = std::path::PathBuf::from(init_out["cacert"].as_str().unwrap());
+    let s = Server::configured(
+        tmp.path(),
+        &cfg,
+        &format!("https://127.0.0.1:{port}"),
+        &cacert,
+    );
+    // Unseal shares: four tries a minute, then 429 with Retry-After.
+    let bad_share = serde_json::json!({"key": "AAAA"}).to_string();
+    let codes: Vec<u16> = (0..6)
+        .map(|_| s.curl("POST", "/v1/sys/unseal", None, Some(&bad_share)).0)
+        .collect();
+    assert_eq!(&codes[..4], [400, 400, 400, 400], "{codes:?}");
+    assert_eq!(codes[4], 429, "{codes:?}");
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--cacert"])
+        .arg(&cacert)
+        .arg(format!("https://127.0.0.1:{port}/v1/sys/seal-status"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        head.contains(" 429") && head.contains("retry-after:"),
+        "{head}"
+    );
+    // Another server, tokens: wrong ones are refused until the quota is
+    // spent, then the address is turned away, right token or not.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let port2 = free_port();
+    let cfg2 = write_config(tmp2.path(), port2);
+    let mut text = std::fs::read_to_string(&cfg2).unwrap();
+    text.push_str("[api]\nmax_failed_auth_per_minute = 5\n");
+    std::fs::write(&cfg2, text).unwrap();
+    let init2 = ward_init(&cfg2, &[]);
+    let cacert2 = std::path::PathBuf::from(init2["cacert"].as_str().unwrap());
+    let s2 = Server::configured(
+        tmp2.path(),
+        &cfg2,
+        &format!("https://127.0.0.1:{port2}"),
+        &cacert2,
+    );
+    for share in init2["unseal_shares"].as_array().unwrap().iter().take(3) {
+        assert!(
+            s2.ward(&["operator", "unseal", share.as_str().unwrap()])
+                .status
+                .success()
+        );
+    }
+    let token = init2["admin_token"].as_str().unwrap();
+    assert_eq!(s2.curl("GET", "/v1/entries", Some(token), None).0, 200);
+    let codes: Vec<u16> = (0..7)
+        .map(|i| {
+            s2.curl("GET", "/v1/entries", Some(&format!("ward_guess{i}")), None)
+                .0
+        })
+        .collect();
+    assert_eq!(&codes[..5], [403; 5], "{codes:?}");
+    assert_eq!(codes[6], 429, "{codes:?}");
+    assert_eq!(
+        s2.curl("GET", "/v1/entries", Some(token), None).0,
+        429,
+        "the address is turned away, whatever it sends"
+    );
+}

@@ -1,0 +1,144 @@
+//! Per-address limits on what an unauthenticated caller can try: requests
+//! to the endpoints that take no token (unseal, attest), and failed
+//! authentications anywhere (401, 403, a wrong share or join token). An
+//! address over either limit gets `429` with `Retry-After` until its quota
+//! refills, so shares, join tokens and API tokens cannot be guessed at
+//! speed; everyone else is served as before, and callers that present a
+//! verified SVID are never turned away.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// The endpoints that take no token.
+const OPEN_PATHS: [&str; 2] = ["/v1/sys/unseal", "/v1/agent/attest"];
+/// Most addresses remembered as blocked (beyond it, the oldest go first).
+const MAX_BLOCKED: usize = 10_000;
+
+/// The client's address, set by the listener on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+pub struct Limits {
+    open: DefaultKeyedRateLimiter<IpAddr>,
+    failures: DefaultKeyedRateLimiter<IpAddr>,
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    clock: DefaultClock,
+}
+
+impl Limits {
+    /// `open_per_minute` requests to the open endpoints, and
+    /// `failures_per_minute` failed authentications, per address.
+    pub fn new(open_per_minute: u32, failures_per_minute: u32) -> Self {
+        let quota =
+            |n: u32| Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+        Self {
+            open: RateLimiter::keyed(quota(open_per_minute)),
+            failures: RateLimiter::keyed(quota(failures_per_minute)),
+            blocked: Mutex::new(HashMap::new()),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// How long `ip` must wait, if it is over a limit now.
+    fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        match blocked.get(&ip) {
+            Some(until) if *until > Instant::now() => Some(*until - Instant::now()),
+            Some(_) => {
+                blocked.remove(&ip);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn block(&self, ip: IpAddr, wait: Duration) {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked.len() >= MAX_BLOCKED {
+            let now = Instant::now();
+            blocked.retain(|_, until| *until > now);
+            if blocked.len() >= MAX_BLOCKED {
+                blocked.clear();
+            }
+        }
+        blocked.insert(ip, Instant::now() + wait);
+    }
+
+    /// Forgets addresses whose quotas are full again (called periodically).
+    pub fn tidy(&self) {
+        self.open.retain_recent();
+        self.failures.retain_recent();
+        let now = Instant::now();
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, until| *until > now);
+    }
+}
+
+fn too_many(wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut resp = crate::error::json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        &ward_api::ErrorBody {
+            errors: vec![format!(
+                "too many attempts from this address: retry in {secs} s"
+            )],
+        },
+    );
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// The middleware: refuses blocked addresses, counts open-endpoint
+/// requests and failed authentications.
+pub async fn limit(
+    axum::extract::State(limits): axum::extract::State<std::sync::Arc<Limits>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(ClientAddr(ip)) = req.extensions().get::<ClientAddr>().copied() else {
+        return next.run(req).await;
+    };
+    // A caller with a verified SVID (an agent, a proxy) is who it says it
+    // is: never turned away, so a neighbour failing on purpose from the
+    // same address cannot cut agents off from the server.
+    if req
+        .extensions()
+        .get::<crate::peer::PeerId>()
+        .is_some_and(|p| p.id.is_some())
+    {
+        return next.run(req).await;
+    }
+    if let Some(wait) = limits.blocked_for(ip) {
+        return too_many(wait);
+    }
+    let open = OPEN_PATHS.contains(&req.uri().path());
+    if open && let Err(not_until) = limits.open.check_key(&ip) {
+        let wait = not_until.wait_time_from(limits.clock.now());
+        limits.block(ip, wait);
+        tracing::warn!(%ip, path = req.uri().path(), "too many unauthenticated requests from one address");
+        return too_many(wait);
+    }
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let failed = status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+        || (open && status.is_client_error());
+    if failed && let Err(not_until) = limits.failures.check_key(&ip) {
+        let wait = not_until.wait_time_from(limits.clock.now());
+        limits.block(ip, wait);
+        tracing::warn!(%ip, "too many failed authentications from one address: blocked for a while");
+    }
+    resp.into_response()
+}
