@@ -58,6 +58,26 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    retention: Option<String>,
+    max_edges_per_reporter: Option<usize>,
+}
+
+/// Call telemetry the proxies report (`[telemetry]`): summed per edge and
+/// minute, bounded per reporter, kept for `retention`.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// How long windows are kept (default 7 days).
+    pub retention: Duration,
+    /// Distinct edges one reporter may add per minute; the rest are summed
+    /// under one `(other)` edge (default 1000).
+    pub max_edges_per_reporter: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +233,8 @@ pub struct ServerConfig {
     pub api: ApiLimits,
     /// Audit checkpoints.
     pub audit: AuditConfig,
+    /// Telemetry retention and bounds.
+    pub telemetry: TelemetryConfig,
     /// Authenticate a store from before the barrier on the next unseal
     /// (`ward server --upgrade-store`; dev mode always may).
     pub upgrade_store: bool,
@@ -254,6 +276,7 @@ impl ServerConfig {
             },
             api: RawApi::default(),
             audit: RawAudit::default(),
+            telemetry: RawTelemetry::default(),
         };
         Self::validate(raw, "--dev flags", true)
     }
@@ -430,6 +453,18 @@ impl ServerConfig {
                 Duration::from_secs(3600),
             )?,
         };
+        let telemetry = TelemetryConfig {
+            retention: dur(
+                "telemetry.retention",
+                raw.telemetry.retention,
+                Duration::from_secs(7 * 86400),
+            )?,
+            max_edges_per_reporter: count(
+                "telemetry.max_edges_per_reporter",
+                raw.telemetry.max_edges_per_reporter,
+                1000,
+            )?,
+        };
         Ok(Self {
             trust_domain,
             listen,
@@ -442,6 +477,7 @@ impl ServerConfig {
             dev,
             api,
             audit,
+            telemetry,
             upgrade_store: dev,
         })
     }

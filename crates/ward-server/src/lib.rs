@@ -123,8 +123,18 @@ impl ReadyServer {
         let state = self.state.clone();
         let refresher = tokio::spawn(async move {
             let mut tick = tokio::time::interval(AUTHORITY_REFRESH);
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
+                ticks += 1;
+                // About once a minute: telemetry past its retention goes.
+                if ticks % 12 == 1 {
+                    let before =
+                        ward_store::now_secs() - state.config.telemetry.retention.as_secs() as i64;
+                    if let Err(e) = state.store.prune_edges(before).await {
+                        tracing::warn!(error = %e, "pruning old telemetry failed");
+                    }
+                }
                 if let Err(e) = state.refresh_authority_if_stale().await {
                     tracing::warn!(error = %e, "refreshing the CAs from the store failed");
                 }

@@ -174,8 +174,18 @@ async fn telemetry(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes)
             return Err(bad("counts cannot be negative"));
         }
     }
-    s.store.record_edges(&reporter, &batch.edges).await?;
-    ok(&serde_json::json!({"accepted": batch.edges.len()}))
+    let folded = s
+        .store
+        .record_edges(
+            &reporter,
+            &batch.edges,
+            s.config.telemetry.max_edges_per_reporter,
+        )
+        .await?;
+    if folded > 0 {
+        tracing::warn!(%reporter, folded, "a reporter sent more distinct edges this minute than allowed; the rest are counted as (other)");
+    }
+    ok(&serde_json::json!({"accepted": batch.edges.len(), "folded": folded}))
 }
 
 #[derive(Deserialize)]

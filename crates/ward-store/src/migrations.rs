@@ -98,6 +98,19 @@ ALTER TABLE meta ADD COLUMN mac TEXT;
 ALTER TABLE audit ADD COLUMN mac TEXT;
 ALTER TABLE audit_head ADD COLUMN mac TEXT;
 ALTER TABLE entry_tombstones ADD COLUMN parent_id TEXT;
+CREATE TABLE edge_windows (reporter TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL,
+  method TEXT NOT NULL, route TEXT NOT NULL, status_class TEXT NOT NULL, decision TEXT NOT NULL,
+  window_start BIGINT NOT NULL, requests BIGINT NOT NULL, latency_us_sum BIGINT NOT NULL,
+  last_seen BIGINT NOT NULL, last_received BIGINT NOT NULL,
+  PRIMARY KEY (reporter, source, destination, method, route, status_class, decision, window_start));
+CREATE INDEX edge_windows_received ON edge_windows (last_received);
+INSERT INTO edge_windows (reporter, source, destination, method, route, status_class, decision,
+  window_start, requests, latency_us_sum, last_seen, last_received)
+  SELECT reporter, source, destination, method, route, status_class, decision, (received_at / 60) * 60,
+    SUM(requests), SUM(latency_us_sum), MAX(window_end), MAX(received_at)
+  FROM edge_reports
+  GROUP BY reporter, source, destination, method, route, status_class, decision, (received_at / 60) * 60;
+DROP TABLE edge_reports;
 "#,
     },
 ];

@@ -105,60 +105,116 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
-    /// Appends one batch of edge reports from `reporter`.
-    pub async fn record_edges(&self, reporter: &str, edges: &[EdgeReport]) -> Result<()> {
+    /// Adds one batch of edge reports from `reporter` into its per-minute
+    /// windows (one row per edge per minute, however many reports arrive:
+    /// a flood of batches cannot grow the table). A reporter's distinct
+    /// edges per minute are bounded by `max_edges`; the rest are counted
+    /// under one `(other)` edge. Returns how many edges were folded so.
+    pub async fn record_edges(
+        &self,
+        reporter: &str,
+        edges: &[EdgeReport],
+        max_edges: usize,
+    ) -> Result<usize> {
         if edges.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let now = now_secs();
+        let window = now - now.rem_euclid(60);
         let mut tx = self.pool.begin().await?;
-        // One multi-row INSERT per chunk (SQLite allows 32,766 binds).
-        for chunk in edges.chunks(500) {
-            let mut sql = String::from(
-                "INSERT INTO edge_reports (received_at, reporter, source, destination, method, route, status_class, decision, requests, latency_us_sum, window_start, window_end) VALUES ",
+        // A write first: SQLite takes its write lock at once.
+        bump_edge_lock(&mut tx).await?;
+        let known: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM edge_windows WHERE reporter = $1 AND window_start = $2",
+        )
+        .bind(reporter)
+        .bind(window)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+        let mut room = max_edges.saturating_sub(known as usize);
+        // Summed per edge first: one upsert per distinct edge.
+        type Key = (String, String, String, String, String, String);
+        let mut sums: std::collections::BTreeMap<Key, (i64, i64, i64)> = Default::default();
+        let mut folded = 0;
+        for e in edges {
+            let mut key: Key = (
+                e.source.clone(),
+                e.destination.clone(),
+                e.method.clone(),
+                e.route.clone(),
+                e.status_class.clone(),
+                e.decision.clone(),
             );
-            for i in 0..chunk.len() {
-                let b = i * 12;
-                if i > 0 {
-                    sql.push(',');
+            if !sums.contains_key(&key) {
+                if room > 1 {
+                    room -= 1;
+                } else {
+                    key.2 = "(other)".into();
+                    key.3 = "(other)".into();
+                    key.4 = "(other)".into();
+                    folded += 1;
                 }
-                sql.push('(');
-                sql.push_str(
-                    &(1..=12)
-                        .map(|k| format!("${}", b + k))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-                sql.push(')');
             }
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for e in chunk {
-                q = q
-                    .bind(now)
-                    .bind(reporter)
-                    .bind(&e.source)
-                    .bind(&e.destination)
-                    .bind(&e.method)
-                    .bind(&e.route)
-                    .bind(&e.status_class)
-                    .bind(&e.decision)
-                    .bind(e.requests)
-                    .bind(e.latency_us_sum)
-                    .bind(e.window_start)
-                    .bind(e.window_end);
-            }
-            q.execute(&mut *tx).await?;
+            let s = sums.entry(key).or_default();
+            s.0 = s.0.saturating_add(e.requests);
+            s.1 = s.1.saturating_add(e.latency_us_sum);
+            s.2 = s.2.max(e.window_end);
+        }
+        for ((source, destination, method, route, status_class, decision), (n, lat, seen)) in sums {
+            sqlx::query(
+                "INSERT INTO edge_windows (reporter, source, destination, method, route, status_class, decision, window_start, requests, latency_us_sum, last_seen, last_received) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (reporter, source, destination, method, route, status_class, decision, window_start) DO UPDATE SET \
+                 requests = edge_windows.requests + excluded.requests, \
+                 latency_us_sum = edge_windows.latency_us_sum + excluded.latency_us_sum, \
+                 last_seen = CASE WHEN excluded.last_seen > edge_windows.last_seen THEN excluded.last_seen ELSE edge_windows.last_seen END, \
+                 last_received = excluded.last_received",
+            )
+            .bind(reporter)
+            .bind(source)
+            .bind(destination)
+            .bind(method)
+            .bind(route)
+            .bind(status_class)
+            .bind(decision)
+            .bind(window)
+            .bind(n)
+            .bind(lat)
+            .bind(seen)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(folded)
+    }
+
+    /// Deletes telemetry windows that ended before `before` (retention).
+    pub async fn prune_edges(&self, before: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM edge_windows WHERE window_start + 60 <= $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    /// How many telemetry rows are stored.
+    pub async fn edge_rows(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM edge_windows")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 
     /// Totals per edge over reports received at or after `since` (Unix seconds).
     pub async fn edge_totals(&self, since: i64) -> Result<Vec<EdgeTotal>> {
         let rows = sqlx::query(
             "SELECT source, destination, method, route, status_class, decision, \
-             CAST(SUM(requests) AS BIGINT), CAST(SUM(latency_us_sum) AS BIGINT), MAX(window_end) \
-             FROM edge_reports WHERE received_at >= $1 \
+             CAST(SUM(requests) AS BIGINT), CAST(SUM(latency_us_sum) AS BIGINT), MAX(last_seen) \
+             FROM edge_windows WHERE last_received >= $1 \
              GROUP BY source, destination, method, route, status_class, decision \
              ORDER BY source, destination, method, route, status_class, decision",
         )
@@ -193,4 +249,13 @@ pub(crate) fn policy_from_row(r: &sqlx::any::AnyRow) -> Result<PolicyRecord> {
         created_at: r.try_get(4)?,
         actor: r.try_get(5)?,
     })
+}
+
+/// Takes SQLite's write lock before the first read of a telemetry write
+/// (a no-op row update; PostgreSQL serializes on the upserts).
+async fn bump_edge_lock(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+    sqlx::query("UPDATE revision SET value = value WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -525,6 +525,9 @@ async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: Str
         raw(&url, &format!("ALTER TABLE {t} DROP COLUMN mac")).await;
     }
     raw(&url, "ALTER TABLE entry_tombstones DROP COLUMN parent_id").await;
+    raw(&url, "DROP TABLE edge_windows").await;
+    raw(&url, "CREATE TABLE edge_reports (received_at BIGINT NOT NULL, reporter TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status_class TEXT NOT NULL, decision TEXT NOT NULL, requests BIGINT NOT NULL, latency_us_sum BIGINT NOT NULL, window_start BIGINT NOT NULL, window_end BIGINT NOT NULL)").await;
+    raw(&url, "INSERT INTO edge_reports VALUES (100, 'spiffe://td/b', 'spiffe://td/a', 'spiffe://td/b', 'GET', '/x', '2xx', 'allow', 3, 300, 1, 2), (110, 'spiffe://td/b', 'spiffe://td/a', 'spiffe://td/b', 'GET', '/x', '2xx', 'allow', 4, 400, 2, 3)").await;
     raw(&url, "DELETE FROM meta WHERE key = 'barrier'").await;
     raw(&url, "DELETE FROM ward_schema_migrations WHERE version = 4").await;
 
@@ -579,6 +582,10 @@ async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: Str
             .as_deref(),
         Some("td")
     );
+    // Old telemetry reports are summed into their minute.
+    let totals = store.edge_totals(0).await.unwrap();
+    assert_eq!(totals.len(), 1);
+    assert_eq!((totals[0].requests, totals[0].latency_us_sum), (7, 700));
     // Once on, it stays on; a row edited afterwards is refused.
     assert_eq!(
         store.enable_barrier(false).await.unwrap(),
@@ -668,11 +675,11 @@ async fn edge_reports_are_summed_per_edge(store: Store) {
         window_end: 2,
     };
     store
-        .record_edges("spiffe://td/b", &[edge("allow", 3), edge("deny", 1)])
+        .record_edges("spiffe://td/b", &[edge("allow", 3), edge("deny", 1)], 1000)
         .await
         .unwrap();
     store
-        .record_edges("spiffe://td/b", &[edge("allow", 4)])
+        .record_edges("spiffe://td/b", &[edge("allow", 4)], 1000)
         .await
         .unwrap();
     let totals = store.edge_totals(0).await.unwrap();
@@ -680,6 +687,40 @@ async fn edge_reports_are_summed_per_edge(store: Store) {
     let allow = totals.iter().find(|t| t.decision == "allow").unwrap();
     assert_eq!((allow.requests, allow.latency_us_sum), (7, 700));
     assert!(store.edge_totals(now_secs() + 10).await.unwrap().is_empty());
+    // A flood of batches adds nothing but counts: one row per edge and minute.
+    let rows = store.edge_rows().await.unwrap();
+    for _ in 0..200 {
+        store
+            .record_edges("spiffe://td/b", &[edge("allow", 1), edge("deny", 1)], 1000)
+            .await
+            .unwrap();
+    }
+    assert!(
+        store.edge_rows().await.unwrap() <= rows + 2,
+        "a minute boundary adds one row per edge at most"
+    );
+    // A reporter inventing routes is bounded too: the rest fold into (other).
+    let many: Vec<_> = (0..300)
+        .map(|i| ward_store::EdgeReport {
+            route: format!("/r{i}"),
+            ..edge("allow", 1)
+        })
+        .collect();
+    let folded = store
+        .record_edges("spiffe://td/c", &many, 50)
+        .await
+        .unwrap();
+    assert!(folded >= 250, "{folded}");
+    let totals = store.edge_totals(0).await.unwrap();
+    let other = totals
+        .iter()
+        .find(|t| t.route == "(other)")
+        .expect("an (other) edge");
+    assert!(other.requests >= 250);
+    assert!(store.edge_rows().await.unwrap() <= rows + 2 + 50 + 2);
+    // Retention: everything older than now + 2 minutes goes.
+    assert!(store.prune_edges(now_secs() + 120).await.unwrap() > 0);
+    assert_eq!(store.edge_rows().await.unwrap(), 0);
 }
 
 fn ev(action: &str, target: &str) -> AuditEvent {
