@@ -291,11 +291,15 @@ impl Engine {
             }
             errors.push(format!("{}: {}", e.policy_id(), e.inner()));
         }
-        let reasons: Arc<[String]> = response
+        // Sorted: the same decision names its policies in the same order
+        // whatever set (whole, per caller, per service) it came from.
+        let mut reasons: Vec<String> = response
             .diagnostics()
             .reason()
             .map(PolicyId::to_string)
             .collect();
+        reasons.sort();
+        let reasons: Arc<[String]> = reasons.into();
         let allowed = response.decision() == cedar_policy::Decision::Allow && !forbid_failed;
         Decision {
             allowed,
@@ -571,6 +575,53 @@ fn key_headers(key: &mut String, headers: &[(&str, &str)]) {
     }
 }
 
+/// The policies of `text` that can apply to requests to `service` (their
+/// resource scope is unconstrained, a type test, a route, or the service,
+/// its namespace or its trust domain), as policy text. A proxy is sent only
+/// these: it learns nothing of the rules for other services. Each keeps
+/// the ID it has in the whole set (an unnamed one gets its positional ID as
+/// an `@id` annotation), so denial reasons name the same policy everywhere.
+pub fn scoped_text(text: &str, service: &str) -> Result<String, PolicyError> {
+    let set = crate::validate(text)?;
+    let (trust_domain, path) = split_id(service);
+    let mine = |uid: &EntityUid| -> bool {
+        let kind = uid.type_name().to_string();
+        let id = uid.id().unescaped();
+        match kind.as_str() {
+            "Ward::Route" => true,
+            "Ward::Service" => id == service,
+            "Ward::TrustDomain" => id == trust_domain,
+            "Ward::Namespace" => namespace_segment(path)
+                .is_some_and(|ns| id == format!("spiffe://{trust_domain}/ns/{ns}")),
+            _ => true,
+        }
+    };
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for p in set.policies() {
+        let applies = match p.resource_constraint() {
+            cedar_policy::ResourceConstraint::Any | cedar_policy::ResourceConstraint::Is(_) => true,
+            cedar_policy::ResourceConstraint::Eq(uid)
+            | cedar_policy::ResourceConstraint::In(uid)
+            | cedar_policy::ResourceConstraint::IsIn(_, uid) => mine(&uid),
+        };
+        if applies {
+            let body = p.to_string();
+            let named = if p.annotation("id").is_some() {
+                body
+            } else {
+                format!("@id({:?})\n{body}", p.id().to_string())
+            };
+            kept.push((p.id().to_string(), named));
+        }
+    }
+    kept.sort();
+    Ok(kept
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
 /// `spiffe://td/ns/<namespace>/...` → the namespace.
 fn namespace_segment(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/ns/")?;
@@ -643,6 +694,45 @@ mod tests {
             !e.decide(&call("spiffe://td/other/x", ORDERS, "POST", "/x"))
                 .allowed
         );
+    }
+
+    #[test]
+    fn a_service_gets_only_the_policies_that_can_apply_to_it() {
+        let text = format!(
+            r#"@id("to-orders")
+            permit(principal, action, resource in Ward::Service::"{ORDERS}");
+            @id("to-payments")
+            permit(principal, action, resource in Ward::Service::"{PAY}");
+            @id("demo-ns")
+            forbid(principal, action, resource in Ward::Namespace::"spiffe://td/ns/demo")
+            when {{ context.method == "TRACE" }};
+            @id("other-ns")
+            permit(principal, action, resource in Ward::Namespace::"spiffe://td/ns/other");
+            @id("other-td")
+            permit(principal, action, resource in Ward::TrustDomain::"elsewhere");
+            @id("admin-route")
+            forbid(principal, action, resource == Ward::Route::"/admin");
+            permit(principal == Ward::Service::"{FE}", action, resource);"#
+        );
+        let scoped = scoped_text(&text, ORDERS).unwrap();
+        let e = Engine::new(&scoped, Labels::new()).unwrap();
+        let mut ids: Vec<String> = e.policies.policies().map(|p| p.id().to_string()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            ["admin-route", "demo-ns", "policy6", "to-orders"],
+            "{scoped}"
+        );
+        assert!(!scoped.contains(PAY) && !scoped.contains("elsewhere"));
+        // The subset decides as the whole set for this service.
+        let whole = engine(&text);
+        for c in [
+            call(FE, ORDERS, "GET", "/x"),
+            call(PAY, ORDERS, "TRACE", "/x"),
+            call(PAY, ORDERS, "GET", "/admin"),
+        ] {
+            assert_eq!(e.decide(&c), whole.decide(&c), "{c:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod engine;
 
 use std::sync::OnceLock;
 
-pub use engine::{Call, Decision, Engine, Labels};
+pub use engine::{Call, Decision, Engine, Labels, scoped_text};
 
 use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;

@@ -100,6 +100,15 @@ fn too_many(wait: Duration) -> Response {
     resp
 }
 
+/// Answers 429 after reading (and dropping) a small body, so that the
+/// client reads the answer instead of a reset of a request it was still
+/// sending.
+async fn refuse(req: axum::extract::Request, wait: Duration) -> Response {
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024);
+    let _ = tokio::time::timeout(Duration::from_secs(1), body).await;
+    too_many(wait)
+}
+
 /// The middleware: refuses blocked addresses, counts open-endpoint
 /// requests and failed authentications.
 pub async fn limit(
@@ -121,14 +130,14 @@ pub async fn limit(
         return next.run(req).await;
     }
     if let Some(wait) = limits.blocked_for(ip) {
-        return too_many(wait);
+        return refuse(req, wait).await;
     }
     let open = OPEN_PATHS.contains(&req.uri().path());
     if open && let Err(not_until) = limits.open.check_key(&ip) {
         let wait = not_until.wait_time_from(limits.clock.now());
         limits.block(ip, wait);
         tracing::warn!(%ip, path = req.uri().path(), "too many unauthenticated requests from one address");
-        return too_many(wait);
+        return refuse(req, wait).await;
     }
     let resp = next.run(req).await;
     let status = resp.status();

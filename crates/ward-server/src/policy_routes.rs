@@ -110,7 +110,7 @@ async fn watch(
     Extension(peer): Extension<PeerId>,
     q: Result<Query<LongPollQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    workload(&s, &peer)?;
+    let me = workload(&s, &peer)?;
     s.authority()?;
     let poll = LongPoll::from_query(q)?;
     loop {
@@ -131,7 +131,13 @@ async fn watch(
                 sha256: policy
                     .as_ref()
                     .map_or_else(|| sha256_hex(""), |p| p.sha256.clone()),
-                text: policy.map(|p| p.text).unwrap_or_default(),
+                // Only the policies that can apply to this proxy's service.
+                text: match policy {
+                    Some(p) => ward_policy::scoped_text(&p.text, &me.to_string()).map_err(|e| {
+                        ApiError::Internal(format!("the stored policy does not validate: {e}"))
+                    })?,
+                    None => String::new(),
+                },
                 labels,
             });
         }
