@@ -55,11 +55,17 @@ pub struct Workload {
     pub selectors: Vec<String>,
 }
 
-/// Digests of executables, keyed by (device, inode, size, mtime), so that a
-/// busy workload does not make the agent hash its binary on every call.
+/// (device, inode, size, mtime s, mtime ns, ctime s, ctime ns)
+type FileKey = (u64, u64, u64, i64, i64, i64, i64);
+
+/// Digests of executables, keyed by (device, inode, size, mtime, ctime), so
+/// that a busy workload does not make the agent hash its binary on every
+/// call.
 #[derive(Default)]
 pub struct DigestCache {
-    map: Mutex<HashMap<(u64, u64, u64, i64), String>>,
+    /// By (device, inode, size, mtime, ctime): ctime cannot be set back by
+    /// whoever rewrites a file in place and restores its mtime.
+    map: Mutex<HashMap<FileKey, String>>,
 }
 
 fn start_time(pid: i32) -> Result<String, AttestError> {
@@ -94,7 +100,15 @@ impl DigestCache {
     fn sha256_of_exe(&self, pid: i32) -> Result<String, AttestError> {
         let exe = format!("/proc/{pid}/exe");
         let meta = std::fs::metadata(&exe).map_err(|e| AttestError::Proc(format!("{exe}: {e}")))?;
-        let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime());
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        );
         if let Some(d) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(d.clone());
         }

@@ -211,6 +211,12 @@ impl Agent {
         let mut aud = audience.to_vec();
         aud.sort();
         aud.dedup();
+        if aud.len() > MAX_AUDIENCES {
+            return Err(format!(
+                "at most {MAX_AUDIENCES} audiences per JWT-SVID, got {}",
+                aud.len()
+            ));
+        }
         let key = (entry_id.to_owned(), aud.clone());
         let now = now();
         let cached = self
@@ -228,8 +234,21 @@ impl Agent {
         match client.jwt(entry_id, aud).await {
             Ok(r) => {
                 let mut jwts = self.jwts.lock().unwrap_or_else(|p| p.into_inner());
-                if jwts.len() > 10_000 {
+                // One workload asking for ever new audience sets is served
+                // but not cached beyond its share.
+                let sets = jwts.keys().filter(|(e, _)| e == entry_id).count();
+                if !jwts.contains_key(&key) && sets >= MAX_AUDIENCE_SETS_PER_ENTRY {
+                    return Ok(r.token);
+                }
+                if jwts.len() >= MAX_CACHED_JWTS {
                     jwts.retain(|_, c| c.expires_at > now);
+                }
+                if jwts.len() >= MAX_CACHED_JWTS {
+                    // Still full: the least recently issued tenth goes.
+                    let mut issued: Vec<i64> = jwts.values().map(|c| c.issued_at).collect();
+                    issued.sort_unstable();
+                    let cut = issued[issued.len() / 10];
+                    jwts.retain(|_, c| c.issued_at > cut);
                 }
                 jwts.insert(
                     key,
@@ -256,6 +275,13 @@ impl Agent {
             .retain(|(id, _), _| !entry_ids.contains(id));
     }
 }
+
+/// Most audiences one JWT-SVID may name.
+pub(crate) const MAX_AUDIENCES: usize = 16;
+/// Most JWT-SVIDs the agent keeps cached.
+const MAX_CACHED_JWTS: usize = 10_000;
+/// Most distinct audience sets cached for one entry.
+const MAX_AUDIENCE_SETS_PER_ENTRY: usize = 64;
 
 /// Runs the agent until `shutdown` resolves.
 pub async fn run(

@@ -354,6 +354,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
         }
+        if body.audience.len() > crate::MAX_AUDIENCES {
+            return Err(Status::invalid_argument(format!(
+                "at most {} audiences per JWT-SVID",
+                crate::MAX_AUDIENCES
+            )));
+        }
         let entries: Vec<(String, String)> = self.agent.cache.read(|s| {
             let mut v: Vec<_> = s
                 .entries

@@ -142,6 +142,15 @@ fn print_entry(e: &Entry) {
     println!("updated     {}", rfc3339(e.updated_at));
 }
 
+/// A warning for selectors that name only an executable: any process of
+/// any user on the node that runs that file matches them.
+fn executable_only_warning(selectors: &[String]) -> Option<String> {
+    let executable = |s: &String| s.starts_with("unix:path:") || s.starts_with("unix:sha256:");
+    (!selectors.is_empty() && selectors.iter().all(executable)).then(|| {
+        "warning: these selectors name only an executable, so any process of any user on the node that runs it gets this identity; add unix:uid: or unix:user: to tie it to a user".to_owned()
+    })
+}
+
 pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
     match cmd {
         EntryCommand::Create {
@@ -155,6 +164,9 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
         } => {
             check_id("--spiffe-id", &spiffe_id)?;
             check_id("--parent", &parent)?;
+            if let Some(w) = executable_only_warning(&selectors) {
+                eprintln!("{w}");
+            }
             let e = client
                 .client()?
                 .create_entry(&EntryCreate {
@@ -216,4 +228,18 @@ pub async fn run(cmd: EntryCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::executable_only_warning;
+
+    #[test]
+    fn selectors_naming_only_an_executable_are_warned_about() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(executable_only_warning(&v(&["unix:path:/usr/bin/app"])).is_some());
+        assert!(executable_only_warning(&v(&["unix:path:/a", "unix:sha256:ab"])).is_some());
+        assert!(executable_only_warning(&v(&["unix:path:/a", "unix:uid:1000"])).is_none());
+        assert!(executable_only_warning(&v(&["unix:uid:1000"])).is_none());
+    }
 }

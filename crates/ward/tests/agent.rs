@@ -133,6 +133,18 @@ async fn unmatched_callers_are_denied_and_a_missing_header_is_invalid() {
         "1h",
     );
     wait_fetch(&a, "spiffe://agent.test/mine");
+    // An entitled workload asking for too many audiences at once.
+    let status = raw
+        .fetch_jwtsvid(ward_agent::client::request(
+            ward_agent::proto::JwtsvidRequest {
+                audience: (0..17).map(|i| format!("aud{i}")).collect(),
+                spiffe_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("at most 16"), "{status:?}");
     if my_uid() == 0 && Command::new("runuser").arg("--help").output().is_ok() {
         let socket = a.socket.display().to_string();
         let out = Command::new("runuser")
