@@ -341,6 +341,10 @@ pub struct ProxyPolicy {
     pub text: String,
     /// Labels by SPIFFE ID, from the registration entries.
     pub labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The SPIFFE ID the policies were chosen for (only those that can
+    /// apply to it are in `text`): valid for that identity only.
+    #[serde(default)]
+    pub scoped_for: String,
 }
 
 /// `POST /v1/proxy/telemetry`: one batch of edge counts from a proxy.

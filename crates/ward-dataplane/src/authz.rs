@@ -27,6 +27,9 @@ pub struct Loaded {
     pub version: i64,
     pub revision: i64,
     pub sha256: String,
+    /// The identity the server chose the policies for (a subset that can
+    /// apply to it); `None` for a whole set (a local file).
+    pub scoped_for: Option<String>,
 }
 
 /// The policy in force, shared by every listener of a process.
@@ -311,6 +314,11 @@ impl Authorizer {
         let Some(policy) = self.policy.current() else {
             return Err(Denial::new(DenyReason::NoPolicy));
         };
+        // A subset chosen for another identity (ours changed since) may
+        // lack the forbids that apply to us: nothing is allowed on it.
+        if policy.scoped_for.as_deref().is_some_and(|s| s != own_id) {
+            return Err(Denial::new(DenyReason::NoPolicy));
+        }
         if peers.is_none_or(|p| p.admit(&caller.id).is_err()) {
             return Err(Denial::new(DenyReason::WrongTrustDomain));
         }
@@ -371,6 +379,7 @@ mod tests {
             version: 1,
             revision: 1,
             sha256: String::new(),
+            scoped_for: None,
         });
         Authorizer::new(slot, Methods::new(vec!["PROPFIND".into()]).unwrap())
     }
@@ -386,6 +395,39 @@ mod tests {
 
     fn peers() -> PeerPolicy {
         PeerPolicy::own_domain(TrustDomain::parse("td").unwrap())
+    }
+
+    #[test]
+    fn a_policy_chosen_for_another_identity_allows_nothing() {
+        let slot = Arc::new(PolicySlot::default());
+        let install = |scoped_for: Option<&str>| {
+            slot.install(Loaded {
+                engine: Engine::new("permit(principal, action, resource);", Default::default())
+                    .unwrap(),
+                version: 1,
+                revision: 1,
+                sha256: String::new(),
+                scoped_for: scoped_for.map(str::to_owned),
+            })
+        };
+        let a = Authorizer::new(slot.clone(), Methods::default());
+        let fe = caller("spiffe://td/ns/demo/sa/fe", i64::MAX);
+        let p = peers();
+        install(Some("spiffe://td/ns/demo/sa/old-name"));
+        let d = a
+            .authorize(&fe, ORDERS, Some(&p), &facts("GET", "/x"))
+            .unwrap_err();
+        assert_eq!(d.reason, DenyReason::NoPolicy);
+        install(Some(ORDERS));
+        assert!(
+            a.authorize(&fe, ORDERS, Some(&p), &facts("GET", "/x"))
+                .is_ok()
+        );
+        install(None);
+        assert!(
+            a.authorize(&fe, ORDERS, Some(&p), &facts("GET", "/x"))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub fn explain(engine: Engine, q: &Question) -> Result<Explanation, ExplainError
         version: 0,
         revision: 0,
         sha256: String::new(),
+        scoped_for: None,
     });
     let authorizer = Authorizer::new(
         slot,

@@ -606,7 +606,7 @@ pub fn scoped_text(text: &str, service: &str) -> Result<String, PolicyError> {
         };
         if applies {
             let body = p.to_string();
-            let named = if p.annotation("id").is_some() {
+            let named = if p.annotation("id").is_some_and(|id| !id.is_empty()) {
                 body
             } else {
                 format!("@id({:?})\n{body}", p.id().to_string())

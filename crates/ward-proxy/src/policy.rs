@@ -79,6 +79,7 @@ impl PolicyState {
             version: p.version,
             revision: p.revision,
             sha256: p.sha256,
+            scoped_for: (!p.scoped_for.is_empty()).then_some(p.scoped_for),
         });
         Ok(())
     }
@@ -110,7 +111,7 @@ pub async fn watch_server(
     let mut backoff = Duration::from_millis(200);
     loop {
         let url = format!("{server}/v1/proxy/policy?since={since}&wait=25");
-        let result = async {
+        let fetch = async {
             let resp = http
                 .get(&url)
                 .timeout(Duration::from_secs(40))
@@ -118,12 +119,23 @@ pub async fn watch_server(
                 .await?;
             let resp = resp.error_for_status()?;
             resp.json::<ProxyPolicy>().await
-        }
-        .await;
+        };
+        // A new SVID may be a new identity, whose policies differ: ask
+        // again at once, for everything.
+        let result = tokio::select! {
+            r = fetch => r,
+            _ = identity.changed() => {
+                since = 0;
+                continue;
+            }
+        };
         match result {
             Ok(p) => {
                 backoff = Duration::from_millis(200);
-                let changed = state.current().is_none_or(|c| c.revision != p.revision);
+                let changed = state.current().is_none_or(|c| {
+                    c.revision != p.revision
+                        || c.scoped_for.as_deref() != Some(p.scoped_for.as_str())
+                });
                 let held = state.current().map_or(0, |c| c.version);
                 since = p.revision;
                 if p.version == 0 {
@@ -173,6 +185,8 @@ pub async fn watch_file(state: Arc<PolicyState>, path: PathBuf) {
                         sha256: String::new(),
                         text,
                         labels: Default::default(),
+                        // A local file is the whole set.
+                        scoped_for: String::new(),
                     };
                     match state.install(p, false) {
                         Ok(()) => last = stamp,

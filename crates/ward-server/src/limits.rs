@@ -125,7 +125,7 @@ pub async fn limit(
     if req
         .extensions()
         .get::<crate::peer::PeerId>()
-        .is_some_and(|p| p.id.is_some())
+        .is_some_and(|p| p.id.is_some() && p.not_after > ward_store::now_secs())
     {
         return next.run(req).await;
     }

@@ -139,6 +139,7 @@ async fn watch(
                     None => String::new(),
                 },
                 labels,
+                scoped_for: me.to_string(),
             });
         }
         poll.wait(wake).await;

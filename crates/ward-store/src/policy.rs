@@ -23,6 +23,10 @@ pub struct PolicyRecord {
     pub actor: String,
 }
 
+/// The largest count one report may add (a proxy reporting every 5 s at
+/// this rate for the whole retention would still sum within 64 bits).
+const MAX_COUNT: i64 = 1 << 40;
+
 impl Store {
     /// Stores a new policy version (the text was validated by the caller)
     /// and advances the revision, in one transaction with its audit record.
@@ -150,15 +154,25 @@ impl Store {
                 if room > 1 {
                     room -= 1;
                 } else {
+                    // Everything but the reporter's own end, so invented
+                    // peers cannot make rows either.
+                    if key.0 != reporter {
+                        key.0 = "(other)".into();
+                    }
+                    if key.1 != reporter {
+                        key.1 = "(other)".into();
+                    }
                     key.2 = "(other)".into();
                     key.3 = "(other)".into();
                     key.4 = "(other)".into();
                     folded += 1;
                 }
             }
+            // Bounded per report, so that sums over the retention period
+            // stay far from overflowing 64 bits.
             let s = sums.entry(key).or_default();
-            s.0 = s.0.saturating_add(e.requests);
-            s.1 = s.1.saturating_add(e.latency_us_sum);
+            s.0 = s.0.saturating_add(e.requests.clamp(0, MAX_COUNT));
+            s.1 = s.1.saturating_add(e.latency_us_sum.clamp(0, MAX_COUNT));
             s.2 = s.2.max(e.window_end);
         }
         for ((source, destination, method, route, status_class, decision), (n, lat, seen)) in sums {
