@@ -1059,19 +1059,21 @@ impl Store {
             .iter()
             .filter_map(|r| self.verified_entry(&key, r))
             .collect();
-        // A node learns only of its own entries' deletions (tombstones from
-        // before parents were recorded go to every node).
+        // A node learns only of its own entries' deletions (one tombstone
+        // per entry and parent it left, so a second move cannot erase the
+        // first; tombstones from before parents were recorded, with an
+        // empty parent, go to every node).
         let deleted = if since > 0 {
             let rows = match parent {
                 Some(p) => {
-                    sqlx::query("SELECT id FROM entry_tombstones WHERE revision > $1 AND (parent_id = $2 OR parent_id IS NULL) ORDER BY id")
+                    sqlx::query("SELECT DISTINCT id FROM entry_tombstones WHERE revision > $1 AND (parent_id = $2 OR parent_id = '') ORDER BY id")
                         .bind(since)
                         .bind(p)
                         .fetch_all(&mut *tx)
                         .await?
                 }
                 None => {
-                    sqlx::query("SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY id")
+                    sqlx::query("SELECT DISTINCT id FROM entry_tombstones WHERE revision > $1 ORDER BY id")
                         .bind(since)
                         .fetch_all(&mut *tx)
                         .await?
@@ -1403,7 +1405,7 @@ async fn tombstone(
     parent: &str,
     revision: i64,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO entry_tombstones (id, revision, parent_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, parent_id = excluded.parent_id")
+    sqlx::query("INSERT INTO entry_tombstones (id, revision, parent_id) VALUES ($1, $2, $3) ON CONFLICT (id, parent_id) DO UPDATE SET revision = excluded.revision")
         .bind(id)
         .bind(revision)
         .bind(parent)

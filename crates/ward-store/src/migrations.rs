@@ -97,7 +97,12 @@ ALTER TABLE sealed_blobs ADD COLUMN mac TEXT;
 ALTER TABLE meta ADD COLUMN mac TEXT;
 ALTER TABLE audit ADD COLUMN mac TEXT;
 ALTER TABLE audit_head ADD COLUMN mac TEXT;
-ALTER TABLE entry_tombstones ADD COLUMN parent_id TEXT;
+CREATE TABLE entry_tombstones_by_parent (id TEXT NOT NULL, parent_id TEXT NOT NULL, revision BIGINT NOT NULL,
+  PRIMARY KEY (id, parent_id));
+INSERT INTO entry_tombstones_by_parent (id, parent_id, revision) SELECT id, '', revision FROM entry_tombstones;
+DROP TABLE entry_tombstones;
+ALTER TABLE entry_tombstones_by_parent RENAME TO entry_tombstones;
+CREATE INDEX entry_tombstones_revision ON entry_tombstones (revision);
 CREATE TABLE edge_windows (reporter TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL,
   method TEXT NOT NULL, route TEXT NOT NULL, status_class TEXT NOT NULL, decision TEXT NOT NULL,
   window_start BIGINT NOT NULL, requests BIGINT NOT NULL, latency_us_sum BIGINT NOT NULL,

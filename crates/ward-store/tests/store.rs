@@ -524,7 +524,17 @@ async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: Str
     ] {
         raw(&url, &format!("ALTER TABLE {t} DROP COLUMN mac")).await;
     }
-    raw(&url, "ALTER TABLE entry_tombstones DROP COLUMN parent_id").await;
+    raw(&url, "DROP TABLE entry_tombstones").await;
+    raw(
+        &url,
+        "CREATE TABLE entry_tombstones (id TEXT PRIMARY KEY, revision BIGINT NOT NULL)",
+    )
+    .await;
+    raw(
+        &url,
+        "CREATE INDEX entry_tombstones_revision ON entry_tombstones (revision)",
+    )
+    .await;
     raw(&url, "DROP TABLE edge_windows").await;
     raw(&url, "CREATE TABLE edge_reports (received_at BIGINT NOT NULL, reporter TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status_class TEXT NOT NULL, decision TEXT NOT NULL, requests BIGINT NOT NULL, latency_us_sum BIGINT NOT NULL, window_start BIGINT NOT NULL, window_end BIGINT NOT NULL)").await;
     raw(&url, "INSERT INTO edge_reports VALUES (100, 'spiffe://td/b', 'spiffe://td/a', 'spiffe://td/b', 'GET', '/x', '2xx', 'allow', 3, 300, 1, 2), (110, 'spiffe://td/b', 'spiffe://td/a', 'spiffe://td/b', 'GET', '/x', '2xx', 'allow', 4, 400, 2, 3)").await;
@@ -1135,6 +1145,20 @@ async fn a_node_learns_only_of_its_own_entries_deletions(store: Store) {
             .iter()
             .map(|e| e.id.as_str())
             .collect::<Vec<_>>(),
+        ["ea"]
+    ); // Moved on again (b to c) while a was away: a still learns it lost it.
+    let mut again = store.entry("ea").await.unwrap();
+    again.parent_id = "spiffe://td/agent/c".into();
+    store
+        .update_entry(again, ev("entry.update", "ea"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.entry_changes(Some(a), since).await.unwrap().deleted,
+        ["ea"]
+    );
+    assert_eq!(
+        store.entry_changes(Some(b), since).await.unwrap().deleted,
         ["ea"]
     );
 }

@@ -706,7 +706,9 @@ import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
 for t in ["tokens", "join_tokens", "nodes", "entries", "cas", "policies", "sealed_blobs", "meta", "audit", "audit_head"]:
     c.execute(f"ALTER TABLE {t} DROP COLUMN mac")
-c.execute("ALTER TABLE entry_tombstones DROP COLUMN parent_id")
+c.execute("DROP TABLE entry_tombstones")
+c.execute("CREATE TABLE entry_tombstones (id TEXT PRIMARY KEY, revision BIGINT NOT NULL)")
+c.execute("CREATE INDEX entry_tombstones_revision ON entry_tombstones (revision)")
 c.execute("DROP TABLE edge_windows")
 c.execute("CREATE TABLE edge_reports (received_at BIGINT NOT NULL, reporter TEXT NOT NULL, source TEXT NOT NULL, destination TEXT NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL, status_class TEXT NOT NULL, decision TEXT NOT NULL, requests BIGINT NOT NULL, latency_us_sum BIGINT NOT NULL, window_start BIGINT NOT NULL, window_end BIGINT NOT NULL)")
 c.execute("DELETE FROM meta WHERE key = 'barrier'")
