@@ -212,6 +212,11 @@ impl Dedicated {
                 .unwrap_or_default();
             *request.uri_mut() = origin_form;
         }
+        // A reused connection the app closed at the same moment fails a
+        // request it may never have read. A bodiless GET, HEAD or OPTIONS is
+        // safe to send again (RFC 9110 §9.2.2), once, on a fresh connection,
+        // as HAProxy and Envoy do; anything else gets the error.
+        let mut retry = retry_copy(&request);
         let exchange = async {
             loop {
                 let (mut sender, fresh) = match self.take(generation) {
@@ -242,7 +247,20 @@ impl Dedicated {
                     }
                     Err(mut e) => match e.take_message() {
                         Some(unsent) if !fresh => request = unsent,
-                        _ => return Err(SendError::Upstream(e.into_error().into())),
+                        _ => {
+                            let err = e.into_error();
+                            match retry.take() {
+                                // No answer came on a connection we reused:
+                                // closed, reset, or cut mid-response.
+                                Some(again) if !fresh => {
+                                    tracing::debug!(
+                                        "the app closed a reused connection under a request: sending it again on a new one"
+                                    );
+                                    request = again;
+                                }
+                                _ => return Err(SendError::Upstream(err.into())),
+                            }
+                        }
                     },
                 }
             }
@@ -257,6 +275,24 @@ impl Dedicated {
             Err(_) => Err(SendError::Timeout),
         }
     }
+}
+
+/// A copy of a bodiless GET, HEAD or OPTIONS request, to send again.
+fn retry_copy(request: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    use hyper::body::Body as _;
+    let idempotent = matches!(
+        *request.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !idempotent || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(RequestBody::Buffered(None));
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
 }
 
 /// Sends one request through a pool and returns the response without its
