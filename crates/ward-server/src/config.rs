@@ -395,6 +395,10 @@ impl ServerConfig {
             Some(0) => Err(invalid(key, "must be at least 1".into())),
             Some(n) => Ok(n),
         };
+        // A u32 setting, checked as above (it fits back: it came from a u32).
+        let count32 = |key: &'static str, v: Option<u32>, d: u32| {
+            count(key, v.map(|n| n as usize), d as usize).map(|n| n as u32)
+        };
         let api = ApiLimits {
             max_connections: count(
                 "api.max_connections",
@@ -416,29 +420,26 @@ impl ServerConfig {
                 raw.api.idle_timeout,
                 api_defaults.idle_timeout,
             )?,
-            max_concurrent_streams: count(
+            max_concurrent_streams: count32(
                 "api.max_concurrent_streams",
-                raw.api.max_concurrent_streams.map(|n| n as usize),
-                api_defaults.max_concurrent_streams as usize,
-            )?
-            .min(u32::MAX as usize) as u32,
+                raw.api.max_concurrent_streams,
+                api_defaults.max_concurrent_streams,
+            )?,
             keepalive_interval: dur(
                 "api.keepalive_interval",
                 raw.api.keepalive_interval,
                 api_defaults.keepalive_interval,
             )?,
-            max_unauthenticated_per_minute: count(
+            max_unauthenticated_per_minute: count32(
                 "api.max_unauthenticated_per_minute",
-                raw.api.max_unauthenticated_per_minute.map(|n| n as usize),
-                api_defaults.max_unauthenticated_per_minute as usize,
-            )?
-            .min(u32::MAX as usize) as u32,
-            max_failed_auth_per_minute: count(
+                raw.api.max_unauthenticated_per_minute,
+                api_defaults.max_unauthenticated_per_minute,
+            )?,
+            max_failed_auth_per_minute: count32(
                 "api.max_failed_auth_per_minute",
-                raw.api.max_failed_auth_per_minute.map(|n| n as usize),
-                api_defaults.max_failed_auth_per_minute as usize,
-            )?
-            .min(u32::MAX as usize) as u32,
+                raw.api.max_failed_auth_per_minute,
+                api_defaults.max_failed_auth_per_minute,
+            )?,
         };
         let audit = AuditConfig {
             checkpoint_file: match raw.audit.checkpoint_file {

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
-use barrier::{BARRIER_META, BARRIER_ON, Barrier, Field, RowKey};
+use barrier::{BARRIER_META, BARRIER_ON, Barrier, RowKey};
 use seal::MasterKey;
 
 pub use ward_api::EntryRecord;
@@ -399,12 +399,7 @@ impl Store {
         {
             let (id, hash, role): (String, String, String) =
                 (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-            let f = [
-                Field::Text(&hash),
-                Field::Text(&role),
-                Field::Int(r.try_get(3)?),
-                Field::OptInt(r.try_get(4)?),
-            ];
+            let f = rows::token(&hash, &role, r.try_get(3)?, r.try_get(4)?);
             let mac = key.mac("tokens", &id, &f);
             updates.push(set("tokens", "id", id, mac));
         }
@@ -416,13 +411,13 @@ impl Store {
         {
             let (id, hash): (String, String) = (r.try_get(0)?, r.try_get(1)?);
             let node: Option<String> = r.try_get(5)?;
-            let f = [
-                Field::Text(&hash),
-                Field::Int(r.try_get(2)?),
-                Field::Int(r.try_get(3)?),
-                Field::OptInt(r.try_get(4)?),
-                Field::OptText(node.as_deref()),
-            ];
+            let f = rows::join_token(
+                &hash,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+                node.as_deref(),
+            );
             let mac = key.mac("join_tokens", &id, &f);
             updates.push(set("join_tokens", "id", id, mac));
         }
@@ -431,11 +426,7 @@ impl Store {
             .await?
         {
             let (id, token): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            let mac = key.mac(
-                "nodes",
-                &id,
-                &[Field::Text(&token), Field::Int(r.try_get(2)?)],
-            );
+            let mac = key.mac("nodes", &id, &rows::node(&token, r.try_get(2)?));
             updates.push(set("nodes", "spiffe_id", id, mac));
         }
         for r in sqlx::query(AssertSqlSafe(format!(
@@ -473,7 +464,7 @@ impl Store {
             .await?
         {
             let (name, blob): (String, Vec<u8>) = (r.try_get(0)?, r.try_get(1)?);
-            let mac = key.mac("sealed_blobs", &name, &[Field::Bytes(&blob)]);
+            let mac = key.mac("sealed_blobs", &name, &rows::blob(&blob));
             updates.push(set("sealed_blobs", "name", name, mac));
         }
         for r in sqlx::query("SELECT key, value FROM meta")
@@ -481,7 +472,7 @@ impl Store {
             .await?
         {
             let (k, v): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            let mac = key.mac("meta", &k, &[Field::Text(&v)]);
+            let mac = key.mac("meta", &k, &rows::setting(&v));
             updates.push(set("meta", "key", k, mac));
         }
         for (table, pk_col, pk, mac) in &updates {
@@ -641,7 +632,7 @@ impl Store {
             .await?;
         let Some(r) = row else { return Ok(None) };
         let (value, mac): (String, Option<String>) = (r.try_get(0)?, r.try_get(1)?);
-        if !row_key.verify("meta", key, &[Field::Text(&value)], mac.as_deref()) {
+        if !row_key.verify("meta", key, &rows::setting(&value), mac.as_deref()) {
             if key != BARRIER_META {
                 self.barrier.reject("meta", key);
             }
@@ -664,7 +655,7 @@ impl Store {
             .await?;
         let Some(r) = row else { return Ok(None) };
         let (blob, mac): (Vec<u8>, Option<String>) = (r.try_get(0)?, r.try_get(1)?);
-        if !key.verify("sealed_blobs", name, &[Field::Bytes(&blob)], mac.as_deref()) {
+        if !key.verify("sealed_blobs", name, &rows::blob(&blob), mac.as_deref()) {
             self.barrier.reject("sealed_blobs", name);
             return Ok(None);
         }
@@ -692,7 +683,7 @@ impl Store {
             sqlx::query("INSERT INTO sealed_blobs (name, blob, mac) VALUES ($1, $2, $3)")
                 .bind(name)
                 .bind(blob.clone())
-                .bind(key.mac("sealed_blobs", name, &[Field::Bytes(blob)]))
+                .bind(key.mac("sealed_blobs", name, &rows::blob(blob)))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -730,12 +721,7 @@ impl Store {
             expires_at: r.try_get(2)?,
         };
         let mac: Option<String> = r.try_get(4)?;
-        let fields = [
-            Field::Text(hash),
-            Field::Text(&token.role),
-            Field::Int(r.try_get(3)?),
-            Field::OptInt(token.expires_at),
-        ];
+        let fields = rows::token(hash, &token.role, r.try_get(3)?, token.expires_at);
         if !key.verify("tokens", &token.id, &fields, mac.as_deref()) {
             self.barrier.reject("tokens", &token.id);
             return Ok(None);
@@ -813,7 +799,7 @@ impl Store {
         if !key.verify(
             "join_tokens",
             &id,
-            &join_token_fields(hash, created_at, expires_at, None, bound.as_deref()),
+            &rows::join_token(hash, created_at, expires_at, None, bound.as_deref()),
             mac.as_deref(),
         ) {
             // Dropping the transaction rolls the use back.
@@ -833,7 +819,7 @@ impl Store {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-        let node_mac = key.mac("nodes", node_id, &[Field::Text(&id), Field::Int(now)]);
+        let node_mac = key.mac("nodes", node_id, &rows::node(&id, now));
         // Returning without commit rolls back: the token stays unspent.
         if let Some(b) = &bound
             && b != node_id
@@ -1426,12 +1412,7 @@ async fn insert_token(
     let mac = key.mac(
         "tokens",
         id,
-        &[
-            Field::Text(hash),
-            Field::Text(role),
-            Field::Int(created_at),
-            Field::OptInt(expires_at),
-        ],
+        &rows::token(hash, role, created_at, expires_at),
     );
     sqlx::query(
         "INSERT INTO tokens (id, hash, role, created_at, expires_at, mac) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1459,26 +1440,10 @@ async fn insert_meta(
     )
     .bind(name)
     .bind(value)
-    .bind(key.mac("meta", name, &[Field::Text(value)]))
+    .bind(key.mac("meta", name, &rows::setting(value)))
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn join_token_fields<'a>(
-    hash: &'a str,
-    created_at: i64,
-    expires_at: i64,
-    used_at: Option<i64>,
-    node_id: Option<&'a str>,
-) -> [Field<'a>; 5] {
-    [
-        Field::Text(hash),
-        Field::Int(created_at),
-        Field::Int(expires_at),
-        Field::OptInt(used_at),
-        Field::OptText(node_id),
-    ]
 }
 
 fn join_token_mac(
@@ -1493,7 +1458,7 @@ fn join_token_mac(
     key.mac(
         "join_tokens",
         id,
-        &join_token_fields(hash, created_at, expires_at, used_at, node_id),
+        &rows::join_token(hash, created_at, expires_at, used_at, node_id),
     )
 }
 

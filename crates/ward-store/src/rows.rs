@@ -1,5 +1,6 @@
 //! What the barrier authenticates of each table: the primary key and the
-//! fields, in a fixed order. Records with JSON columns are authenticated
+//! fields, in a fixed order. Writes, reads and the upgrade all take the
+//! layout from here, so they cannot drift apart. Records with JSON columns are authenticated
 //! over their canonical serialization (what the store writes), so a row
 //! passes only if it means exactly what was written.
 
@@ -74,4 +75,51 @@ pub(crate) fn policy_mac(key: &RowKey, p: &PolicyRecord) -> String {
 
 pub(crate) fn policy_ok(key: &RowKey, p: &PolicyRecord, mac: Option<&str>) -> bool {
     key.verify("policies", &p.version.to_string(), &policy_fields(p), mac)
+}
+
+/// `tokens` (under the token ID).
+pub(crate) fn token<'a>(
+    hash: &'a str,
+    role: &'a str,
+    created_at: i64,
+    expires_at: Option<i64>,
+) -> [Field<'a>; 4] {
+    [
+        Field::Text(hash),
+        Field::Text(role),
+        Field::Int(created_at),
+        Field::OptInt(expires_at),
+    ]
+}
+
+/// `join_tokens` (under the token ID).
+pub(crate) fn join_token<'a>(
+    hash: &'a str,
+    created_at: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+    node_id: Option<&'a str>,
+) -> [Field<'a>; 5] {
+    [
+        Field::Text(hash),
+        Field::Int(created_at),
+        Field::Int(expires_at),
+        Field::OptInt(used_at),
+        Field::OptText(node_id),
+    ]
+}
+
+/// `nodes` (under the node's SPIFFE ID).
+pub(crate) fn node(join_token_id: &str, attested_at: i64) -> [Field<'_>; 2] {
+    [Field::Text(join_token_id), Field::Int(attested_at)]
+}
+
+/// `sealed_blobs` (under the blob's name).
+pub(crate) fn blob(blob: &[u8]) -> [Field<'_>; 1] {
+    [Field::Bytes(blob)]
+}
+
+/// `meta` (under the setting's key).
+pub(crate) fn setting(value: &str) -> [Field<'_>; 1] {
+    [Field::Text(value)]
 }
