@@ -140,6 +140,11 @@ async fn attest(State(s): S, body: Bytes) -> ApiResult {
                 csr.spiffe_id()
             )));
         }
+        JoinTokenUse::NodeRecordsMissing => {
+            return Err(ApiError::Forbidden(
+                "the store holds fewer node records than names ever attested (a row was deleted outside Ward), so an unbound join token could take over a node's name; until an operator looks, only tokens bound to a node name are accepted (`ward agent token create --node-name NAME`)".into(),
+            ));
+        }
         JoinTokenUse::Expired => {
             return Err(ApiError::Forbidden(
                 "the join token has expired; create a new one".into(),

@@ -141,10 +141,19 @@ mod tests {
         assert!(e.contains("invalid JSON body"), "{e}");
     }
 
-    #[test]
-    fn internal_errors_do_not_leak_details() {
+    #[tokio::test]
+    async fn internal_errors_do_not_leak_details() {
         let resp = ApiError::Internal("password=hunter2".into()).into_response();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        let body: ward_api::ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body.errors,
+            ["internal error; the server log has the details"]
+        );
+        assert!(!body.errors.concat().contains("hunter2"));
     }
 }

@@ -2,9 +2,20 @@
 //! to the endpoints that take no token (unseal, attest), and failed
 //! authentications anywhere (401, 403, a wrong share or join token). An
 //! address over either limit gets `429` with `Retry-After` until its quota
-//! refills, so shares, join tokens and API tokens cannot be guessed at
-//! speed; everyone else is served as before, and callers that present a
-//! verified SVID are never turned away.
+//! refills, so shares and join tokens cannot be guessed at speed and a
+//! flood of bad attempts costs the server little; everyone else is served
+//! as before. Addresses are counted per IPv4 address and per IPv6 /64 (one
+//! host usually owns a whole /64, so counting per address would let it
+//! rotate through 2^64 of them).
+//!
+//! A block must not become a way to lock others out: many users share an
+//! address (a NAT, a bastion), and anyone there can fail on purpose. So a
+//! caller with a verified SVID (an agent, a proxy) is never turned away,
+//! and a blocked address may still present an API token on the
+//! token-taking endpoints: a valid one is served; a wrong one is still
+//! counted and refused with 401, and guessing a 256-bit token at any rate
+//! is hopeless. What a block stops is the open endpoints and tokenless
+//! requests.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +36,28 @@ const MAX_BLOCKED: usize = 10_000;
 /// The client's address, set by the listener on every request.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
+
+/// What a limit counts: an IPv4 address (also when it arrives mapped into
+/// IPv6), or the /64 an IPv6 address belongs to.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
+/// True when the request presents an API token (either header the server
+/// reads tokens from).
+fn presents_token(req: &axum::extract::Request) -> bool {
+    let h = req.headers();
+    h.contains_key(header::AUTHORIZATION) || h.contains_key("x-vault-token")
+}
 
 pub struct Limits {
     open: DefaultKeyedRateLimiter<IpAddr>,
@@ -116,9 +149,10 @@ pub async fn limit(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(ClientAddr(ip)) = req.extensions().get::<ClientAddr>().copied() else {
+    let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>().copied() else {
         return next.run(req).await;
     };
+    let ip = client_key(addr);
     // A caller with a verified SVID (an agent, a proxy) is who it says it
     // is: never turned away, so a neighbour failing on purpose from the
     // same address cannot cut agents off from the server.
@@ -129,14 +163,16 @@ pub async fn limit(
     {
         return next.run(req).await;
     }
-    if let Some(wait) = limits.blocked_for(ip) {
+    let open = OPEN_PATHS.contains(&req.uri().path());
+    if let Some(wait) = limits.blocked_for(ip)
+        && (open || !presents_token(&req))
+    {
         return refuse(req, wait).await;
     }
-    let open = OPEN_PATHS.contains(&req.uri().path());
     if open && let Err(not_until) = limits.open.check_key(&ip) {
         let wait = not_until.wait_time_from(limits.clock.now());
         limits.block(ip, wait);
-        tracing::warn!(%ip, path = req.uri().path(), "too many unauthenticated requests from one address");
+        tracing::warn!(client = %ip, path = req.uri().path(), "too many unauthenticated requests from one address");
         return refuse(req, wait).await;
     }
     let resp = next.run(req).await;
@@ -147,7 +183,26 @@ pub async fn limit(
     if failed && let Err(not_until) = limits.failures.check_key(&ip) {
         let wait = not_until.wait_time_from(limits.clock.now());
         limits.block(ip, wait);
-        tracing::warn!(%ip, "too many failed authentications from one address: blocked for a while");
+        tracing::warn!(client = %ip, "too many failed authentications from one address: blocked for a while");
     }
     resp.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_is_counted_per_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        assert_eq!(client_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        let v4: IpAddr = "192.0.2.8".parse().unwrap();
+        assert_eq!(client_key(v4), v4);
+    }
 }

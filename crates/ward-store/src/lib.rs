@@ -180,6 +180,10 @@ pub enum JoinTokenUse {
     /// This node name is already attested, and the token is not bound to it
     /// (the token stays unspent).
     NodeExists,
+    /// Fewer node records than names ever claimed: a writer deleted one,
+    /// so an unbound token could take over its name. Unbound tokens are
+    /// refused until then (the token stays unspent); bound ones still work.
+    NodeRecordsMissing,
 }
 
 /// One CA generation as stored. Private keys are sealed.
@@ -511,6 +515,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_meta(&mut tx, &key, BARRIER_META, BARRIER_ON).await?;
+        let nodes = verified_nodes(&mut tx, &key).await?;
+        insert_meta(&mut tx, &key, NODES_CLAIMED, &nodes.to_string()).await?;
         append_in_tx(
             &mut tx,
             &key,
@@ -679,6 +685,7 @@ impl Store {
         }
         insert_meta(&mut tx, &key, "initialized_at", &now_secs().to_string()).await?;
         insert_meta(&mut tx, &key, BARRIER_META, BARRIER_ON).await?;
+        insert_meta(&mut tx, &key, NODES_CLAIMED, "0").await?;
         for (name, blob) in &init.sealed {
             sqlx::query("INSERT INTO sealed_blobs (name, blob, mac) VALUES ($1, $2, $3)")
                 .bind(name)
@@ -838,9 +845,19 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         } else {
-            // An unbound one only claims a new name. The insert itself is the
-            // check, so two racing tokens cannot both claim one name (a
-            // SELECT first would let both pass under READ COMMITTED).
+            // An unbound one only claims a new name. A writer could make an
+            // attested name "new" again by deleting its row; the
+            // authenticated count of claimed names exposes that, and then
+            // no unbound token claims anything until an operator binds one.
+            let recorded = claimed_nodes(&mut tx, &key).await?;
+            let present = verified_nodes(&mut tx, &key).await?;
+            if recorded.is_none_or(|n| present < n) {
+                self.barrier.reject("nodes", NODES_CLAIMED);
+                return Ok(JoinTokenUse::NodeRecordsMissing);
+            }
+            // The insert itself is the check, so two racing tokens cannot
+            // both claim one name (a SELECT first would let both pass under
+            // READ COMMITTED).
             let claimed = sqlx::query(
                 "INSERT INTO nodes (spiffe_id, join_token_id, attested_at, mac) VALUES ($1, $2, $3, $4) ON CONFLICT (spiffe_id) DO NOTHING",
             )
@@ -854,6 +871,11 @@ impl Store {
             if claimed == 0 {
                 return Ok(JoinTokenUse::NodeExists);
             }
+            // Two claims racing may both count from the same value: the
+            // count then lags, which only makes the check above looser by
+            // one, never refuses a legitimate claim.
+            let next = recorded.unwrap_or(0).max(present) + 1;
+            insert_meta(&mut tx, &key, NODES_CLAIMED, &next.to_string()).await?;
         }
         append_in_tx(&mut tx, &key, &[audit]).await?;
         tx.commit().await?;
@@ -1426,6 +1448,46 @@ async fn insert_token(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The setting that counts node names ever claimed by an unbound join
+/// token or an upgrade (nodes are never deleted, so it only grows).
+const NODES_CLAIMED: &str = "nodes.claimed";
+
+/// The authenticated count of claimed node names; `None` when the row is
+/// missing or fails the barrier.
+async fn claimed_nodes(tx: &mut Transaction<'_, Any>, key: &RowKey) -> Result<Option<u64>> {
+    let row = sqlx::query("SELECT value, mac FROM meta WHERE key = $1")
+        .bind(NODES_CLAIMED)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let (value, mac): (String, Option<String>) = (r.try_get(0)?, r.try_get(1)?);
+    if !key.verify(
+        "meta",
+        NODES_CLAIMED,
+        &rows::setting(&value),
+        mac.as_deref(),
+    ) {
+        return Ok(None);
+    }
+    Ok(value.parse().ok())
+}
+
+/// How many node rows pass the barrier.
+async fn verified_nodes(tx: &mut Transaction<'_, Any>, key: &RowKey) -> Result<u64> {
+    let mut n = 0;
+    for r in sqlx::query("SELECT spiffe_id, join_token_id, attested_at, mac FROM nodes")
+        .fetch_all(&mut **tx)
+        .await?
+    {
+        let (id, token, at, mac): (String, String, i64, Option<String>) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+        if key.verify("nodes", &id, &rows::node(&token, at), mac.as_deref()) {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Writes (or replaces) one authenticated setting.

@@ -190,9 +190,52 @@ fn the_agent_keeps_serving_while_the_server_is_down_and_catches_up() {
         Ok(id),
         "agent restarted while the server is down: still served"
     );
-    // Private keys on disk are sealed.
-    let state = std::fs::read(a.data_dir.join("state.json")).unwrap();
-    assert!(!state.windows(11).any(|w| w == b"PRIVATE KEY"));
+    // Private keys on disk cannot be opened without the agent's key (and
+    // with it they are the keys of the certificates beside them).
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.data_dir.join("state.json")).unwrap()).unwrap();
+    let agent_key = std::fs::read_to_string(a.data_dir.join("agent.key")).unwrap();
+    let agent_key = ward_store::seal::MasterKey::from_base64(agent_key.trim()).unwrap();
+    let mut sealed_keys = vec![("agent/node".to_owned(), &state["node"])];
+    for (entry, svid) in state["svids"].as_object().unwrap() {
+        sealed_keys.push((format!("agent/svid/{entry}"), svid));
+    }
+    assert!(sealed_keys.len() >= 2, "the node's key and a workload's");
+    let check = a.data_dir.parent().unwrap().join("keycheck");
+    std::fs::create_dir_all(&check).unwrap();
+    for (name, svid) in sealed_keys {
+        use base64::Engine;
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(svid["key_sealed"].as_str().unwrap())
+            .unwrap();
+        let stored = check.join("stored.der");
+        std::fs::write(&stored, &sealed).unwrap();
+        let (parsed, _) = openssl(&["pkey", "-inform", "DER", "-in", stored.to_str().unwrap()]);
+        assert!(!parsed, "{name} parses as a key without the agent's key");
+        let other = ward_store::seal::MasterKey::generate().unwrap();
+        assert!(
+            other.open(&name, &sealed).is_err(),
+            "{name}: another key opens it"
+        );
+        let der = agent_key.open(&name, &sealed).unwrap();
+        let opened = check.join("opened.der");
+        std::fs::write(&opened, &*der).unwrap();
+        let cert = check.join("cert.pem");
+        std::fs::write(&cert, svid["chain_pem"].as_str().unwrap()).unwrap();
+        let (ok, from_key) = openssl(&[
+            "pkey",
+            "-inform",
+            "DER",
+            "-in",
+            opened.to_str().unwrap(),
+            "-pubout",
+        ]);
+        assert!(ok, "{from_key}");
+        let (ok, from_cert) =
+            openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
+        assert!(ok, "{from_cert}");
+        assert_eq!(from_key.trim(), from_cert.trim(), "{name}");
+    }
 
     // The server returns on the same address: the agent catches up.
     s.start();
@@ -402,10 +445,7 @@ print("OK", x.spiffe_id)
 
 #[test]
 fn py_spiffe_fetches_x509_and_jwt_svids_and_validates_the_jwt() {
-    let Ok(python) = std::env::var("WARD_TEST_PYTHON") else {
-        eprintln!(
-            "skipping: WARD_TEST_PYTHON (a python with spiffe==0.3.2) is not set; .ci/run sets it"
-        );
+    let Some(python) = required_env("WARD_TEST_PYTHON", "a python with spiffe==0.3.2") else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

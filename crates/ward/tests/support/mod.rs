@@ -14,6 +14,22 @@ pub fn ward_bin() -> &'static str {
 }
 
 /// Polls `cond` every 50 ms until it holds or `timeout` passes.
+/// Reads a variable a test needs, or says why the test is skipped. Where
+/// `WARD_TEST_NO_SKIP` is set (CI sets it) a missing variable is a failure.
+pub fn required_env(name: &str, what: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            assert!(
+                std::env::var_os("WARD_TEST_NO_SKIP").is_none(),
+                "WARD_TEST_NO_SKIP is set but {name} ({what}) is not: this test must run"
+            );
+            eprintln!("skipping: {name} ({what}) is not set; .ci/run sets it");
+            None
+        }
+    }
+}
+
 pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
