@@ -3,19 +3,20 @@
 //! Request types refuse unknown fields: a misspelt option is an error, not
 //! a silently ignored default.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
 /// The body of every error response, as in Vault's API (hvac reads it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// Human-readable reasons.
     pub errors: Vec<String>,
 }
 
 /// `GET /v1/sys/seal-status` (Vault-compatible fields).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SealStatus {
     /// Always `shamir`.
     #[serde(rename = "type")]
@@ -37,7 +38,7 @@ pub struct SealStatus {
 }
 
 /// `POST /v1/sys/unseal`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnsealRequest {
     /// One unseal share.
@@ -49,7 +50,7 @@ pub struct UnsealRequest {
 }
 
 /// `POST /v1/entries`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntryCreate {
     /// The SPIFFE ID to issue.
@@ -70,7 +71,7 @@ pub struct EntryCreate {
 }
 
 /// `PATCH /v1/entries/{id}`: only the fields given change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntryUpdate {
     /// New SPIFFE ID.
@@ -94,7 +95,7 @@ pub struct EntryUpdate {
 }
 
 /// `GET /v1/entries[?parent_id=&since=]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct EntryList {
     /// Entries changed after `since` (all of them when `since` is 0).
     pub entries: Vec<Entry>,
@@ -105,7 +106,7 @@ pub struct EntryList {
 }
 
 /// `POST /v1/svid/x509`: sign a CSR.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct X509SvidRequest {
     /// PKCS#10 CSR, PEM. Its single URI SAN is the SPIFFE ID requested.
@@ -120,7 +121,7 @@ pub struct X509SvidRequest {
 }
 
 /// A signed X.509-SVID.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct X509SvidResponse {
     /// The SPIFFE ID certified.
     pub spiffe_id: String,
@@ -135,7 +136,7 @@ pub struct X509SvidResponse {
 }
 
 /// `POST /v1/svid/jwt`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtSvidRequest {
     /// The SPIFFE ID to put in `sub`.
@@ -148,7 +149,7 @@ pub struct JwtSvidRequest {
 }
 
 /// A signed JWT-SVID.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct JwtSvidResponse {
     /// The token.
     pub token: String,
@@ -159,7 +160,7 @@ pub struct JwtSvidResponse {
 }
 
 /// `POST /v1/join-tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinTokenRequest {
     /// Lifetime in seconds.
@@ -171,7 +172,7 @@ pub struct JoinTokenRequest {
 }
 
 /// A new single-use join token (shown once).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct JoinTokenResponse {
     /// The token to give to `ward agent --join-token`.
     pub token: String,
@@ -182,7 +183,7 @@ pub struct JoinTokenResponse {
 }
 
 /// One CA generation, without key material.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CaInfo {
     /// ID.
     pub id: String,
@@ -203,14 +204,14 @@ pub struct CaInfo {
 }
 
 /// `GET /v1/ca`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CaList {
     /// Generations still in the bundle, oldest first.
     pub cas: Vec<CaInfo>,
 }
 
 /// `GET /v1/audit?after=&limit=`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AuditPage {
     /// Records, oldest first.
     pub records: Vec<AuditRecord>,
@@ -222,7 +223,7 @@ pub struct AuditPage {
 
 /// `POST /v1/agent/attest`: a new node spends a join token for its node
 /// SVID. The CSR's URI SAN must be `spiffe://<td>/ward/agent/<node-name>`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttestRequest {
     /// The single-use join token.
@@ -232,7 +233,7 @@ pub struct AttestRequest {
 }
 
 /// `POST /v1/agent/renew` (mutual TLS with the current node SVID).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     /// CSR for the same node SPIFFE ID, PEM.
@@ -241,7 +242,7 @@ pub struct RenewRequest {
 
 /// `GET /v1/agent/sync?since=R&wait=S` (mutual TLS): what changed for this
 /// node after revision R; waits up to S seconds for a change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AgentSync {
     /// Entries whose parent is this node, changed after `since` (all of them
     /// when `since` is 0).
@@ -257,7 +258,7 @@ pub struct AgentSync {
 }
 
 /// One CSR in `POST /v1/agent/svids`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSvidRequest {
     /// The entry the SVID is for; its parent must be the calling node.
@@ -267,7 +268,7 @@ pub struct AgentSvidRequest {
 }
 
 /// `POST /v1/agent/svids`: several SVIDs in one round trip (rotation).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSvidBatch {
     /// The CSRs; at most 1000.
@@ -275,7 +276,7 @@ pub struct AgentSvidBatch {
 }
 
 /// One result of a batch: an SVID, or why not.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AgentSvidResult {
     /// The entry.
     pub entry_id: String,
@@ -291,14 +292,14 @@ pub struct AgentSvidResult {
 }
 
 /// Answer to `POST /v1/agent/svids`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AgentSvidBatchResponse {
     /// One result per request, in order.
     pub svids: Vec<AgentSvidResult>,
 }
 
 /// `POST /v1/agent/jwt` (mutual TLS).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentJwtRequest {
     /// The entry; its parent must be the calling node.
@@ -308,7 +309,7 @@ pub struct AgentJwtRequest {
 }
 
 /// `PUT /v1/policy` answers with the stored version (the text is not echoed).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyVersion {
     pub version: i64,
     pub revision: i64,
@@ -319,7 +320,7 @@ pub struct PolicyVersion {
 }
 
 /// `GET /v1/policy`: the current policy set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyCurrent {
     /// 0 when no policy was ever pushed (every proxy then denies everything).
     pub version: i64,
@@ -330,7 +331,7 @@ pub struct PolicyCurrent {
 /// `GET /v1/proxy/policy?since=R&wait=S`: what a proxy needs to decide.
 /// Answered at once when the store revision is past `since`, else when it
 /// moves or the wait ends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProxyPolicy {
     /// The store revision this answer reflects (pass it as `since`).
     pub revision: i64,
@@ -348,14 +349,14 @@ pub struct ProxyPolicy {
 }
 
 /// `POST /v1/proxy/telemetry`: one batch of edge counts from a proxy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryBatch {
     pub edges: Vec<EdgeReport>,
 }
 
 /// `GET /v1/telemetry/edges?since=T`: totals per edge.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct EdgeTotals {
     pub edges: Vec<EdgeTotal>,
 }
@@ -364,7 +365,7 @@ pub struct EdgeTotals {
 
 /// A registration entry: which workload (selectors, under a parent agent)
 /// gets which SPIFFE ID.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EntryRecord {
     /// Entry ID.
     pub id: String,
@@ -393,7 +394,7 @@ pub struct EntryRecord {
 pub type Entry = EntryRecord;
 
 /// A stored audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditRecord {
     /// Position in the chain, from 1, without gaps.
     pub seq: i64,
@@ -414,7 +415,7 @@ pub struct AuditRecord {
 }
 
 /// Calls on one edge during one reporting window, as a proxy counted them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EdgeReport {
     pub source: String,
     pub destination: String,
@@ -431,7 +432,7 @@ pub struct EdgeReport {
 }
 
 /// Totals per edge over the reports received since a time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EdgeTotal {
     pub source: String,
     pub destination: String,
@@ -448,7 +449,7 @@ pub struct EdgeTotal {
 /// like a transparency log's signed tree head: whoever holds one can later
 /// prove that the first `seq` records still end in `head`, with nothing
 /// but the public key. One JSON object per line in a checkpoint file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     /// Always `ward-audit-checkpoint-v1`.
@@ -468,14 +469,14 @@ pub struct Checkpoint {
 }
 
 /// `GET /v1/audit/checkpoint-key`: the key checkpoints are signed with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CheckpointKey {
     /// Ed25519 public key, base64.
     pub public_key: String,
 }
 
 /// `GET /v1/audit/verify`: the server's check of the keyed chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditVerification {
     /// Whether every record and the head pass.
     pub intact: bool,
@@ -487,4 +488,25 @@ pub struct AuditVerification {
     pub first_bad_seq: Option<i64>,
     /// What is wrong, when not intact.
     pub reason: Option<String>,
+}
+
+/// `POST /v1/ca/prepare` and `POST /v1/ca/activate`: the CA generation changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CaChange {
+    /// The CA's ID.
+    pub id: String,
+    /// Its generation.
+    pub generation: i64,
+    /// Its state now: `prepared` or `active`.
+    pub state: String,
+}
+
+/// `POST /v1/proxy/telemetry`: how a batch was taken in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TelemetryAccepted {
+    /// Edges in the batch.
+    pub accepted: usize,
+    /// Of those, edges counted under `(other)` because the reporter was over
+    /// its limit of distinct edges this minute.
+    pub folded: usize,
 }

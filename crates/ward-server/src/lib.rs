@@ -4,8 +4,7 @@
 //! chain. All state is in the store, so replicas sharing one PostgreSQL are
 //! interchangeable; each replica is unsealed on its own.
 
-mod agent_routes;
-mod audit_routes;
+mod api;
 pub mod authority;
 pub mod config;
 pub mod dev;
@@ -15,8 +14,6 @@ mod issuance;
 pub mod limits;
 mod long_poll;
 pub mod peer;
-mod policy_routes;
-mod routes;
 mod serve;
 pub mod state;
 pub mod tls;
@@ -142,9 +139,9 @@ impl ReadyServer {
                 state.limits.tidy();
             }
         });
-        let app = routes::router(self.state.clone());
+        let app = api::router(self.state.clone());
         let checkpoints = self.state.config.audit.checkpoint_file.clone().map(|path| {
-            tokio::spawn(audit_routes::checkpoint_task(
+            tokio::spawn(api::checkpoint_task(
                 self.state.clone(),
                 path,
                 self.state.config.audit.checkpoint_interval,

@@ -1,33 +1,58 @@
-//! The audit log's integrity over the API: the server's check of the
-//! keyed chain, signed checkpoints and their public key, and the task that
-//! appends checkpoints to a file outside the store (`[audit]`).
+//! `/v1/audit/...`: the audit log, its verification, and signed checkpoints
+//! (sequence, head, time) that a verifier outside the store can hold the
+//! log to.
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use ward_api::{AuditVerification, Checkpoint, CheckpointKey};
+use serde::Deserialize;
+use ward_api::{AuditPage, AuditVerification, Checkpoint, CheckpointKey};
 use ward_store::barrier::CheckpointSigner;
 
-use crate::error::{ApiError, json_response};
+use super::{ApiResult, S, ok};
+use crate::error::ApiError;
 use crate::state::Server;
 
-type S = State<Arc<Server>>;
-type ApiResult = Result<axum::response::Response, ApiError>;
-
-pub fn router() -> Router<Arc<Server>> {
+pub(super) fn routes() -> Router<Arc<Server>> {
     Router::new()
+        .route("/v1/audit", get(audit_page))
         .route("/v1/audit/verify", get(verify))
         .route("/v1/audit/checkpoint", post(checkpoint))
         .route("/v1/audit/checkpoint-key", get(checkpoint_key))
 }
 
-fn ok<T: serde::Serialize>(v: &T) -> ApiResult {
-    Ok(json_response(axum::http::StatusCode::OK, v))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn audit_page(
+    State(s): S,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    s.authenticate(&headers).await?;
+    let Query(q) =
+        q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(500).clamp(1, 1000);
+    // Read the head first: records appended meanwhile are beyond it and are
+    // simply not part of this page's promise.
+    let (head_seq, head_hash) = s.store.audit_head().await?;
+    let records = s
+        .store
+        .audit_records(q.after.unwrap_or(0).max(0), limit)
+        .await?;
+    ok(&AuditPage {
+        records,
+        head_seq,
+        head_hash,
+    })
 }
 
 async fn verify(State(s): S, headers: HeaderMap) -> ApiResult {
@@ -88,7 +113,7 @@ async fn checkpoint_key(State(s): S) -> ApiResult {
 }
 
 /// Appends one checkpoint line to `path` and syncs it.
-pub fn append_checkpoint(path: &Path, cp: &Checkpoint) -> std::io::Result<()> {
+pub fn append_checkpoint(path: &std::path::Path, cp: &Checkpoint) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

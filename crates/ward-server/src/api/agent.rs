@@ -11,27 +11,20 @@ use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::response::Response;
 use axum::routing::{get, post};
 use time::OffsetDateTime;
 use ward_api::*;
 use ward_identity::{SpiffeId, validate_csr};
 use ward_store::{AuditEvent, JoinTokenUse, now_secs};
 
+use super::{ApiResult, S, ok};
 use crate::error::{ApiError, parse_json};
 use crate::issuance;
 use crate::long_poll::{LongPoll, LongPollQuery};
 use crate::peer::PeerId;
-use crate::routes::ok;
 use crate::state::{Server, token_hash};
 
-type S = State<Arc<Server>>;
-type ApiResult = Result<Response, ApiError>;
-
-/// The most SVIDs signed in one batch request.
-const MAX_BATCH: usize = 1000;
-
-pub(crate) fn router() -> Router<Arc<Server>> {
+pub(super) fn routes() -> Router<Arc<Server>> {
     Router::new()
         .route("/v1/agent/attest", post(attest))
         .route("/v1/agent/renew", post(renew))
@@ -39,6 +32,9 @@ pub(crate) fn router() -> Router<Arc<Server>> {
         .route("/v1/agent/svids", post(svids))
         .route("/v1/agent/jwt", post(jwt))
 }
+
+/// The most SVIDs signed in one batch request.
+const MAX_BATCH: usize = 1000;
 
 /// True for `spiffe://<td>/ward/agent/<node-name>`.
 fn is_agent_id(s: &Server, id: &SpiffeId) -> bool {
@@ -51,7 +47,7 @@ fn is_agent_id(s: &Server, id: &SpiffeId) -> bool {
 
 /// The SPIFFE ID of the verified client certificate, if it is still
 /// valid and was verified under the current trust bundle.
-pub(crate) fn verified_peer(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
+pub(super) fn verified_peer(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
     if peer.id.is_some() {
         if peer.not_after <= now_secs() {
             return Err(ApiError::Unauthorized(

@@ -1,8 +1,6 @@
-//! Policies and what proxies need: `PUT /v1/policy` validates a Cedar
-//! policy set against Ward's schema and stores it as a new version;
-//! proxies (authenticated by their workload SVID) long-poll
-//! `/v1/proxy/policy` for it and report call edges to
-//! `/v1/proxy/telemetry`; operators read the totals at `/v1/telemetry/edges`.
+//! `/v1/policy` and `/v1/proxy/policy`: the Cedar policy, pushed by an
+//! administrator and long-polled by proxies (each sees only the policies
+//! that can match its own service).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,39 +8,26 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Extension, Router};
-use serde::Deserialize;
 use ward_api::*;
 use ward_identity::SpiffeId;
-use ward_store::{AuditEvent, now_secs};
+use ward_store::AuditEvent;
 
-use crate::agent_routes::verified_peer;
-use crate::error::{ApiError, parse_json};
+use super::agent::verified_peer;
+use super::{ApiResult, S, ok};
+use crate::error::ApiError;
 use crate::long_poll::{LongPoll, LongPollQuery};
 use crate::peer::PeerId;
-use crate::routes::ok;
 use crate::state::Server;
 
-type S = State<Arc<Server>>;
-type ApiResult = Result<Response, ApiError>;
-
-pub(crate) const POLICY_PATH: &str = "/v1/policy";
-const TELEMETRY_PATH: &str = "/v1/proxy/telemetry";
-/// The paths whose bodies may be as large as a policy text.
-pub(crate) const LARGE_BODY_PATHS: [&str; 2] = [POLICY_PATH, TELEMETRY_PATH];
-/// The most edges in one telemetry batch, and the longest field.
-const MAX_EDGES: usize = 2000;
-const MAX_FIELD: usize = 512;
-
-pub(crate) fn router() -> Router<Arc<Server>> {
+pub(super) fn routes() -> Router<Arc<Server>> {
     Router::new()
         .route(POLICY_PATH, get(current).put(push).post(push))
         .route("/v1/proxy/policy", get(watch))
-        .route(TELEMETRY_PATH, post(telemetry))
-        .route("/v1/telemetry/edges", get(edges))
 }
+
+pub(crate) const POLICY_PATH: &str = "/v1/policy";
 
 fn sha256_hex(text: &str) -> String {
     hex::encode(aws_lc_rs::digest::digest(
@@ -95,7 +80,7 @@ async fn current(State(s): S, headers: HeaderMap) -> ApiResult {
 
 /// The calling workload, from its verified client certificate: any SVID
 /// of this trust domain except node agents'.
-fn workload(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
+pub(super) fn workload(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
     let id = verified_peer(s, peer)?;
     if id.trust_domain() != &s.config.trust_domain || id.path().starts_with("/ward/") {
         return Err(ApiError::Forbidden(format!(
@@ -144,73 +129,4 @@ async fn watch(
         }
         poll.wait(wake).await;
     }
-}
-
-async fn telemetry(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> ApiResult {
-    let reporter = workload(&s, &peer)?.to_string();
-    s.authority()?;
-    let batch: TelemetryBatch = parse_json(&body)?;
-    if batch.edges.len() > MAX_EDGES {
-        return Err(ApiError::BadRequest(format!(
-            "field `edges`: at most {MAX_EDGES} edges per batch"
-        )));
-    }
-    for (i, e) in batch.edges.iter().enumerate() {
-        let bad = |what: &str| ApiError::BadRequest(format!("field `edges[{i}]`: {what}"));
-        for f in [
-            &e.source,
-            &e.destination,
-            &e.method,
-            &e.route,
-            &e.status_class,
-        ] {
-            if f.len() > MAX_FIELD {
-                return Err(bad("a field is longer than 512 bytes"));
-            }
-        }
-        // A proxy reports only edges it is an end of.
-        if e.source != reporter && e.destination != reporter {
-            return Err(bad(
-                "a proxy may only report calls to or from its own identity",
-            ));
-        }
-        if e.decision != "allow" && e.decision != "deny" {
-            return Err(bad("`decision` must be allow or deny"));
-        }
-        if e.requests < 0 || e.latency_us_sum < 0 {
-            return Err(bad("counts cannot be negative"));
-        }
-    }
-    let folded = s
-        .store
-        .record_edges(
-            &reporter,
-            &batch.edges,
-            s.config.telemetry.max_edges_per_reporter,
-        )
-        .await?;
-    if folded > 0 {
-        tracing::warn!(%reporter, folded, "a reporter sent more distinct edges this minute than allowed; the rest are counted as (other)");
-    }
-    ok(&serde_json::json!({"accepted": batch.edges.len(), "folded": folded}))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EdgesQuery {
-    since: Option<i64>,
-}
-
-async fn edges(
-    State(s): S,
-    headers: HeaderMap,
-    q: Result<Query<EdgesQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
-    s.authenticate(&headers).await?;
-    let Query(q) =
-        q.map_err(|e| ApiError::BadRequest(format!("invalid query: {}", e.body_text())))?;
-    let since = q.since.unwrap_or_else(|| now_secs() - 3600);
-    ok(&EdgeTotals {
-        edges: s.store.edge_totals(since).await?,
-    })
 }
