@@ -10,9 +10,9 @@ use ward_store::seal::MasterKey;
 use ward_store::{AuditEvent, Initialization, Store, StoreError};
 use zeroize::Zeroizing;
 
+use crate::auth::token_hash;
 use crate::authority::{UPSTREAM_CERTS, UPSTREAM_KEY, new_ca_record};
 use crate::config::ServerConfig;
-use crate::state::token_hash;
 
 /// Why initialization failed.
 #[derive(Debug, thiserror::Error)]

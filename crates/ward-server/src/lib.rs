@@ -5,6 +5,7 @@
 //! interchangeable; each replica is unsealed on its own.
 
 mod api;
+pub mod auth;
 pub mod authority;
 pub mod config;
 pub mod dev;
@@ -14,6 +15,7 @@ mod issuance;
 pub mod limits;
 mod long_poll;
 pub mod peer;
+mod seal_state;
 mod serve;
 pub mod state;
 pub mod tls;

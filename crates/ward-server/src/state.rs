@@ -2,44 +2,16 @@
 //! authority. Sealed, the server knows only hashes and ciphertext; unsealed,
 //! it holds the master key and the CA keys in memory (zeroed on seal).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use axum::http::HeaderMap;
 use ward_api::SealStatus;
-use ward_store::seal::{MasterKey, SealError};
-use ward_store::{AuditEvent, AuditWriter, Store, TokenRecord, now_secs};
-use zeroize::Zeroizing;
+use ward_store::seal::MasterKey;
+use ward_store::{AuditEvent, AuditWriter, Store, now_secs};
 
 use crate::authority::Authority;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::peer::ClientTrust;
-
-enum Seal {
-    Sealed {
-        shares: Vec<Zeroizing<String>>,
-    },
-    Unsealed {
-        master: MasterKey,
-        authority: Arc<Authority>,
-    },
-}
-
-/// Who made a request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The token's public ID.
-    pub token_id: String,
-}
-
-impl Caller {
-    /// How the caller appears in audit records.
-    pub fn actor(&self) -> String {
-        format!("token:{}", self.token_id)
-    }
-}
 
 /// The control plane's shared state.
 pub struct Server {
@@ -49,34 +21,13 @@ pub struct Server {
     pub store: Store,
     /// Group-commit writer for hot-path audit records.
     pub audit: AuditWriter,
-    threshold: u32,
-    shares: u32,
-    key_check: Vec<u8>,
-    seal: RwLock<Seal>,
-    token_cache: Mutex<HashMap<String, (TokenRecord, Instant)>>,
+    seal: crate::seal_state::SealState,
+    pub(crate) tokens: crate::auth::TokenCache,
     client_trust: Arc<ClientTrust>,
-    /// Woken when this replica changes entries or CAs, so that waiting
-    /// agent syncs answer at once (other replicas' changes are polled).
-    pub changes: tokio::sync::Notify,
     /// The highest policy version this process has read from the store.
     policy_high: std::sync::atomic::AtomicI64,
     /// Per-address limits on unauthenticated requests and failed logins.
     pub limits: Arc<crate::limits::Limits>,
-}
-
-/// How long a token lookup is trusted without asking the store again. A
-/// token removed from the store (on any replica) stops working within this.
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
-/// Bound on cached tokens, so that a flood of requests cannot grow it.
-const TOKEN_CACHE_MAX: usize = 10_000;
-
-/// The hash under which a token is stored: tokens are 256-bit random
-/// values, so a fast hash is enough (no dictionary to attack).
-pub fn token_hash(token: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        token.as_bytes(),
-    ))
 }
 
 impl Server {
@@ -126,13 +77,9 @@ impl Server {
             config,
             store,
             audit,
-            threshold,
-            shares,
-            key_check,
-            seal: RwLock::new(Seal::Sealed { shares: Vec::new() }),
-            token_cache: Mutex::new(HashMap::new()),
+            seal: crate::seal_state::SealState::new(threshold, shares, key_check),
+            tokens: crate::auth::TokenCache::default(),
             client_trust,
-            changes: tokio::sync::Notify::new(),
             policy_high: std::sync::atomic::AtomicI64::new(0),
             limits,
         }))
@@ -145,16 +92,14 @@ impl Server {
 
     /// The seal status, in Vault's shape.
     pub fn seal_status(&self) -> SealStatus {
-        let (sealed, progress) = match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
-            Seal::Sealed { shares } => (true, shares.len() as u32),
-            Seal::Unsealed { .. } => (false, 0),
-        };
+        let (sealed, progress) = self.seal.progress();
+        let (t, n) = self.seal.scheme();
         SealStatus {
             kind: "shamir".into(),
             initialized: true,
             sealed,
-            t: self.threshold,
-            n: self.shares,
+            t,
+            n,
             progress,
             version: env!("CARGO_PKG_VERSION").into(),
             trust_domain: self.config.trust_domain.to_string(),
@@ -168,44 +113,7 @@ impl Server {
         share: Option<String>,
         reset: bool,
     ) -> Result<SealStatus, ApiError> {
-        let ready = {
-            let mut guard = self.seal.write().unwrap_or_else(|p| p.into_inner());
-            match &mut *guard {
-                Seal::Unsealed { .. } => None,
-                Seal::Sealed { shares } => {
-                    if reset {
-                        shares.clear();
-                    }
-                    if let Some(s) = share {
-                        ward_store::seal::check_share_format(&s)
-                            .map_err(|_| ApiError::BadRequest("the share is malformed: expected the base64 text printed by `ward server init`".into()))?;
-                        let s = Zeroizing::new(s.trim().to_owned());
-                        if !shares.contains(&s) {
-                            shares.push(s);
-                        }
-                    }
-                    if shares.len() >= self.threshold as usize {
-                        Some(std::mem::take(shares))
-                    } else {
-                        None
-                    }
-                }
-            }
-        };
-        if let Some(shares) = ready {
-            let master = match MasterKey::combine(&shares) {
-                Ok(m) if m.verify_key_check(&self.key_check) => m,
-                Ok(_) | Err(SealError::WrongShares) => {
-                    return Err(ApiError::BadRequest(
-                        "unseal failed: the shares do not reconstruct the master key; progress was reset, start again with the right shares".into(),
-                    ));
-                }
-                Err(e) => {
-                    return Err(ApiError::BadRequest(format!(
-                        "unseal failed: {e}; progress was reset"
-                    )));
-                }
-            };
+        if let Some(master) = self.seal.add_share(share, reset)? {
             self.unseal_with(master).await?;
             tracing::info!("server unsealed");
         }
@@ -214,7 +122,7 @@ impl Server {
 
     /// Unseals with a known master key (dev mode's key file).
     pub async fn unseal_with(&self, master: MasterKey) -> Result<(), ApiError> {
-        if !master.verify_key_check(&self.key_check) {
+        if !self.seal.is_master(&master) {
             return Err(ApiError::BadRequest(
                 "the master key does not match this store".into(),
             ));
@@ -228,9 +136,9 @@ impl Server {
                 return Err(e);
             }
         };
-        self.client_trust.set_bundle(authority.bundle_pem());
-        *self.seal.write().unwrap_or_else(|p| p.into_inner()) =
-            Seal::Unsealed { master, authority };
+        self.seal.open_with(master, authority, |a| {
+            self.client_trust.set_bundle(a.bundle_pem())
+        });
         Ok(())
     }
 
@@ -308,26 +216,21 @@ impl Server {
 
     /// Seals: forgets the master key, every CA key and the row key.
     pub fn seal(&self) {
-        *self.seal.write().unwrap_or_else(|p| p.into_inner()) = Seal::Sealed { shares: Vec::new() };
-        self.store.lock();
-        self.client_trust.clear();
+        self.seal.close_with(|| {
+            self.store.lock();
+            self.client_trust.clear();
+        });
         tracing::warn!("server sealed");
     }
 
     /// The loaded authority, or 503 while sealed.
     pub fn authority(&self) -> Result<Arc<Authority>, ApiError> {
-        match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
-            Seal::Unsealed { authority, .. } => Ok(authority.clone()),
-            Seal::Sealed { .. } => Err(ApiError::Sealed),
-        }
+        self.seal.authority()
     }
 
     /// A copy of the master key, or 503 while sealed.
     pub fn master(&self) -> Result<MasterKey, ApiError> {
-        match &*self.seal.read().unwrap_or_else(|p| p.into_inner()) {
-            Seal::Unsealed { master, .. } => Ok(master.clone()),
-            Seal::Sealed { .. } => Err(ApiError::Sealed),
-        }
+        self.seal.master()
     }
 
     /// Reloads the CAs from the store (after a rotation here or on another
@@ -339,17 +242,9 @@ impl Server {
             &master,
             now_secs(),
         )?);
-        let mut guard = self.seal.write().unwrap_or_else(|p| p.into_inner());
-        // Sealed meanwhile: keep it sealed (and the client trust empty). Another
-        // reload installed a newer view meanwhile: keep that one.
-        if let Seal::Unsealed { authority, .. } = &mut *guard
-            && fresh.revision() >= authority.revision()
-        {
-            self.client_trust.set_bundle(fresh.bundle_pem());
-            *authority = fresh;
-        }
-        drop(guard);
-        self.changes.notify_waiters();
+        // Sealed meanwhile: it stays sealed (and the client trust empty).
+        self.seal
+            .replace_authority(fresh, |a| self.client_trust.set_bundle(a.bundle_pem()));
         Ok(())
     }
 
@@ -364,68 +259,5 @@ impl Server {
             self.reload_authority().await?;
         }
         Ok(())
-    }
-
-    /// Finds a token by hash, through a short-lived cache of known tokens
-    /// (unknown ones always go to the store, so nothing can fill the cache
-    /// but real tokens).
-    async fn lookup_token(&self, hash: &str) -> Result<Option<TokenRecord>, ApiError> {
-        {
-            let cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((record, at)) = cache.get(hash)
-                && at.elapsed() < TOKEN_CACHE_TTL
-            {
-                return Ok(Some(record.clone()));
-            }
-        }
-        let record = self.store.token_by_hash(hash).await?;
-        if let Some(r) = &record {
-            let mut cache = self.token_cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= TOKEN_CACHE_MAX {
-                cache.clear();
-            }
-            cache.insert(hash.to_owned(), (r.clone(), Instant::now()));
-        }
-        Ok(record)
-    }
-
-    /// Checks the request's token (`Authorization: Bearer …` or Vault's
-    /// `X-Vault-Token`). Missing: 401; unknown or expired: 403.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let bearer = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let vault = headers.get("x-vault-token").and_then(|v| v.to_str().ok());
-        let token = match (bearer, vault) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::BadRequest(
-                    "two different tokens in one request (Authorization and X-Vault-Token); send one".into(),
-                ));
-            }
-            (Some(t), _) | (None, Some(t)) => t.trim(),
-            (None, None) => {
-                return Err(ApiError::Unauthorized(
-                    "missing token: set WARD_TOKEN or pass --token (header Authorization: Bearer TOKEN)".into(),
-                ));
-            }
-        };
-        if token.is_empty() {
-            return Err(ApiError::Unauthorized(
-                "missing token: the token is empty".into(),
-            ));
-        }
-        let record = self.lookup_token(&token_hash(token)).await?;
-        match record {
-            Some(r) if r.expires_at.is_none_or(|t| t > now_secs()) && r.role == "admin" => {
-                Ok(Caller { token_id: r.id })
-            }
-            Some(r) if r.expires_at.is_some_and(|t| t <= now_secs()) => Err(ApiError::Forbidden(
-                "permission denied: the token has expired".into(),
-            )),
-            _ => Err(ApiError::Forbidden(
-                "permission denied: the token is not valid".into(),
-            )),
-        }
     }
 }

@@ -71,7 +71,7 @@ impl Store {
             _ => StoreError::Database(e),
         })?;
         append_in_tx(&mut tx, &key, &[audit]).await?;
-        tx.commit().await?;
+        self.commit_change(tx).await?;
         Ok(record)
     }
 

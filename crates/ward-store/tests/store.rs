@@ -161,6 +161,61 @@ macro_rules! both_backends_with_url {
     };
 }
 
+/// Long polls wait on the store's signal: every write that advances the
+/// revision sends it (no handler has to), and others do not.
+async fn writes_that_advance_the_revision_wake_waiters(store: Store) {
+    use std::time::Duration;
+    store.initialize(initialization()).await.unwrap();
+    let woken = store.changes().notified();
+    store
+        .create_entry(
+            entry("e1", "spiffe://td/agent/n1"),
+            ev("entry.create", "e1"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .is_ok()
+    );
+    let woken = store.changes().notified();
+    store
+        .push_policy(
+            "permit(principal, action, resource);",
+            "h",
+            "t",
+            ev("policy.push", "1"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .is_ok()
+    );
+    // A clone shares the signal (the server hands clones to its tasks).
+    let other = store.clone();
+    let woken = other.changes().notified();
+    store
+        .delete_entry("e1", ev("entry.delete", "e1"))
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .is_ok()
+    );
+    // An audit record alone changes no revision and wakes no one.
+    let woken = store.changes().notified();
+    store.append_audit(&[ev("x", "y")]).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), woken)
+            .await
+            .is_err()
+    );
+}
+
 both_backends_with_url!(
     rows_forged_by_a_database_writer_are_refused,
     migrations_are_recorded_and_idempotent,
@@ -689,6 +744,7 @@ async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: Str
 }
 
 both_backends!(
+    writes_that_advance_the_revision_wake_waiters,
     a_node_learns_only_of_its_own_entries_deletions,
     entries_advance_the_revision_and_report_changes,
     join_tokens_are_single_use_and_expire,

@@ -18,11 +18,12 @@ use ward_identity::{SpiffeId, validate_csr};
 use ward_store::{AuditEvent, JoinTokenUse, now_secs};
 
 use super::{ApiResult, S, ok};
+use crate::auth::{agent_actor, is_agent_id, node, token_hash};
 use crate::error::{ApiError, parse_json};
 use crate::issuance;
 use crate::long_poll::{LongPoll, LongPollQuery};
 use crate::peer::PeerId;
-use crate::state::{Server, token_hash};
+use crate::state::Server;
 
 pub(super) fn routes() -> Router<Arc<Server>> {
     Router::new()
@@ -35,53 +36,6 @@ pub(super) fn routes() -> Router<Arc<Server>> {
 
 /// The most SVIDs signed in one batch request.
 const MAX_BATCH: usize = 1000;
-
-/// True for `spiffe://<td>/ward/agent/<node-name>`.
-fn is_agent_id(s: &Server, id: &SpiffeId) -> bool {
-    id.trust_domain() == &s.config.trust_domain
-        && id
-            .path()
-            .strip_prefix("/ward/agent/")
-            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
-}
-
-/// The SPIFFE ID of the verified client certificate, if it is still
-/// valid and was verified under the current trust bundle.
-pub(super) fn verified_peer(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
-    if peer.id.is_some() {
-        if peer.not_after <= now_secs() {
-            return Err(ApiError::Unauthorized(
-                "the client certificate has expired since this connection was made; reconnect with the current SVID".into(),
-            ));
-        }
-        if peer.trust_generation != s.client_trust().generation() {
-            return Err(ApiError::Unauthorized(
-                "the trust bundle changed since this connection was verified; reconnect".into(),
-            ));
-        }
-    }
-    peer.id.clone().ok_or_else(|| {
-        ApiError::Unauthorized(
-            "this endpoint needs an SVID of this trust domain as the TLS client certificate".into(),
-        )
-    })
-}
-
-/// The calling node, from its verified client certificate.
-fn node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
-    let id = verified_peer(s, peer)?;
-    if is_agent_id(s, &id) {
-        Ok(id)
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "{id} is not a node agent identity"
-        )))
-    }
-}
-
-fn actor(id: &SpiffeId) -> String {
-    format!("agent:{id}")
-}
 
 async fn attest(State(s): S, body: Bytes) -> ApiResult {
     let authority = s.authority()?;
@@ -97,7 +51,7 @@ async fn attest(State(s): S, body: Bytes) -> ApiResult {
         )));
     }
     let audit = AuditEvent::new(
-        actor(csr.spiffe_id()),
+        agent_actor(csr.spiffe_id()),
         "agent.attest",
         csr.spiffe_id().to_string(),
         serde_json::json!({"method": "join_token"}),
@@ -167,7 +121,7 @@ async fn renew(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
     let svid = issuance::sign_x509(&authority, &csr, s.config.ca.svid_default_ttl)?;
     s.audit
         .append(AuditEvent::new(
-            actor(&node),
+            agent_actor(&node),
             "agent.renew",
             node.to_string(),
             serde_json::json!({"serial": svid.serial_hex, "expires_at": svid.not_after.unix_timestamp()}),
@@ -200,7 +154,7 @@ async fn sync(
                 jwt_bundle: authority.spiffe_bundle(),
             });
         }
-        poll.wait(s.changes.notified()).await;
+        poll.wait(s.store.changes().notified()).await;
     }
 }
 
@@ -257,7 +211,7 @@ async fn svids(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
             Ok(svid) => {
                 let expires_at = svid.not_after.unix_timestamp();
                 events.push(AuditEvent::new(
-                    actor(&node),
+                    agent_actor(&node),
                     "svid.x509",
                     svid.spiffe_id.to_string(),
                     serde_json::json!({"serial": svid.serial_hex, "expires_at": expires_at, "entry_id": r.entry_id}),
@@ -301,7 +255,7 @@ async fn jwt(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> Ap
         &id,
         &req.audience,
         ttl,
-        actor(&node),
+        agent_actor(&node),
         Some(&req.entry_id),
     )
     .await?)

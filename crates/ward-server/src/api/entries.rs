@@ -124,7 +124,6 @@ async fn create_entry(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult
         serde_json::json!({"spiffe_id": entry.spiffe_id, "parent_id": entry.parent_id, "selectors": entry.selectors, "labels": entry.labels}),
     );
     let entry = s.store.create_entry(entry, audit).await?;
-    s.changes.notify_waiters();
     ok(&entry)
 }
 
@@ -211,7 +210,6 @@ async fn update_entry(
         serde_json::json!({"spiffe_id": entry.spiffe_id, "parent_id": entry.parent_id, "selectors": entry.selectors, "labels": entry.labels}),
     );
     let entry = s.store.update_entry(entry, audit).await?;
-    s.changes.notify_waiters();
     ok(&entry)
 }
 
@@ -225,6 +223,5 @@ async fn delete_entry(State(s): S, headers: HeaderMap, Path(id): Path<String>) -
         serde_json::json!({}),
     );
     s.store.delete_entry(&id, audit).await?;
-    s.changes.notify_waiters();
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -58,7 +58,7 @@ async fn create_join_token(State(s): S, headers: HeaderMap, body: Bytes) -> ApiR
     s.store
         .create_join_token(
             &id,
-            &crate::state::token_hash(&token),
+            &crate::auth::token_hash(&token),
             expires_at,
             node_id.as_deref(),
             audit,

@@ -11,11 +11,10 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Extension, Router};
 use ward_api::*;
-use ward_identity::SpiffeId;
 use ward_store::AuditEvent;
 
-use super::agent::verified_peer;
 use super::{ApiResult, S, ok};
+use crate::auth::workload;
 use crate::error::ApiError;
 use crate::long_poll::{LongPoll, LongPollQuery};
 use crate::peer::PeerId;
@@ -54,7 +53,6 @@ async fn push(State(s): S, headers: HeaderMap, body: Bytes) -> ApiResult {
         .store
         .push_policy(text, &sha, &caller.actor(), audit)
         .await?;
-    s.changes.notify_waiters();
     tracing::info!(version = record.version, policies = count, "policy pushed");
     ok(&PolicyVersion {
         version: record.version,
@@ -78,18 +76,6 @@ async fn current(State(s): S, headers: HeaderMap) -> ApiResult {
     })
 }
 
-/// The calling workload, from its verified client certificate: any SVID
-/// of this trust domain except node agents'.
-pub(super) fn workload(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
-    let id = verified_peer(s, peer)?;
-    if id.trust_domain() != &s.config.trust_domain || id.path().starts_with("/ward/") {
-        return Err(ApiError::Forbidden(format!(
-            "{id} is not a workload of this trust domain"
-        )));
-    }
-    Ok(id)
-}
-
 async fn watch(
     State(s): S,
     Extension(peer): Extension<PeerId>,
@@ -100,7 +86,7 @@ async fn watch(
     let poll = LongPoll::from_query(q)?;
     loop {
         // Register for a wake-up before reading, so a change in between is not missed.
-        let wake = s.changes.notified();
+        let wake = s.store.changes().notified();
         let revision = s.store.revision().await?;
         if revision > poll.since || poll.expired() {
             let policy = s.current_policy().await?;

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use ward_api::*;
 use ward_store::now_secs;
 
-use super::policy::workload;
 use super::{ApiResult, S, ok};
+use crate::auth::workload;
 use crate::error::{ApiError, parse_json};
 use crate::peer::PeerId;
 use crate::state::Server;

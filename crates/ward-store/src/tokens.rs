@@ -1,0 +1,297 @@
+//! API tokens, join tokens, and the node names they claim.
+
+use sqlx::{Any, Row, Transaction};
+
+use crate::barrier::RowKey;
+use crate::*;
+
+/// An API token (only its hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public token ID, used in audit records.
+    pub id: String,
+    /// What it may do.
+    pub role: String,
+    /// Expiry, Unix seconds; `None` never expires.
+    pub expires_at: Option<i64>,
+}
+
+/// What happened when a join token was presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinTokenUse {
+    /// The token was valid and is now spent; its ID.
+    Consumed(String),
+    /// No such token.
+    Unknown,
+    /// Already used.
+    Spent,
+    /// Past its expiry.
+    Expired,
+    /// Bound to another node (the token stays unspent).
+    WrongNode(String),
+    /// This node name is already attested, and the token is not bound to it
+    /// (the token stays unspent).
+    NodeExists,
+    /// Fewer node records than names ever claimed: a writer deleted one,
+    /// so an unbound token could take over its name. Unbound tokens are
+    /// refused until then (the token stays unspent); bound ones still work.
+    NodeRecordsMissing,
+}
+
+pub(crate) async fn insert_token(
+    tx: &mut Transaction<'_, Any>,
+    key: &RowKey,
+    id: &str,
+    hash: &str,
+    role: &str,
+    expires_at: Option<i64>,
+) -> Result<()> {
+    let created_at = now_secs();
+    let mac = key.mac(
+        "tokens",
+        id,
+        &rows::token(hash, role, created_at, expires_at),
+    );
+    sqlx::query(
+        "INSERT INTO tokens (id, hash, role, created_at, expires_at, mac) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(hash)
+    .bind(role)
+    .bind(created_at)
+    .bind(expires_at)
+    .bind(mac)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The setting that counts node names ever claimed by an unbound join
+/// token or an upgrade (nodes are never deleted, so it only grows).
+pub(crate) const NODES_CLAIMED: &str = "nodes.claimed";
+
+/// The authenticated count of claimed node names; `None` when the row is
+/// missing or fails the barrier.
+pub(crate) async fn claimed_nodes(
+    tx: &mut Transaction<'_, Any>,
+    key: &RowKey,
+) -> Result<Option<u64>> {
+    let row = sqlx::query("SELECT value, mac FROM meta WHERE key = $1")
+        .bind(NODES_CLAIMED)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let (value, mac): (String, Option<String>) = (r.try_get(0)?, r.try_get(1)?);
+    if !key.verify(
+        "meta",
+        NODES_CLAIMED,
+        &rows::setting(&value),
+        mac.as_deref(),
+    ) {
+        return Ok(None);
+    }
+    Ok(value.parse().ok())
+}
+
+/// How many node rows pass the barrier.
+pub(crate) async fn verified_nodes(tx: &mut Transaction<'_, Any>, key: &RowKey) -> Result<u64> {
+    let mut n = 0;
+    for r in sqlx::query("SELECT spiffe_id, join_token_id, attested_at, mac FROM nodes")
+        .fetch_all(&mut **tx)
+        .await?
+    {
+        let (id, token, at, mac): (String, String, i64, Option<String>) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+        if key.verify("nodes", &id, &rows::node(&token, at), mac.as_deref()) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+pub(crate) fn join_token_mac(
+    key: &RowKey,
+    id: &str,
+    hash: &str,
+    created_at: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+    node_id: Option<&str>,
+) -> String {
+    key.mac(
+        "join_tokens",
+        id,
+        &rows::join_token(hash, created_at, expires_at, used_at, node_id),
+    )
+}
+
+impl Store {
+    /// Looks up an API token by the hash of its value.
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let key = self.row_key()?;
+        let row =
+            sqlx::query("SELECT id, role, expires_at, created_at, mac FROM tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(r) = row else { return Ok(None) };
+        let token = TokenRecord {
+            id: r.try_get(0)?,
+            role: r.try_get(1)?,
+            expires_at: r.try_get(2)?,
+        };
+        let mac: Option<String> = r.try_get(4)?;
+        let fields = rows::token(hash, &token.role, r.try_get(3)?, token.expires_at);
+        if !key.verify("tokens", &token.id, &fields, mac.as_deref()) {
+            self.barrier.reject("tokens", &token.id);
+            return Ok(None);
+        }
+        Ok(Some(token))
+    }
+
+    /// Stores a new join token (its hash only).
+    pub async fn create_join_token(
+        &self,
+        id: &str,
+        hash: &str,
+        expires_at: i64,
+        node_id: Option<&str>,
+        audit: AuditEvent,
+    ) -> Result<()> {
+        let key = self.row_key()?;
+        let mut tx = self.pool.begin().await?;
+        bump_revision(&mut tx).await?;
+        let created_at = now_secs();
+        let mac = join_token_mac(&key, id, hash, created_at, expires_at, None, node_id);
+        sqlx::query(
+            "INSERT INTO join_tokens (id, hash, created_at, expires_at, node_id, mac) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(hash)
+        .bind(created_at)
+        .bind(expires_at)
+        .bind(node_id)
+        .bind(mac)
+        .execute(&mut *tx)
+        .await?;
+        append_in_tx(&mut tx, &key, &[audit]).await?;
+        self.commit_change(tx).await?;
+        Ok(())
+    }
+
+    /// Spends a join token for the node `node_id`: succeeds once, before
+    /// its expiry, for the node it is bound to (if any), and never for a node
+    /// name already attested unless the token is bound to it: a join token
+    /// must not let anyone take over an existing node's identity. Atomic, so
+    /// two agents racing with one token get one success.
+    pub async fn consume_join_token(
+        &self,
+        hash: &str,
+        node_id: &str,
+        now: i64,
+        audit: AuditEvent,
+    ) -> Result<JoinTokenUse> {
+        let key = self.row_key()?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE join_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING id, node_id, created_at, expires_at, mac",
+        )
+        .bind(now)
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            let row = sqlx::query("SELECT used_at FROM join_tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Ok(match row {
+                None => JoinTokenUse::Unknown,
+                Some(r) if r.try_get::<Option<i64>, _>(0)?.is_some() => JoinTokenUse::Spent,
+                Some(_) => JoinTokenUse::Expired,
+            });
+        };
+        let id: String = row.try_get(0)?;
+        let bound: Option<String> = row.try_get(1)?;
+        let (created_at, expires_at): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+        let mac: Option<String> = row.try_get(4)?;
+        // The row as it was before this use must be one the server wrote.
+        if !key.verify(
+            "join_tokens",
+            &id,
+            &rows::join_token(hash, created_at, expires_at, None, bound.as_deref()),
+            mac.as_deref(),
+        ) {
+            // Dropping the transaction rolls the use back.
+            self.barrier.reject("join_tokens", &id);
+            return Ok(JoinTokenUse::Unknown);
+        }
+        sqlx::query("UPDATE join_tokens SET mac = $1 WHERE id = $2")
+            .bind(join_token_mac(
+                &key,
+                &id,
+                hash,
+                created_at,
+                expires_at,
+                Some(now),
+                bound.as_deref(),
+            ))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        let node_mac = key.mac("nodes", node_id, &rows::node(&id, now));
+        // Returning without commit rolls back: the token stays unspent.
+        if let Some(b) = &bound
+            && b != node_id
+        {
+            return Ok(JoinTokenUse::WrongNode(b.clone()));
+        }
+        if bound.is_some() {
+            // A bound token may re-attest its node.
+            sqlx::query(
+                "INSERT INTO nodes (spiffe_id, join_token_id, attested_at, mac) VALUES ($1, $2, $3, $4) ON CONFLICT (spiffe_id) DO UPDATE SET join_token_id = excluded.join_token_id, attested_at = excluded.attested_at, mac = excluded.mac",
+            )
+            .bind(node_id)
+            .bind(&id)
+            .bind(now)
+            .bind(&node_mac)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            // An unbound one only claims a new name. A writer could make an
+            // attested name "new" again by deleting its row; the
+            // authenticated count of claimed names exposes that, and then
+            // no unbound token claims anything until an operator binds one.
+            let recorded = claimed_nodes(&mut tx, &key).await?;
+            let present = verified_nodes(&mut tx, &key).await?;
+            if recorded.is_none_or(|n| present < n) {
+                self.barrier.reject("nodes", NODES_CLAIMED);
+                return Ok(JoinTokenUse::NodeRecordsMissing);
+            }
+            // The insert itself is the check, so two racing tokens cannot
+            // both claim one name (a SELECT first would let both pass under
+            // READ COMMITTED).
+            let claimed = sqlx::query(
+                "INSERT INTO nodes (spiffe_id, join_token_id, attested_at, mac) VALUES ($1, $2, $3, $4) ON CONFLICT (spiffe_id) DO NOTHING",
+            )
+            .bind(node_id)
+            .bind(&id)
+            .bind(now)
+            .bind(&node_mac)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 0 {
+                return Ok(JoinTokenUse::NodeExists);
+            }
+            // Two claims racing may both count from the same value: the
+            // count then lags, which only makes the check above looser by
+            // one, never refuses a legitimate claim.
+            let next = recorded.unwrap_or(0).max(present) + 1;
+            insert_meta(&mut tx, &key, NODES_CLAIMED, &next.to_string()).await?;
+        }
+        append_in_tx(&mut tx, &key, &[audit]).await?;
+        tx.commit().await?;
+        Ok(JoinTokenUse::Consumed(id))
+    }
+}
