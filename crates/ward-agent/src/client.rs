@@ -53,3 +53,38 @@ pub async fn fetch_x509_once(
         .into_inner();
     stream.message().await
 }
+
+/// Writes an SVID from the Workload API as `svid.pem`, `key.pem` (mode
+/// 0600) and `bundle.pem` in `dir`.
+pub fn write_svid_files(dir: &Path, svid: &crate::proto::X509svid) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let pem = |der: &[u8]| -> String {
+        ward_identity::ca::split_der_certs(der)
+            .iter()
+            .map(|d| ward_identity::ca::der_to_pem(d))
+            .collect()
+    };
+    write_mode(
+        &dir.join("svid.pem"),
+        pem(&svid.x509_svid).as_bytes(),
+        0o644,
+    )?;
+    write_mode(&dir.join("bundle.pem"), pem(&svid.bundle).as_bytes(), 0o644)?;
+    write_mode(
+        &dir.join("key.pem"),
+        ward_identity::ca::pem_block("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
+        0o600,
+    )
+}
+
+fn write_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(data)
+}

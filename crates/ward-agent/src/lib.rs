@@ -13,7 +13,6 @@ pub mod authority_fix;
 pub mod cache;
 pub mod client;
 mod rotation;
-pub mod server_client;
 mod sync;
 pub mod workload;
 
@@ -36,7 +35,7 @@ use ward_identity::csr::generate_key_and_csr;
 use zeroize::Zeroizing;
 
 use crate::cache::{Cache, WorkloadSvid, jwt_keys_only, pem_to_der_list};
-use crate::server_client::{ServerClient, ServerError};
+use ward_client::{Backoff, Client as ServerClient, ClientError as ServerError};
 
 /// How the agent is run.
 #[derive(Debug, Clone)]
@@ -131,7 +130,7 @@ impl Agent {
             s.node
                 .as_ref()
                 .map(|n| {
-                    ServerClient::new(
+                    ServerClient::with_svid(
                         &self.config.server,
                         &self.cacert_pem,
                         Some((&n.chain_pem, &n.key_der)),
@@ -147,7 +146,7 @@ impl Agent {
     /// accepts this connection's verification (the node SVID was renewed, or
     /// the trust bundle changed), so drop pooled connections and reconnect.
     pub(crate) fn on_server_error(&self, e: &ServerError) {
-        if matches!(e, ServerError::Refused { status: 401, .. })
+        if matches!(e, ServerError::Api { status: 401, .. })
             && let Err(e) = self.refresh_client()
         {
             tracing::warn!(error = %e, "cannot rebuild the server client");
@@ -167,7 +166,7 @@ impl Agent {
                 self.config.data_dir.display()
             ))
         })?;
-        let anon = ServerClient::new(&self.config.server, &self.cacert_pem, None)
+        let anon = ServerClient::with_svid(&self.config.server, &self.cacert_pem, None)
             .map_err(|e| AgentError::Setup(e.to_string()))?;
         let td = anon
             .trust_domain()
@@ -231,7 +230,7 @@ impl Agent {
             return Ok(c.token.clone());
         }
         let client = self.client().ok_or("the node has no identity yet")?;
-        match client.jwt(entry_id, aud).await {
+        match client.agent_jwt(entry_id, aud).await {
             Ok(r) => {
                 let mut jwts = self.jwts.lock().unwrap_or_else(|p| p.into_inner());
                 // One workload asking for ever new audience sets is served
@@ -291,8 +290,8 @@ pub async fn run(
     // Before anything is spent (a join token) or served.
     workload::check_socket_dir(&config.socket).map_err(AgentError::Setup)?;
     let cache = Cache::open(&config.data_dir).map_err(|e| AgentError::Setup(e.to_string()))?;
-    let cacert_pem =
-        ServerClient::read_cacert(&config.cacert).map_err(|e| AgentError::Setup(e.to_string()))?;
+    let cacert_pem = std::fs::read(&config.cacert)
+        .map_err(|e| AgentError::Setup(format!("cannot read {}: {e}", config.cacert.display())))?;
     let agent = Arc::new(Agent {
         config,
         cache,
@@ -379,18 +378,7 @@ pub(crate) fn apply_sync(
     Ok(true)
 }
 
-/// Waits with exponential backoff between failed attempts.
-pub(crate) struct Backoff(Duration);
-
-impl Backoff {
-    pub(crate) fn new() -> Self {
-        Self(Duration::from_millis(500))
-    }
-    pub(crate) fn reset(&mut self) {
-        self.0 = Duration::from_millis(500);
-    }
-    pub(crate) async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(15));
-    }
+/// The agent's retry schedule towards the server.
+pub(crate) fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(15))
 }

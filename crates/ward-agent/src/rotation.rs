@@ -10,14 +10,14 @@ use ward_api::AgentSvidRequest;
 use ward_identity::SpiffeId;
 use zeroize::Zeroizing;
 
-use crate::{Agent, Backoff, key_and_csr, now, svid_from_response};
+use crate::{Agent, backoff, key_and_csr, now, svid_from_response};
 
 const TICK: Duration = Duration::from_secs(1);
 const BATCH: usize = 64;
 
 pub(crate) async fn run(agent: Arc<Agent>) {
     let mut changes = agent.cache.subscribe();
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -124,7 +124,7 @@ async fn rotate_due(agent: &Arc<Agent>) -> bool {
                 csr: csr.clone(),
             })
             .collect();
-        let resp = match client.svids(requests).await {
+        let resp = match client.agent_svids(requests).await {
             Ok(r) => r,
             Err(e) => {
                 agent.on_server_error(&e);

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Agent, Backoff, apply_sync};
+use crate::{Agent, apply_sync, backoff};
 
 const WAIT: Duration = Duration::from_secs(25);
 
 pub(crate) async fn run(agent: Arc<Agent>) {
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     let mut first = true;
     loop {
         let Some(client) = agent.client() else {
@@ -26,7 +26,7 @@ pub(crate) async fn run(agent: Arc<Agent>) {
             agent.cache.read(|s| s.revision)
         };
         let wait = if first { Duration::ZERO } else { WAIT };
-        match client.sync(since, wait).await {
+        match client.agent_sync(since, wait).await {
             Ok(sync) => {
                 backoff.reset();
                 if let Err(e) = apply_sync(&agent, sync, first) {

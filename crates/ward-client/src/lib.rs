@@ -1,10 +1,17 @@
-//! A typed client for Ward's control-plane API, used by the operator
-//! commands (`ward entry`, `ward x509 mint`, …) and by tests. It trusts only
-//! the CA file it is given (`WARD_CACERT`): no system roots, no
-//! "insecure" switch.
+//! The one client for Ward's control-plane API: the operator commands
+//! (`ward entry`, `ward x509 mint`, …) authenticate with a token, the node
+//! agent with its node SVID, the sidecar with its workload SVID (through a
+//! TLS configuration that always presents the current one). It trusts only
+//! the CA it is given (`WARD_CACERT`): no system roots, no "insecure"
+//! switch. [`Backoff`] is the one retry schedule all of them use.
+
+mod backoff;
+
+pub use backoff::Backoff;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use rustls_pki_types::CertificateDer;
@@ -62,37 +69,78 @@ impl Client {
         let pem = std::fs::read(cacert).map_err(|e| {
             ClientError::Config(format!("cannot read the CA file {}: {e}", cacert.display()))
         })?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|_| {
-                ClientError::Config(format!(
-                    "{} is not a PEM certificate file",
-                    cacert.display()
-                ))
-            })?;
-            roots
-                .add(cert)
-                .map_err(|e| ClientError::Config(format!("{}: {e}", cacert.display())))?;
-        }
-        if roots.is_empty() {
-            return Err(ClientError::Config(format!(
-                "{} holds no certificate",
-                cacert.display()
-            )));
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let roots = roots(&pem, &cacert.display().to_string())?;
+        let tls = tls_builder()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .timeout(std::time::Duration::from_secs(30))
+            .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Self { http, addr, token })
+    }
+
+    /// A client that authenticates with an X.509-SVID (chain PEM and
+    /// PKCS#8 DER key), or with nothing (`None`: only the open endpoints,
+    /// such as attestation), trusting the CA certificates in `cacert_pem`.
+    pub fn with_svid(
+        addr: &str,
+        cacert_pem: &[u8],
+        identity: Option<(&str, &[u8])>,
+    ) -> Result<Self, ClientError> {
+        let roots = roots(cacert_pem, "the server CA")?;
+        let builder = tls_builder()?.with_root_certificates(roots);
+        let tls = match identity {
+            Some((chain_pem, key_der)) => {
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| ClientError::Config("the SVID is not PEM".into()))?;
+                let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
+                    rustls_pki_types::PrivatePkcs8KeyDer::from(key_der.to_vec()),
+                );
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| ClientError::Config(e.to_string()))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Self::checked(addr, http)
+    }
+
+    /// A client over a TLS configuration the caller built (the sidecar's,
+    /// which resolves its client certificate to the current SVID at each
+    /// handshake). No connection is kept idle, so that every request makes
+    /// a fresh handshake and presents the SVID of the moment.
+    pub fn with_tls(addr: &str, tls: rustls::ClientConfig) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .pool_max_idle_per_host(0)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Self::checked(addr, http)
+    }
+
+    fn checked(addr: &str, http: reqwest::Client) -> Result<Self, ClientError> {
+        let addr = addr.trim_end_matches('/').to_owned();
+        if !addr.starts_with("https://") {
+            return Err(ClientError::Config(format!(
+                "the server address {addr:?} must start with https://"
+            )));
+        }
+        Ok(Self {
+            http,
+            addr,
+            token: None,
+        })
     }
 
     /// The server address.
@@ -110,7 +158,7 @@ impl Client {
             .map(|b| serde_json::to_vec(b).map(|v| ("application/json", v)))
             .transpose()
             .map_err(|e| ClientError::Decode(e.to_string()))?;
-        self.send_raw(method, path, body).await
+        self.send_raw(method, path, body, None).await
     }
 
     /// Sends `body` as (content type, bytes).
@@ -119,8 +167,12 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
+        timeout: Option<Duration>,
     ) -> Result<reqwest::Response, ClientError> {
         let mut req = self.http.request(method, format!("{}{path}", self.addr));
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -166,6 +218,7 @@ impl Client {
                 Method::PUT,
                 "/v1/policy",
                 Some(("text/plain", text.as_bytes().to_vec())),
+                None,
             )
             .await?;
         resp.json()
@@ -344,10 +397,143 @@ impl Client {
             .await
     }
 
+    /// `GET` of JSON with a deadline of its own (long polls).
+    async fn get_waiting<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let resp = self
+            .send_raw(Method::GET, path, None, Some(timeout))
+            .await?;
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    // ---- node agents (authenticated by the node SVID) ----------------------
+
+    /// The server's trust domain (public).
+    pub async fn trust_domain(&self) -> Result<String, ClientError> {
+        Ok(self.seal_status().await?.trust_domain)
+    }
+
+    /// Spends a join token for a node SVID.
+    pub async fn attest(
+        &self,
+        join_token: &str,
+        csr: String,
+    ) -> Result<X509SvidResponse, ClientError> {
+        let req = AttestRequest {
+            join_token: join_token.to_owned(),
+            csr,
+        };
+        self.json(Method::POST, "/v1/agent/attest", Some(&req))
+            .await
+    }
+
+    /// Renews the node SVID.
+    pub async fn renew(&self, csr: String) -> Result<X509SvidResponse, ClientError> {
+        self.json(Method::POST, "/v1/agent/renew", Some(&RenewRequest { csr }))
+            .await
+    }
+
+    /// The node's entry changes after `since`, waiting up to `wait` for one.
+    pub async fn agent_sync(&self, since: i64, wait: Duration) -> Result<AgentSync, ClientError> {
+        let path = format!("/v1/agent/sync?since={since}&wait={}", wait.as_secs());
+        self.get_waiting(&path, wait + Duration::from_secs(30))
+            .await
+    }
+
+    /// Signs a batch of workload CSRs for the node's entries.
+    pub async fn agent_svids(
+        &self,
+        requests: Vec<AgentSvidRequest>,
+    ) -> Result<AgentSvidBatchResponse, ClientError> {
+        self.json(
+            Method::POST,
+            "/v1/agent/svids",
+            Some(&AgentSvidBatch { requests }),
+        )
+        .await
+    }
+
+    /// Mints a JWT-SVID for one of the node's entries.
+    pub async fn agent_jwt(
+        &self,
+        entry_id: &str,
+        audience: Vec<String>,
+    ) -> Result<JwtSvidResponse, ClientError> {
+        let req = AgentJwtRequest {
+            entry_id: entry_id.to_owned(),
+            audience,
+        };
+        self.json(Method::POST, "/v1/agent/jwt", Some(&req)).await
+    }
+
+    // ---- sidecars (authenticated by the workload SVID) ---------------------
+
+    /// The policies for the caller's service, after revision `since`,
+    /// waiting up to `wait` for a change.
+    pub async fn proxy_policy(
+        &self,
+        since: i64,
+        wait: Duration,
+    ) -> Result<ProxyPolicy, ClientError> {
+        let path = format!("/v1/proxy/policy?since={since}&wait={}", wait.as_secs());
+        self.get_waiting(&path, wait + Duration::from_secs(15))
+            .await
+    }
+
+    /// Reports call edges.
+    pub async fn report_telemetry(
+        &self,
+        batch: &TelemetryBatch,
+    ) -> Result<TelemetryAccepted, ClientError> {
+        let body = serde_json::to_vec(batch).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let resp = self
+            .send_raw(
+                Method::POST,
+                "/v1/proxy/telemetry",
+                Some(("application/json", body)),
+                Some(Duration::from_secs(10)),
+            )
+            .await?;
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// True if the error is the server saying 401 or 403.
     pub fn is_auth_error(e: &ClientError) -> bool {
         matches!(e, ClientError::Api { status, .. } if *status == StatusCode::UNAUTHORIZED.as_u16() || *status == StatusCode::FORBIDDEN.as_u16())
     }
+}
+
+/// TLS 1.2 and 1.3 with aws-lc-rs, Ward's one crypto provider.
+fn tls_builder()
+-> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, ClientError> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ClientError::Config(e.to_string()))
+}
+
+/// The CA certificates in `pem` (`what` names it in errors).
+fn roots(pem: &[u8], what: &str) -> Result<rustls::RootCertStore, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert =
+            cert.map_err(|_| ClientError::Config(format!("{what} is not a PEM certificate file")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ClientError::Config(format!("{what}: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Config(format!("{what} holds no certificate")));
+    }
+    Ok(roots)
 }
 
 fn urlencode(s: &str) -> String {

@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use ward_identity::SpiffeId;
 
 /// Why a configuration was refused.
@@ -56,7 +56,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     pub identity: IdentityConfig,
@@ -76,7 +76,7 @@ pub struct ProxyConfig {
     pub telemetry: TelemetryConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
     /// The agent's Workload API socket (path, or `unix:` URI).
@@ -93,7 +93,7 @@ pub struct IdentityConfig {
 }
 
 /// A federated trust domain.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FederationConfig {
     pub trust_domain: String,
@@ -102,7 +102,7 @@ pub struct FederationConfig {
 }
 
 /// What an HTTP listener accepts beyond the standard.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Extension methods (uppercase tokens) that reach Cedar as the
@@ -112,7 +112,7 @@ pub struct HttpConfig {
     pub extension_methods: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// The server's API address, `https://host:port`.
@@ -125,13 +125,13 @@ pub struct PolicyConfig {
     pub cache: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Http,
@@ -139,7 +139,7 @@ pub enum Protocol {
 }
 
 /// How the inbound side talks to the app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AppProtocol {
     /// gRPC (HTTP/2 with `content-type: application/grpc…`) as h2c,
@@ -160,7 +160,7 @@ impl From<AppProtocol> for ward_dataplane::forward::AppProtocol {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboundConfig {
     pub name: String,
@@ -171,7 +171,7 @@ pub struct InboundConfig {
     pub app_protocol: AppProtocol,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundConfig {
     pub name: String,
@@ -183,7 +183,7 @@ pub struct OutboundConfig {
 }
 
 /// Limits and timeouts (humantime durations, such as "10s").
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request head (request line + headers), bytes.
@@ -242,7 +242,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     /// How often counts are sent to the server.
@@ -265,7 +265,11 @@ impl Default for TelemetryConfig {
 mod humantime_serde_compat {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;

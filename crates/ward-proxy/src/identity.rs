@@ -237,16 +237,19 @@ pub async fn watch_workload_api(
     } else {
         format!("unix:{socket}")
     };
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = ward_client::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match stream_once(&endpoint, want.as_deref(), &federation, &provider, &tx).await {
-            Ok(()) => tracing::warn!("the Workload API stream ended; reconnecting"),
+            Ok(()) => {
+                // It was up: the next failure starts from a short wait again.
+                backoff.reset();
+                tracing::warn!("the Workload API stream ended; reconnecting")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "Workload API unavailable; keeping the current identity")
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }
 

@@ -216,24 +216,17 @@ pub async fn run(
             });
         }
         let tls = tls::server_api_config(identity.clone(), provider.clone(), ca)?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            // A fresh handshake per request presents the current SVID.
-            .pool_max_idle_per_host(0)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
+        // A fresh handshake per request presents the current SVID.
+        let client = ward_client::Client::with_tls(server, tls)
             .map_err(|e| ProxyError::Client(e.to_string()))?;
-        let server = server.trim_end_matches('/').to_string();
         tokio::spawn(policy::watch_server(
             policy.clone(),
-            http.clone(),
-            server.clone(),
+            client.clone(),
             identity.clone(),
         ));
         tokio::spawn(report(
             telemetry.clone(),
-            http,
-            server,
+            client,
             config.telemetry.report_interval,
         ));
     } else if let Some(file) = &config.policy.file {
@@ -380,13 +373,7 @@ pub async fn run(
 
 /// Sends edge counts to the server every `interval`; what cannot be sent
 /// is kept (bounded) for the next attempt.
-async fn report(
-    telemetry: Arc<Telemetry>,
-    http: reqwest::Client,
-    server: String,
-    interval: Duration,
-) {
-    let url = format!("{server}/v1/proxy/telemetry");
+async fn report(telemetry: Arc<Telemetry>, client: ward_client::Client, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
         let edges = telemetry.drain();
@@ -400,23 +387,16 @@ async fn report(
             let batch = ward_api::TelemetryBatch {
                 edges: chunk.to_vec(),
             };
-            let sent = http
-                .post(&url)
-                .json(&batch)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => {}
+            match client.report_telemetry(&batch).await {
+                Ok(_) => {}
                 // Refused as invalid: sending it again cannot help.
-                Ok(r) if r.status().is_client_error() && r.status() != 401 => {
-                    tracing::error!(status = %r.status(), "the server refused a telemetry batch; dropping it");
+                Err(ward_client::ClientError::Api { status, message })
+                    if (400..500).contains(&status) && status != 401 && status != 429 =>
+                {
+                    tracing::error!(status, error = %message, "the server refused a telemetry batch; dropping it");
                 }
-                other => {
-                    let reason = other
-                        .map(|r| r.status().to_string())
-                        .unwrap_or_else(|e| e.to_string());
-                    tracing::warn!(error = %reason, "cannot report telemetry; will retry");
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot report telemetry; will retry");
                     unsent.extend(batch.edges);
                     break;
                 }

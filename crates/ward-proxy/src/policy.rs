@@ -101,25 +101,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Follows the server: long polls `/v1/proxy/policy`, installing each new version.
 pub async fn watch_server(
     state: Arc<PolicyState>,
-    http: reqwest::Client,
-    server: String,
+    client: ward_client::Client,
     mut identity: IdentityWatch,
 ) {
     // The server knows us by our SVID: wait until there is one.
     let _ = identity.wait_for(|i| i.is_some()).await;
     let mut since = state.current().map_or(0, |l| l.revision);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = ward_client::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        let url = format!("{server}/v1/proxy/policy?since={since}&wait=25");
-        let fetch = async {
-            let resp = http
-                .get(&url)
-                .timeout(Duration::from_secs(40))
-                .send()
-                .await?;
-            let resp = resp.error_for_status()?;
-            resp.json::<ProxyPolicy>().await
-        };
+        let fetch = client.proxy_policy(since, Duration::from_secs(25));
         // A new SVID may be a new identity, whose policies differ: ask
         // again at once, for everything.
         let result = tokio::select! {
@@ -131,7 +121,7 @@ pub async fn watch_server(
         };
         match result {
             Ok(p) => {
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 let changed = state.current().is_none_or(|c| {
                     c.revision != p.revision
                         || c.scoped_for.as_deref() != Some(p.scoped_for.as_str())
@@ -161,8 +151,7 @@ pub async fn watch_server(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reach the server for policy; keeping the current one");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
         }
     }

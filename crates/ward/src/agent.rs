@@ -198,7 +198,8 @@ async fn run_api(cmd: ApiCommand) -> anyhow::Result<()> {
                     .push(serde_json::json!({"spiffe_id": svid.spiffe_id, "expires_at": expires}));
             }
             if let (Some(dir), Some(svid)) = (&out, first.svids.first()) {
-                write_svid_files(dir, svid)?;
+                ward_agent::client::write_svid_files(dir, svid)
+                    .with_context(|| format!("writing the SVID files to {}", dir.display()))?;
             }
             match output {
                 Output::Json => println!("{}", serde_json::json!({"svids": summary})),
@@ -249,45 +250,6 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Writes an SVID from the Workload API as svid.pem, key.pem (0600) and bundle.pem.
-pub fn write_svid_files(
-    dir: &std::path::Path,
-    svid: &ward_agent::proto::X509svid,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let pem = |der: &[u8]| -> String {
-        ward_identity::ca::split_der_certs(der)
-            .iter()
-            .map(|d| ward_identity::ca::der_to_pem(d))
-            .collect()
-    };
-    write_mode(
-        &dir.join("svid.pem"),
-        pem(&svid.x509_svid).as_bytes(),
-        0o644,
-    )?;
-    write_mode(&dir.join("bundle.pem"), pem(&svid.bundle).as_bytes(), 0o644)?;
-    write_mode(
-        &dir.join("key.pem"),
-        ward_identity::ca::pem_block("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
-        0o600,
-    )
-}
-
 fn x509_not_after(der: &[u8]) -> Option<i64> {
     ward_identity::ca::not_after_of_cert(der)
-}
-
-fn write_mode(path: &std::path::Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(data)
-        .with_context(|| format!("writing {}", path.display()))
 }

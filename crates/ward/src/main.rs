@@ -12,7 +12,6 @@ mod proxy;
 mod server;
 mod svid;
 mod up;
-mod up_mesh;
 
 use clap::{Parser, Subcommand};
 

@@ -634,7 +634,7 @@ fn pem_body_der(pem: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_verified_before_a_trust_change_must_reconnect() {
-    use ward_agent::server_client::{ServerClient, ServerError};
+    use ward_client::{Client, ClientError};
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::dev(tmp.path(), "gen.test");
     let dir = tmp.path().join("node");
@@ -649,22 +649,22 @@ async fn a_connection_verified_before_a_trust_change_must_reconnect() {
     let chain = std::fs::read_to_string(dir.join("svid.pem")).unwrap();
     let key = pem_body_der(&std::fs::read_to_string(dir.join("key.pem")).unwrap());
     let cacert = std::fs::read(s.cacert()).unwrap();
-    let client = ServerClient::new(s.addr(), &cacert, Some((&chain, &key))).unwrap();
+    let client = Client::with_svid(s.addr(), &cacert, Some((&chain, &key))).unwrap();
     client
-        .sync(0, Duration::ZERO)
+        .agent_sync(0, Duration::ZERO)
         .await
         .expect("a fresh connection is accepted");
     // The bundle changes (a CA is prepared): the kept-alive connection was
     // verified against the old bundle and is refused until it reconnects.
     s.ward_json(&["ca", "prepare"]);
-    let err = client.sync(0, Duration::ZERO).await.unwrap_err();
+    let err = client.agent_sync(0, Duration::ZERO).await.unwrap_err();
     assert!(
-        matches!(&err, ServerError::Refused { status: 401, message } if message.contains("reconnect")),
+        matches!(&err, ClientError::Api { status: 401, message } if message.contains("reconnect")),
         "{err}"
     );
-    let fresh = ServerClient::new(s.addr(), &cacert, Some((&chain, &key))).unwrap();
+    let fresh = Client::with_svid(s.addr(), &cacert, Some((&chain, &key))).unwrap();
     fresh
-        .sync(0, Duration::ZERO)
+        .agent_sync(0, Duration::ZERO)
         .await
         .expect("a new connection is verified against the current bundle");
 }

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ward_api::{EntryCreate, EntryUpdate};
+use ward_proxy::config::{
+    AdminConfig, AppProtocol, HttpConfig, IdentityConfig, InboundConfig, Limits, OutboundConfig,
+    PolicyConfig, Protocol, ProxyConfig, TelemetryConfig,
+};
 
 const SERVICES: [&str; 3] = ["frontend", "orders", "payments"];
 /// Who may call whom: each pair gets an outbound listener on the caller's proxy.
@@ -108,6 +112,61 @@ fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<tokio::proce
         .with_context(|| format!("cannot start {}", exe.display()))
 }
 
+/// The sidecar configuration of one demo service, typed as `ward proxy`
+/// reads it (so that it cannot drift from what the proxy accepts).
+fn proxy_config(
+    s: &Service,
+    services: &[Service],
+    setup: &MeshSetup<'_>,
+    proxies: &Path,
+) -> ProxyConfig {
+    let outbound = s
+        .outbound
+        .iter()
+        .map(|(to, listen)| {
+            let callee = services.iter().find(|c| c.name == *to);
+            OutboundConfig {
+                name: (*to).to_owned(),
+                listen: *listen,
+                upstream: callee.map_or(*listen, |c| c.inbound),
+                spiffe_ids: callee.map(|c| c.spiffe_id.clone()).into_iter().collect(),
+                protocol: Protocol::Http,
+            }
+        })
+        .collect();
+    ProxyConfig {
+        identity: IdentityConfig {
+            workload_api: Some(setup.socket.display().to_string()),
+            spiffe_id: Some(s.spiffe_id.clone()),
+            svid: None,
+            key: None,
+            bundle: None,
+            federation: Vec::new(),
+        },
+        policy: PolicyConfig {
+            server: Some(setup.server_url.to_owned()),
+            server_ca: Some(setup.server_ca.to_owned()),
+            file: None,
+            cache: Some(proxies.join(format!("{}-policy.json", s.name))),
+        },
+        admin: Some(AdminConfig { listen: s.admin }),
+        inbound: vec![InboundConfig {
+            name: "http".into(),
+            listen: s.inbound,
+            app: s.app,
+            protocol: Protocol::Http,
+            app_protocol: AppProtocol::default(),
+        }],
+        outbound,
+        limits: Limits::default(),
+        http: HttpConfig::default(),
+        telemetry: TelemetryConfig {
+            report_interval: Duration::from_secs(2),
+            ..TelemetryConfig::default()
+        },
+    }
+}
+
 pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
     let client = setup.client;
     if client.current_policy().await?.version == 0 {
@@ -171,33 +230,7 @@ pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
     let ward = std::env::current_exe()?;
     let mut children = Vec::new();
     for s in &services {
-        let outbound: Vec<serde_json::Value> = s
-            .outbound
-            .iter()
-            .map(|(to, listen)| {
-                let callee = services
-                    .iter()
-                    .find(|c| c.name == *to)
-                    .map(|c| (c.inbound, c.spiffe_id.clone()));
-                let (upstream, id) = callee.unwrap_or((*listen, String::new()));
-                serde_json::json!({
-                    "name": to, "listen": listen.to_string(), "upstream": upstream.to_string(),
-                    "spiffe_ids": [id], "protocol": "http",
-                })
-            })
-            .collect();
-        let config = serde_json::json!({
-            "identity": {"workload_api": setup.socket.display().to_string(), "spiffe_id": s.spiffe_id},
-            "policy": {
-                "server": setup.server_url,
-                "server_ca": setup.server_ca.display().to_string(),
-                "cache": proxies.join(format!("{}-policy.json", s.name)).display().to_string(),
-            },
-            "admin": {"listen": s.admin.to_string()},
-            "inbound": [{"name": "http", "listen": s.inbound.to_string(), "app": s.app.to_string(), "protocol": "http"}],
-            "outbound": outbound,
-            "telemetry": {"report_interval": "2s"},
-        });
+        let config = proxy_config(s, &services, &setup, &proxies);
         let config_path = proxies.join(format!("{}.toml", s.name));
         std::fs::write(&config_path, toml::to_string(&config)?)?;
         let mut app_args = vec![
@@ -386,6 +419,76 @@ Try:
                 .is_err()
             {
                 let _ = c.kill().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_proxy_configs_are_what_ward_proxy_accepts() {
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let services: Vec<Service> = SERVICES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Service {
+                name,
+                spiffe_id: format!("spiffe://up.test/ns/demo/sa/{name}"),
+                app: addr(1000 + i as u16),
+                inbound: addr(2000 + i as u16),
+                admin: addr(3000 + i as u16),
+                outbound: CALLS
+                    .iter()
+                    .filter(|(from, _)| from == name)
+                    .enumerate()
+                    .map(|(j, (_, to))| (*to, addr(4000 + 10 * i as u16 + j as u16)))
+                    .collect(),
+            })
+            .collect();
+        let client = ward_client::Client::with_tls(
+            "https://127.0.0.1:1",
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        )
+        .unwrap();
+        let setup = MeshSetup {
+            client: &client,
+            td: "up.test",
+            data_dir: Path::new("/tmp/up"),
+            parent: "spiffe://up.test/ward/agent/up-node",
+            uid: 1000,
+            server_url: "https://127.0.0.1:8443",
+            server_ca: Path::new("/tmp/up/ca.pem"),
+            socket: Path::new("/tmp/up/api.sock"),
+        };
+        for s in &services {
+            let text = toml::to_string(&proxy_config(
+                s,
+                &services,
+                &setup,
+                Path::new("/tmp/up/proxies"),
+            ))
+            .unwrap();
+            let parsed = ProxyConfig::parse(&text, Path::new("demo.toml"))
+                .unwrap_or_else(|e| panic!("{}: {e}\n{text}", s.name));
+            assert_eq!(
+                parsed.identity.spiffe_id.as_deref(),
+                Some(s.spiffe_id.as_str())
+            );
+            assert_eq!(parsed.telemetry.report_interval, Duration::from_secs(2));
+            assert_eq!(parsed.outbound.len(), s.outbound.len());
+            for o in &parsed.outbound {
+                let callee = services.iter().find(|c| c.name == o.name).unwrap();
+                assert_eq!(o.upstream, callee.inbound);
+                assert_eq!(o.spiffe_ids, std::slice::from_ref(&callee.spiffe_id));
             }
         }
     }
