@@ -10,7 +10,9 @@
 //!
 //! A block must not become a way to lock others out: many users share an
 //! address (a NAT, a bastion), and anyone there can fail on purpose. So a
-//! caller with a verified SVID (an agent, a proxy) is never turned away,
+//! caller with a verified SVID (an agent, a proxy) is never turned away
+//! from the endpoints that authenticate it (the open ones count it as
+//! anyone),
 //! and a blocked address may still present an API token on the
 //! token-taking endpoints: a valid one is served; a wrong one is still
 //! counted and refused with 401, and guessing a 256-bit token at any rate
@@ -153,17 +155,20 @@ pub async fn limit(
         return next.run(req).await;
     };
     let ip = client_key(addr);
+    let open = OPEN_PATHS.contains(&req.uri().path());
     // A caller with a verified SVID (an agent, a proxy) is who it says it
-    // is: never turned away, so a neighbour failing on purpose from the
-    // same address cannot cut agents off from the server.
-    if req
-        .extensions()
-        .get::<crate::peer::PeerId>()
-        .is_some_and(|p| p.id.is_some() && p.not_after > ward_store::now_secs())
+    // is: never turned away from what it authenticates for, so a neighbour
+    // failing on purpose from the same address cannot cut agents off from
+    // the server. The open endpoints (unseal, attest) take no SVID, so
+    // holding one earns no exemption there.
+    if !open
+        && req
+            .extensions()
+            .get::<crate::peer::PeerId>()
+            .is_some_and(|p| p.id.is_some() && p.not_after > ward_store::now_secs())
     {
         return next.run(req).await;
     }
-    let open = OPEN_PATHS.contains(&req.uri().path());
     if let Some(wait) = limits.blocked_for(ip)
         && (open || !presents_token(&req))
     {

@@ -26,8 +26,42 @@ pub struct Server {
     client_trust: Arc<ClientTrust>,
     /// The highest policy version this process has read from the store.
     policy_high: std::sync::atomic::AtomicI64,
+    /// Whether the next unseal may upgrade a store that predates the barrier.
+    upgrade_allowed: std::sync::atomic::AtomicBool,
     /// Per-address limits on unauthenticated requests and failed logins.
     pub limits: Arc<crate::limits::Limits>,
+}
+
+/// In the data folder: the barrier has been on here (see `upgrade_allowed`).
+const BARRIER_SEEN: &str = "barrier-seen";
+/// In the data folder: which store this server belongs to.
+const STORE_PIN: &str = "store-id";
+
+/// Binds the data folder to one store: the trust domain and the master
+/// key's check value, pinned at the first start. A writer who swaps the
+/// whole database for one they initialized themselves (same trust domain,
+/// their own shares) is refused at start-up instead of being unsealed with
+/// their shares behind this server's TLS identity.
+fn pin_store(data_dir: &std::path::Path, td: &str, key_check: &[u8]) -> Result<(), String> {
+    let mut material = td.as_bytes().to_vec();
+    material.push(0);
+    material.extend_from_slice(key_check);
+    let id = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &material,
+    ));
+    let path = data_dir.join(STORE_PIN);
+    match std::fs::read_to_string(&path) {
+        Ok(pinned) if pinned.trim() == id => Ok(()),
+        Ok(_) => Err(format!(
+            "the store is not the one this server was set up with (its master key differs from the one pinned in {}): the database was replaced; restore it, or if the replacement is intended, remove that file",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(data_dir)
+            .and_then(|()| std::fs::write(&path, format!("{id}\n")))
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
 }
 
 impl Server {
@@ -68,7 +102,18 @@ impl Server {
         let key_check = base64::engine::general_purpose::STANDARD
             .decode(meta("key_check").await?)
             .map_err(|_| "bad key_check".to_string())?;
+        pin_store(&config.data_dir, td.as_str(), &key_check)?;
         let audit = AuditWriter::spawn(store.clone());
+        // `--upgrade-store` holds for one unseal of one process, and never
+        // once this data folder has seen the barrier on: a writer who
+        // deletes the marker row later must not get the flag, left in a
+        // unit file, to authenticate their forged rows at the next unseal.
+        let upgrade_allowed = config.upgrade_store && !config.data_dir.join(BARRIER_SEEN).exists();
+        if config.upgrade_store && !upgrade_allowed {
+            tracing::warn!(
+                "--upgrade-store is ignored: this data folder has already seen the store's barrier on (remove the flag)"
+            );
+        }
         let limits = Arc::new(crate::limits::Limits::new(
             config.api.max_unauthenticated_per_minute,
             config.api.max_failed_auth_per_minute,
@@ -81,6 +126,7 @@ impl Server {
             tokens: crate::auth::TokenCache::default(),
             client_trust,
             policy_high: std::sync::atomic::AtomicI64::new(0),
+            upgrade_allowed: std::sync::atomic::AtomicBool::new(upgrade_allowed),
             limits,
         }))
     }
@@ -148,7 +194,22 @@ impl Server {
     /// store is old rather than stripped of its MACs by a writer who wants
     /// their forged rows authenticated, so the upgrade is never automatic.
     async fn open_barrier_and_load(&self, master: &MasterKey) -> Result<Arc<Authority>, ApiError> {
-        match self.store.enable_barrier(self.config.upgrade_store).await {
+        use std::sync::atomic::Ordering;
+        let allow = self.upgrade_allowed.load(Ordering::SeqCst);
+        let started = self.store.enable_barrier(allow).await;
+        if started.is_ok() {
+            self.upgrade_allowed.store(false, Ordering::SeqCst);
+            let seen = self.config.data_dir.join(BARRIER_SEEN);
+            if !seen.exists()
+                && let Err(e) = std::fs::write(
+                    &seen,
+                    "the store's barrier was on when this server last unsealed\n",
+                )
+            {
+                tracing::warn!(path = %seen.display(), error = %e, "cannot record that the barrier is on");
+            }
+        }
+        match started {
             Ok(ward_store::BarrierStart::On) => {}
             Ok(ward_store::BarrierStart::Upgraded { rows }) => tracing::warn!(
                 rows,

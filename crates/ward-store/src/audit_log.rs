@@ -39,15 +39,12 @@ pub(crate) async fn append_records(
     // truncated or rewritten and the head reset), the break is recorded in
     // the chain itself, under the key, before anything else is appended:
     // appending on top must not make the break disappear.
-    // An empty chain is a fresh start only before the store is initialized
-    // (or for its first record); after that it is a wiped one.
+    // An empty chain is a fresh start only for the first record of
+    // `initialize`; anywhere else it is a wiped one. (Nothing stored can say
+    // "not initialized yet": a writer would delete it to pass a wipe off as
+    // a fresh start.)
     let empty = head_seq == 0 && prev == audit::GENESIS_HASH && head_mac.is_none();
-    let fresh = empty
-        && (genesis
-            || sqlx::query("SELECT 1 FROM meta WHERE key = 'initialized_at'")
-                .fetch_optional(&mut **tx)
-                .await?
-                .is_none());
+    let fresh = empty && genesis;
     let broken = !fresh && !barrier::same_mac(&key.head_mac(head_seq, &prev), head_mac.as_deref());
     let marker;
     let mut batch: Vec<&AuditEvent> = Vec::with_capacity(events.len() + 1);
@@ -220,10 +217,9 @@ impl Store {
             Ok(n) => n,
             Err(e) => return Ok(Err(e)),
         };
-        // An empty chain has no head MAC only before `initialize`; after it,
-        // every head is one the server wrote.
-        let fresh = head_seq == 0 && head_mac.is_none() && !self.is_initialized().await?;
-        if !fresh && !barrier::same_mac(&key.head_mac(head_seq, &head_hash), head_mac.as_deref()) {
+        // Every head is one the server wrote, the empty one included (an
+        // initialized store's chain is never empty; see `append_records`).
+        if !barrier::same_mac(&key.head_mac(head_seq, &head_hash), head_mac.as_deref()) {
             return Ok(Err(ChainError {
                 seq: head_seq + 1,
                 reason: format!(
@@ -231,7 +227,7 @@ impl Store {
                 ),
             }));
         }
-        if head_seq == 0 && self.is_initialized().await? {
+        if head_seq == 0 {
             return Ok(Err(ChainError {
                 seq: 1,
                 reason:

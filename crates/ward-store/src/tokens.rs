@@ -246,8 +246,18 @@ impl Store {
         {
             return Ok(JoinTokenUse::WrongNode(b.clone()));
         }
+        // The count of claimed names is read and written under its row's
+        // lock (taken by this no-op update), so concurrent attestations
+        // count one after another instead of all from the same value.
+        sqlx::query("UPDATE meta SET value = value WHERE key = $1")
+            .bind(NODES_CLAIMED)
+            .execute(&mut *tx)
+            .await?;
+        let recorded = claimed_nodes(&mut tx, &key).await?;
+        let present = verified_nodes(&mut tx, &key).await?;
         if bound.is_some() {
-            // A bound token may re-attest its node.
+            // A bound token may re-attest its node, or claim a new name
+            // (which is counted like any other).
             sqlx::query(
                 "INSERT INTO nodes (spiffe_id, join_token_id, attested_at, mac) VALUES ($1, $2, $3, $4) ON CONFLICT (spiffe_id) DO UPDATE SET join_token_id = excluded.join_token_id, attested_at = excluded.attested_at, mac = excluded.mac",
             )
@@ -257,13 +267,25 @@ impl Store {
             .bind(&node_mac)
             .execute(&mut *tx)
             .await?;
+            let after = verified_nodes(&mut tx, &key).await?;
+            // A missing or forged count stays missing: unbound tokens stay
+            // refused rather than trust a count rebuilt from what is left.
+            if let Some(n) = recorded
+                && after > present
+            {
+                insert_meta(
+                    &mut tx,
+                    &key,
+                    NODES_CLAIMED,
+                    &(n.max(present) + 1).to_string(),
+                )
+                .await?;
+            }
         } else {
             // An unbound one only claims a new name. A writer could make an
             // attested name "new" again by deleting its row; the
             // authenticated count of claimed names exposes that, and then
             // no unbound token claims anything until an operator binds one.
-            let recorded = claimed_nodes(&mut tx, &key).await?;
-            let present = verified_nodes(&mut tx, &key).await?;
             if recorded.is_none_or(|n| present < n) {
                 self.barrier.reject("nodes", NODES_CLAIMED);
                 return Ok(JoinTokenUse::NodeRecordsMissing);
@@ -284,9 +306,6 @@ impl Store {
             if claimed == 0 {
                 return Ok(JoinTokenUse::NodeExists);
             }
-            // Two claims racing may both count from the same value: the
-            // count then lags, which only makes the check above looser by
-            // one, never refuses a legitimate claim.
             let next = recorded.unwrap_or(0).max(present) + 1;
             insert_meta(&mut tx, &key, NODES_CLAIMED, &next.to_string()).await?;
         }

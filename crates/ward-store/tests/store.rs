@@ -220,6 +220,7 @@ both_backends_with_url!(
     rows_forged_by_a_database_writer_are_refused,
     migrations_are_recorded_and_idempotent,
     a_deleted_node_row_gives_its_name_to_no_unbound_token,
+    names_claimed_with_bound_tokens_or_at_once_are_all_counted,
     a_store_from_before_the_barrier_is_upgraded_once,
     an_edited_audit_record_is_found,
     a_reordered_audit_pair_is_found,
@@ -607,6 +608,85 @@ async fn a_deleted_node_row_gives_its_name_to_no_unbound_token(store: Store, url
     assert_eq!(use_("h2", n1).await, JoinTokenUse::NodeRecordsMissing);
 }
 
+/// A name first claimed with a bound token is counted like any other, so
+/// that deleting its row frees it for no unbound token either; and the
+/// count is kept under a lock (many nodes joining at once).
+async fn names_claimed_with_bound_tokens_or_at_once_are_all_counted(store: Store, url: String) {
+    store.initialize(initialization()).await.unwrap();
+    let now = now_secs();
+    let n5 = "spiffe://td/ward/agent/n5";
+    for (id, hash, bound) in [("j5", "h5", Some(n5)), ("j6", "h6", None)] {
+        store
+            .create_join_token(id, hash, now + 600, bound, ev("join.create", id))
+            .await
+            .unwrap();
+    }
+    // Twelve unbound tokens spent at once for twelve names.
+    for i in 0..12 {
+        store
+            .create_join_token(
+                &format!("c{i}"),
+                &format!("ch{i}"),
+                now + 600,
+                None,
+                ev("join.create", "c"),
+            )
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let node = format!("spiffe://td/ward/agent/c{i}");
+            store
+                .consume_join_token(
+                    &format!("ch{i}"),
+                    &node,
+                    now_secs(),
+                    ev("agent.attest", &node),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), JoinTokenUse::Consumed(_)));
+    }
+    assert_eq!(
+        store
+            .meta_verified("nodes.claimed")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("12"),
+        "every concurrent claim was counted"
+    );
+    assert_eq!(
+        store
+            .consume_join_token("h5", n5, now_secs(), ev("agent.attest", n5))
+            .await
+            .unwrap(),
+        JoinTokenUse::Consumed("j5".into())
+    );
+    assert_eq!(
+        store
+            .meta_verified("nodes.claimed")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("13")
+    );
+    raw(&url, &format!("DELETE FROM nodes WHERE spiffe_id = '{n5}'")).await;
+    assert_eq!(
+        store
+            .consume_join_token("h6", n5, now_secs(), ev("agent.attest", n5))
+            .await
+            .unwrap(),
+        JoinTokenUse::NodeRecordsMissing
+    );
+}
+
 async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: String) {
     store.initialize(initialization()).await.unwrap();
     store
@@ -919,6 +999,7 @@ async fn count(url: &str, sql: &str) -> i64 {
 }
 
 async fn entries_advance_the_revision_and_report_changes(store: Store) {
+    store.initialize(initialization()).await.unwrap();
     let a = store
         .create_entry(entry("a", "spiffe://td/agent/n1"), ev("entry.create", "a"))
         .await
@@ -971,11 +1052,11 @@ async fn entries_advance_the_revision_and_report_changes(store: Store) {
         store.delete_entry("b", ev("entry.delete", "b")).await,
         Err(StoreError::NotFound { .. })
     ));
-    // A refused write appends no audit record.
+    // A refused write appends no audit record (after initialization's one).
     let (seq, hash) = store.audit_head().await.unwrap();
-    assert_eq!(seq, 4);
+    assert_eq!(seq, 1 + 4);
     let records = store.audit_records(0, 100).await.unwrap();
-    assert_eq!(verify_chain(&records, seq, &hash), Ok(4));
+    assert_eq!(verify_chain(&records, seq, &hash), Ok(1 + 4));
 }
 
 async fn join_tokens_are_single_use_and_expire(store: Store) {
@@ -1069,6 +1150,7 @@ async fn join_tokens_are_single_use_and_expire(store: Store) {
 }
 
 async fn audit_chain_stays_intact_under_concurrent_writers(store: Store) {
+    store.initialize(initialization()).await.unwrap();
     let writer = AuditWriter::spawn(store.clone());
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -1093,9 +1175,9 @@ async fn audit_chain_stays_intact_under_concurrent_writers(store: Store) {
         t.await.unwrap();
     }
     let (seq, hash) = store.audit_head().await.unwrap();
-    assert_eq!(seq, 210);
+    assert_eq!(seq, 1 + 210);
     let records = store.audit_records(0, 1000).await.unwrap();
-    assert_eq!(verify_chain(&records, seq, &hash), Ok(210));
+    assert_eq!(verify_chain(&records, seq, &hash), Ok(1 + 210));
     let page = store.audit_records(200, 5).await.unwrap();
     assert_eq!(
         page.iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -1229,6 +1311,9 @@ async fn a_wiped_audit_log_is_no_fresh_start(store: Store, url: String) {
     five_records(&store).await;
     raw(&url, "DELETE FROM audit").await;
     raw(&url, "UPDATE audit_head SET seq = 0, hash = '0000000000000000000000000000000000000000000000000000000000000000', mac = NULL").await;
+    assert_eq!(first_bad(&store).await, 1);
+    // Nor does removing the "initialized" setting pass it off as a new store.
+    raw(&url, "DELETE FROM meta WHERE key = 'initialized_at'").await;
     assert_eq!(first_bad(&store).await, 1);
     store
         .append_audit(&[ev("entry.create", "after-wipe")])

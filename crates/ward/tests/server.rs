@@ -775,6 +775,8 @@ c.commit()
         .status()
         .unwrap();
     assert!(ok.success());
+    // An old release's data folder has never seen the barrier.
+    std::fs::remove_file(tmp.path().join("data").join("barrier-seen")).unwrap();
     // Without the flag: refused, and it stays sealed.
     let mut s = start(&[]);
     let out = unseal(&s);
@@ -794,6 +796,71 @@ c.commit()
     let out = s.ward(&["audit", "verify"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(s.log_text().contains("predated the barrier"));
+    // The flag left in place (a unit file) does not make the next unseal
+    // authenticate what a writer slipped in meanwhile: the marker row
+    // deleted and an admin token row of their own.
+    let mut s = s;
+    s.kill9();
+    let forge = r#"
+import sqlite3, sys, hashlib
+c = sqlite3.connect(sys.argv[1])
+c.execute("DELETE FROM meta WHERE key = 'barrier'")
+c.execute("INSERT INTO tokens (id, hash, role, created_at) VALUES ('evil', ?, 'admin', 1)", (hashlib.sha256(b"ward_forged").hexdigest(),))
+c.commit()
+"#;
+    let ok = Command::new("python3")
+        .args(["-c", forge, db.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let s = start(&["--upgrade-store"]);
+    assert!(
+        s.log_text().contains("--upgrade-store is ignored"),
+        "{}",
+        s.log_text()
+    );
+    let out = unseal(&s);
+    assert!(!out.status.success(), "the second upgrade was refused");
+    assert_eq!(
+        s.curl("GET", "/v1/entries", Some("ward_forged"), None).0,
+        503
+    );
+}
+
+#[test]
+fn a_replaced_database_is_refused_at_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(tmp.path(), port);
+    ward_init(&cfg, &[]);
+    let addr = format!("https://127.0.0.1:{port}");
+    let cacert = tmp.path().join("data").join("tls").join("ca.pem");
+    let mut s = Server::configured(tmp.path(), &cfg, &addr, &cacert);
+    s.kill9();
+    // Another store, same trust domain, initialized by someone else (with
+    // shares of their own), copied over this server's database.
+    let other = tempfile::tempdir().unwrap();
+    let other_cfg = write_config(other.path(), free_port());
+    ward_init(&other_cfg, &[]);
+    std::fs::copy(
+        other.path().join("data").join("ward.db"),
+        tmp.path().join("data").join("ward.db"),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(tmp.path().join("data").join("ward.db-wal"));
+    let out = Command::new(ward_bin())
+        .args(["server", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the server started on a swapped store"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("not the one this server was set up with"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -90,6 +90,20 @@ async fn prepare_ca(State(s): S, headers: HeaderMap) -> ApiResult {
         .store
         .meta_verified(crate::authority::UPSTREAM_CERTS)
         .await?;
+    // Without the upstream certificates the next CA would be a root of its
+    // own. A deleted row must not do that to a trust domain whose CAs chain
+    // to an upstream (the CA rows say so, and they are authenticated).
+    let under_upstream = s
+        .store
+        .cas()
+        .await?
+        .iter()
+        .any(|c| c.state == "active" && !c.chain_pem.is_empty());
+    if verified.is_none() && under_upstream {
+        return Err(ApiError::Conflict(
+            "the active CA chains to an upstream CA, but the upstream certificates are missing from the store (removed without the master key?); restore the store from a backup".into(),
+        ));
+    }
     if stored.is_some() && verified.is_none() {
         // Treating a forged chain as absent would make a root CA where an
         // intermediate belongs: refuse instead.
