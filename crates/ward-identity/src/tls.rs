@@ -95,6 +95,8 @@ impl From<PeerError> for Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCert {
     pub id: SpiffeId,
+    /// notBefore, Unix seconds.
+    pub not_before: i64,
     /// notAfter, Unix seconds.
     pub not_after: i64,
 }
@@ -115,6 +117,7 @@ impl PeerCert {
         };
         Ok(Self {
             id,
+            not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
     }

@@ -24,6 +24,8 @@ use ward_identity::{SpiffeId, TrustDomain};
 pub struct PeerId {
     /// The SPIFFE ID in the certificate's URI SAN, if a certificate was presented.
     pub id: Option<SpiffeId>,
+    /// The certificate's notBefore, Unix seconds.
+    pub not_before: i64,
     /// The certificate's notAfter, Unix seconds.
     pub not_after: i64,
     /// The verifier's trust generation when the connection was verified.

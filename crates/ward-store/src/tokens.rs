@@ -149,6 +149,25 @@ impl Store {
         Ok(Some(token))
     }
 
+    /// When the node was last attested (with a join token), if its record
+    /// is there and passes the barrier.
+    pub async fn node_attested_at(&self, node_id: &str) -> Result<Option<i64>> {
+        let key = self.row_key()?;
+        let row =
+            sqlx::query("SELECT join_token_id, attested_at, mac FROM nodes WHERE spiffe_id = $1")
+                .bind(node_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(r) = row else { return Ok(None) };
+        let (token, at, mac): (String, i64, Option<String>) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        if !key.verify("nodes", node_id, &rows::node(&token, at), mac.as_deref()) {
+            self.barrier.reject("nodes", node_id);
+            return Ok(None);
+        }
+        Ok(Some(at))
+    }
+
     /// Stores a new join token (its hash only).
     pub async fn create_join_token(
         &self,

@@ -746,3 +746,97 @@ fn an_agent_refuses_a_socket_directory_another_user_could_swap() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// A node attested again (a rebuilt machine, a new key) ends its old
+/// identity: the old node SVID can no longer renew itself.
+#[test]
+fn attesting_a_node_again_stops_the_old_node_svid_from_renewing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "renew.test");
+    let dir = tmp.path().join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let node = "spiffe://renew.test/ward/agent/rn";
+    let csr = |name: &str| {
+        let (ok, text) = openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            dir.join(format!("{name}.key")).to_str().unwrap(),
+            "-subj",
+            "/",
+            "-addext",
+            &format!("subjectAltName=URI:{node}"),
+            "-out",
+            dir.join(format!("{name}.csr")).to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        std::fs::read_to_string(dir.join(format!("{name}.csr"))).unwrap()
+    };
+    let attest = |name: &str| {
+        let token = s.ward_json(&[
+            "agent",
+            "token",
+            "create",
+            "--ttl",
+            "5m",
+            "--node-name",
+            "rn",
+        ])["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let body = serde_json::json!({"join_token": token, "csr": csr(name)}).to_string();
+        let (code, resp) = s.curl("POST", "/v1/agent/attest", None, Some(&body));
+        assert_eq!(code, 200, "{resp}");
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        std::fs::write(
+            dir.join(format!("{name}.pem")),
+            v["cert_chain_pem"].as_str().unwrap(),
+        )
+        .unwrap();
+    };
+    // POST /v1/agent/renew with `name`'s SVID as the client certificate.
+    let renew = |name: &str| -> (u16, String) {
+        let body = serde_json::json!({"csr": csr(&format!("{name}-next"))}).to_string();
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+                s.cacert(),
+            ])
+            .arg("--cert")
+            .arg(dir.join(format!("{name}.pem")))
+            .arg("--key")
+            .arg(dir.join(format!("{name}.key")))
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &body,
+            ])
+            .arg(format!("{}/v1/agent/renew", s.addr()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    };
+    attest("old");
+    assert_eq!(renew("old").0, 200, "a node renews its own SVID");
+    // notBefore has second resolution: let the clock move past it.
+    std::thread::sleep(Duration::from_millis(2_100));
+    attest("new");
+    let (code, body) = renew("old");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("attested again"), "{body}");
+    assert_eq!(renew("new").0, 200, "the new identity renews");
+}

@@ -118,6 +118,22 @@ async fn renew(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
             csr.spiffe_id()
         )));
     }
+    // The node SVID renewing must be younger than the node's last
+    // attestation: attesting a node again (a rebuilt machine, a new key)
+    // ends the old identity instead of leaving it to renew itself forever.
+    match s.store.node_attested_at(&node.to_string()).await? {
+        Some(at) if peer.not_before + ward_identity::ca::BACKDATE.as_secs() as i64 + 1 >= at => {}
+        Some(_) => {
+            return Err(ApiError::Forbidden(format!(
+                "{node} was attested again after this SVID was issued: the old node identity cannot renew; use the new one"
+            )));
+        }
+        None => {
+            return Err(ApiError::Forbidden(format!(
+                "no record of {node}'s attestation: attest it again (`ward agent token create --node-name NAME`)"
+            )));
+        }
+    }
     let svid = issuance::sign_x509(&authority, &csr, s.config.ca.svid_default_ttl)?;
     s.audit
         .append(AuditEvent::new(
