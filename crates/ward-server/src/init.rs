@@ -93,6 +93,7 @@ pub async fn initialize_with(
         .split(config.seal_threshold as usize, config.seal_shares as usize)
         .map_err(|e| failed(e.to_string()))?;
     let token_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let key_check = master.key_check().map_err(|e| failed(e.to_string()))?;
     let mut meta = vec![
         ("trust_domain".to_owned(), config.trust_domain.to_string()),
         ("seal_shares".to_owned(), config.seal_shares.to_string()),
@@ -100,10 +101,7 @@ pub async fn initialize_with(
             "seal_threshold".to_owned(),
             config.seal_threshold.to_string(),
         ),
-        (
-            "key_check".to_owned(),
-            STANDARD.encode(master.key_check().map_err(|e| failed(e.to_string()))?),
-        ),
+        ("key_check".to_owned(), STANDARD.encode(&key_check)),
     ];
     let mut sealed = Vec::new();
     if let Some(up) = &upstream {
@@ -147,6 +145,9 @@ pub async fn initialize_with(
     // Until an unseal, nothing more is read or written through the barrier.
     store.lock();
     initialized?;
+    // This data folder now belongs to this store (see `state::pin_store`).
+    crate::state::write_store_pin(&config.data_dir, config.trust_domain.as_str(), &key_check)
+        .map_err(failed)?;
     Ok(InitOutput {
         shares,
         threshold: config.seal_threshold,

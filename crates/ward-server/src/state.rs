@@ -37,29 +37,46 @@ const BARRIER_SEEN: &str = "barrier-seen";
 /// In the data folder: which store this server belongs to.
 const STORE_PIN: &str = "store-id";
 
-/// Binds the data folder to one store: the trust domain and the master
-/// key's check value, pinned at the first start. A writer who swaps the
-/// whole database for one they initialized themselves (same trust domain,
-/// their own shares) is refused at start-up instead of being unsealed with
-/// their shares behind this server's TLS identity.
-fn pin_store(data_dir: &std::path::Path, td: &str, key_check: &[u8]) -> Result<(), String> {
+/// The pin of a store: its trust domain and its master key's check value.
+fn store_id(td: &str, key_check: &[u8]) -> String {
     let mut material = td.as_bytes().to_vec();
     material.push(0);
     material.extend_from_slice(key_check);
-    let id = hex::encode(aws_lc_rs::digest::digest(
+    hex::encode(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         &material,
-    ));
+    ))
+}
+
+/// Binds the data folder to the store `ward server init` just made.
+pub(crate) fn write_store_pin(
+    data_dir: &std::path::Path,
+    td: &str,
+    key_check: &[u8],
+) -> Result<(), String> {
+    let path = data_dir.join(STORE_PIN);
+    std::fs::create_dir_all(data_dir)
+        .and_then(|()| std::fs::write(&path, format!("{}\n", store_id(td, key_check))))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Holds the data folder to one store: the one `init` pinned, or (for a
+/// data folder that has none, such as a new replica's) the one found at
+/// the first start. A writer who swaps the whole database for one they
+/// initialized themselves (same trust domain, their own shares) is refused
+/// at start-up instead of being unsealed with their shares behind this
+/// server's TLS identity.
+fn pin_store(data_dir: &std::path::Path, td: &str, key_check: &[u8]) -> Result<(), String> {
     let path = data_dir.join(STORE_PIN);
     match std::fs::read_to_string(&path) {
-        Ok(pinned) if pinned.trim() == id => Ok(()),
+        Ok(pinned) if pinned.trim() == store_id(td, key_check) => Ok(()),
         Ok(_) => Err(format!(
             "the store is not the one this server was set up with (its master key differs from the one pinned in {}): the database was replaced; restore it, or if the replacement is intended, remove that file",
             path.display()
         )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(data_dir)
-            .and_then(|()| std::fs::write(&path, format!("{id}\n")))
-            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_store_pin(data_dir, td, key_check)
+        }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }

@@ -208,33 +208,17 @@ fn the_agent_keeps_serving_while_the_server_is_down_and_catches_up() {
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(svid["key_sealed"].as_str().unwrap())
             .unwrap();
-        let stored = check.join("stored.der");
-        std::fs::write(&stored, &sealed).unwrap();
-        let (parsed, _) = openssl(&["pkey", "-inform", "DER", "-in", stored.to_str().unwrap()]);
-        assert!(!parsed, "{name} parses as a key without the agent's key");
+        assert!(
+            !parses_as_der_key(&check, &sealed),
+            "{name} parses as a key without the agent's key"
+        );
         let other = ward_store::seal::MasterKey::generate().unwrap();
         assert!(
             other.open(&name, &sealed).is_err(),
             "{name}: another key opens it"
         );
         let der = agent_key.open(&name, &sealed).unwrap();
-        let opened = check.join("opened.der");
-        std::fs::write(&opened, &*der).unwrap();
-        let cert = check.join("cert.pem");
-        std::fs::write(&cert, svid["chain_pem"].as_str().unwrap()).unwrap();
-        let (ok, from_key) = openssl(&[
-            "pkey",
-            "-inform",
-            "DER",
-            "-in",
-            opened.to_str().unwrap(),
-            "-pubout",
-        ]);
-        assert!(ok, "{from_key}");
-        let (ok, from_cert) =
-            openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
-        assert!(ok, "{from_cert}");
-        assert_eq!(from_key.trim(), from_cert.trim(), "{name}");
+        assert_key_of_cert(&check, &der, svid["chain_pem"].as_str().unwrap());
     }
 
     // The server returns on the same address: the agent catches up.
@@ -756,27 +740,7 @@ fn attesting_a_node_again_stops_the_old_node_svid_from_renewing() {
     let dir = tmp.path().join("keys");
     std::fs::create_dir_all(&dir).unwrap();
     let node = "spiffe://renew.test/ward/agent/rn";
-    let csr = |name: &str| {
-        let (ok, text) = openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            dir.join(format!("{name}.key")).to_str().unwrap(),
-            "-subj",
-            "/",
-            "-addext",
-            &format!("subjectAltName=URI:{node}"),
-            "-out",
-            dir.join(format!("{name}.csr")).to_str().unwrap(),
-        ]);
-        assert!(ok, "{text}");
-        std::fs::read_to_string(dir.join(format!("{name}.csr"))).unwrap()
-    };
+    let csr = |name: &str| openssl_csr(&dir, name, &format!("URI:{node}"));
     let attest = |name: &str| {
         let token = s.ward_json(&[
             "agent",

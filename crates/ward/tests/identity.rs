@@ -6,30 +6,6 @@ mod support;
 
 use support::*;
 
-fn openssl_csr(dir: &std::path::Path, name: &str, san: &str) -> String {
-    let key = dir.join(format!("{name}.key"));
-    let csr = dir.join(format!("{name}.csr"));
-    let (ok, out) = openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-subj",
-        "/CN=test",
-        "-addext",
-        &format!("subjectAltName={san}"),
-        "-out",
-        csr.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}");
-    std::fs::read_to_string(csr).unwrap()
-}
-
 #[test]
 fn minted_svid_verifies_with_openssl_and_has_exactly_the_spiffe_profile() {
     let tmp = tempfile::tempdir().unwrap();

@@ -138,26 +138,11 @@ fn two_replicas_on_one_postgres_share_entries_audit_chain_and_ca_rotation() {
     let csr_dir = tmp.path().join("csr");
     std::fs::create_dir_all(&csr_dir).unwrap();
     let csr = |node: &str| {
-        let path = csr_dir.join(format!("{node}.csr"));
-        let (ok, text) = openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            csr_dir.join(format!("{node}.key")).to_str().unwrap(),
-            "-subj",
-            "/",
-            "-addext",
-            &format!("subjectAltName=URI:spiffe://ha.test/ward/agent/{node}"),
-            "-out",
-            path.to_str().unwrap(),
-        ]);
-        assert!(ok, "{text}");
-        std::fs::read_to_string(path).unwrap()
+        openssl_csr(
+            &csr_dir,
+            node,
+            &format!("URI:spiffe://ha.test/ward/agent/{node}"),
+        )
     };
     for round in 0..3 {
         let join = a.ward_json(&["agent", "token", "create", "--ttl", "5m"])["token"]

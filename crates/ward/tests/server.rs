@@ -404,11 +404,8 @@ fn a_sealed_server_refuses_requests_until_the_threshold_of_right_shares() {
         .collect();
     let dir = tmp.path().join("keycheck");
     std::fs::create_dir_all(&dir).unwrap();
-    let as_stored = dir.join("stored.der");
-    std::fs::write(&as_stored, &sealed).unwrap();
-    let (parsed, _) = openssl(&["pkey", "-inform", "DER", "-in", as_stored.to_str().unwrap()]);
     assert!(
-        !parsed,
+        !parses_as_der_key(&dir, &sealed),
         "the stored CA key parses as a private key without the seal"
     );
     let name = format!("ca/{id}/key");
@@ -428,22 +425,7 @@ fn a_sealed_server_refuses_requests_until_the_threshold_of_right_shares() {
     // With the master key it opens, and it is the CA certificate's key:
     // the check above was made on the real thing.
     let key_der = master.open(&name, &sealed).unwrap();
-    let opened = dir.join("opened.der");
-    std::fs::write(&opened, &*key_der).unwrap();
-    let cert = dir.join("ca.pem");
-    std::fs::write(&cert, cert_pem.trim_end()).unwrap();
-    let (ok, from_key) = openssl(&[
-        "pkey",
-        "-inform",
-        "DER",
-        "-in",
-        opened.to_str().unwrap(),
-        "-pubout",
-    ]);
-    assert!(ok, "{from_key}");
-    let (ok, from_cert) = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
-    assert!(ok, "{from_cert}");
-    assert_eq!(from_key.trim(), from_cert.trim());
+    assert_key_of_cert(&dir, &key_der, cert_pem);
 }
 
 #[test]

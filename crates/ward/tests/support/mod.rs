@@ -451,3 +451,61 @@ pub fn my_uid() -> u32 {
 }
 pub mod proxy;
 pub mod raw;
+
+/// A fresh P-256 key (`DIR/NAME.key`) and a CSR for it with subjectAltName
+/// `san` (such as `URI:spiffe://td/x`), as PEM.
+pub fn openssl_csr(dir: &std::path::Path, name: &str, san: &str) -> String {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let (ok, out) = openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-subj",
+        "/CN=test",
+        "-addext",
+        &format!("subjectAltName={san}"),
+        "-out",
+        csr.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    std::fs::read_to_string(csr).unwrap()
+}
+
+/// Asserts that `key_der` (PKCS#8) is the private key of the first
+/// certificate in `cert_pem`: the public keys openssl derives agree.
+pub fn assert_key_of_cert(dir: &Path, key_der: &[u8], cert_pem: &str) {
+    let key = dir.join("opened.der");
+    std::fs::write(&key, key_der).unwrap();
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, cert_pem.trim_end()).unwrap();
+    let (ok, from_key) = openssl(&[
+        "pkey",
+        "-inform",
+        "DER",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+    ]);
+    assert!(ok, "{from_key}");
+    let (ok, from_cert) = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
+    assert!(ok, "{from_cert}");
+    assert_eq!(
+        from_key.trim(),
+        from_cert.trim(),
+        "the key is not the certificate's"
+    );
+}
+
+/// True when `bytes` parse as a DER private key.
+pub fn parses_as_der_key(dir: &Path, bytes: &[u8]) -> bool {
+    let path = dir.join("stored.der");
+    std::fs::write(&path, bytes).unwrap();
+    openssl(&["pkey", "-inform", "DER", "-in", path.to_str().unwrap()]).0
+}
