@@ -95,6 +95,8 @@ impl From<PeerError> for Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCert {
     pub id: SpiffeId,
+    /// The serial number, lower-case hex without leading zero bytes.
+    pub serial_hex: String,
     /// notBefore, Unix seconds.
     pub not_before: i64,
     /// notAfter, Unix seconds.
@@ -115,8 +117,12 @@ impl PeerCert {
             }
             _ => return Err(PeerError::NoSpiffeId),
         };
+        let serial = cert.raw_serial();
+        let first = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
+        let serial_hex = serial[first..].iter().map(|b| format!("{b:02x}")).collect();
         Ok(Self {
             id,
+            serial_hex,
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })

@@ -157,6 +157,49 @@ pub(crate) fn node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
     }
 }
 
+/// The calling node, refused if its SVID was superseded: after the node
+/// was attested again (a rebuilt machine, a new key) only the SVIDs of that
+/// attestation and their renewals are the node's. A node with no SVID on
+/// record (issued before records were kept, or minted by an administrator)
+/// is served as before.
+pub(crate) async fn current_node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
+    let id = node(s, peer)?;
+    match s.store.node_svids(&id.to_string()).await? {
+        Some(own) if !own.contains(&peer.serial) => Err(superseded(&id)),
+        _ => Ok(id),
+    }
+}
+
+/// The calling node, for a renewal: its SVID must be one on record, or (with
+/// none on record) younger than the node's last attestation. A renewal
+/// keeps an identity alive, so it is held to more than the other calls.
+pub(crate) async fn renewing_node(s: &Server, peer: &PeerId) -> Result<SpiffeId, ApiError> {
+    let id = node(s, peer)?;
+    let name = id.to_string();
+    if let Some(own) = s.store.node_svids(&name).await? {
+        return if own.contains(&peer.serial) {
+            Ok(id)
+        } else {
+            Err(superseded(&id))
+        };
+    }
+    match s.store.node_attested_at(&name).await? {
+        Some(at) if peer.not_before + ward_identity::ca::BACKDATE.as_secs() as i64 + 1 >= at => {
+            Ok(id)
+        }
+        Some(_) => Err(superseded(&id)),
+        None => Err(ApiError::Forbidden(format!(
+            "no record of {id}'s attestation: attest it again (`ward agent token create --node-name NAME`)"
+        ))),
+    }
+}
+
+fn superseded(id: &SpiffeId) -> ApiError {
+    ApiError::Forbidden(format!(
+        "this SVID is no longer {id}'s: the node was attested again (or renewed) since it was issued; use the current one"
+    ))
+}
+
 pub(crate) fn agent_actor(id: &SpiffeId) -> String {
     format!("agent:{id}")
 }

@@ -24,6 +24,8 @@ use ward_identity::{SpiffeId, TrustDomain};
 pub struct PeerId {
     /// The SPIFFE ID in the certificate's URI SAN, if a certificate was presented.
     pub id: Option<SpiffeId>,
+    /// The certificate's serial, lower-case hex without leading zero bytes.
+    pub serial: String,
     /// The certificate's notBefore, Unix seconds.
     pub not_before: i64,
     /// The certificate's notAfter, Unix seconds.

@@ -118,6 +118,10 @@ pub async fn serve_tls(
             // Read once per connection.
             let cert = leaf.and_then(|l| ward_identity::tls::PeerCert::parse(l).ok());
             let peer_id = PeerId {
+                serial: cert
+                    .as_ref()
+                    .map(|c| c.serial_hex.clone())
+                    .unwrap_or_default(),
                 not_before: cert.as_ref().map_or(0, |c| c.not_before),
                 not_after: cert.as_ref().map_or(0, |c| c.not_after),
                 id: cert.map(|c| c.id),

@@ -66,6 +66,9 @@ pub(crate) async fn insert_token(
     Ok(())
 }
 
+/// The settings (one per node) naming its current node SVIDs' serials.
+const NODE_SVID: &str = "node.svid/";
+
 /// The setting that counts node names ever claimed by an unbound join
 /// token or an upgrade (nodes are never deleted, so it only grows).
 pub(crate) const NODES_CLAIMED: &str = "nodes.claimed";
@@ -166,6 +169,40 @@ impl Store {
             return Ok(None);
         }
         Ok(Some(at))
+    }
+
+    /// The serials of the node SVIDs that are the node's own now: the
+    /// newest and the one it replaced (whose renewal answer may have been
+    /// lost), or `None` when none is recorded (or the record fails the
+    /// barrier).
+    pub async fn node_svids(&self, node_id: &str) -> Result<Option<Vec<String>>> {
+        let value = self.meta_verified(&format!("{NODE_SVID}{node_id}")).await?;
+        Ok(value.map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }))
+    }
+
+    /// Records the node SVIDs that are the node's own: `current`, and the
+    /// one it replaced if it was renewed (`None` after an attestation,
+    /// which ends every earlier one).
+    pub async fn record_node_svid(
+        &self,
+        node_id: &str,
+        current: &str,
+        replaced: Option<&str>,
+    ) -> Result<()> {
+        let key = self.row_key()?;
+        let mut tx = self.pool.begin().await?;
+        let value = match replaced {
+            Some(r) => format!("{current},{r}"),
+            None => current.to_owned(),
+        };
+        insert_meta(&mut tx, &key, &format!("{NODE_SVID}{node_id}"), &value).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Stores a new join token (its hash only).

@@ -35,6 +35,22 @@ impl Store {
         if !allow_upgrade {
             return Err(StoreError::BarrierMissing);
         }
+        // A store the barrier was on for still holds rows this key wrote
+        // (unless a writer stripped every MAC, which nothing can tell from
+        // an old store): then the marker was removed, and this is no upgrade.
+        let head = sqlx::query("SELECT seq, hash, mac FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(h) = head {
+            let (seq, hash, mac): (i64, String, Option<String>) =
+                (h.try_get(0)?, h.try_get(1)?, h.try_get(2)?);
+            if barrier::same_mac(&key.head_mac(seq, &hash), mac.as_deref()) {
+                tracing::error!(
+                    "the store's barrier marker is gone but its audit head was written under this key: the marker was removed; refusing to upgrade"
+                );
+                return Err(StoreError::BarrierMissing);
+            }
+        }
         let mut tx = self.pool.begin().await?;
         bump_revision(&mut tx).await?;
         let mut rows = 0u64;

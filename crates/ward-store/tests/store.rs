@@ -222,6 +222,7 @@ both_backends_with_url!(
     a_deleted_node_row_gives_its_name_to_no_unbound_token,
     names_claimed_with_bound_tokens_or_at_once_are_all_counted,
     a_store_from_before_the_barrier_is_upgraded_once,
+    a_removed_barrier_marker_is_no_old_store,
     an_edited_audit_record_is_found,
     a_reordered_audit_pair_is_found,
     a_recomputed_unkeyed_audit_chain_is_found,
@@ -685,6 +686,24 @@ async fn names_claimed_with_bound_tokens_or_at_once_are_all_counted(store: Store
             .unwrap(),
         JoinTokenUse::NodeRecordsMissing
     );
+}
+
+/// Removing the barrier's marker row does not make a store look old: its
+/// audit head was written under the key, so even the operator's flag does
+/// not re-authenticate what the writer slipped in.
+async fn a_removed_barrier_marker_is_no_old_store(store: Store, url: String) {
+    store.initialize(initialization()).await.unwrap();
+    raw(&url, "DELETE FROM meta WHERE key = 'barrier'").await;
+    raw(
+        &url,
+        "INSERT INTO tokens (id, hash, role, created_at) VALUES ('evil', 'evilhash', 'admin', 1)",
+    )
+    .await;
+    assert!(matches!(
+        store.enable_barrier(true).await,
+        Err(StoreError::BarrierMissing)
+    ));
+    assert!(store.token_by_hash("evilhash").await.unwrap().is_none());
 }
 
 async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: String) {

@@ -764,43 +764,74 @@ fn attesting_a_node_again_stops_the_old_node_svid_from_renewing() {
         )
         .unwrap();
     };
-    // POST /v1/agent/renew with `name`'s SVID as the client certificate.
-    let renew = |name: &str| -> (u16, String) {
-        let body = serde_json::json!({"csr": csr(&format!("{name}-next"))}).to_string();
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "-",
-                "-w",
-                "\n%{http_code}",
-                "--cacert",
-                s.cacert(),
-            ])
-            .arg("--cert")
-            .arg(dir.join(format!("{name}.pem")))
-            .arg("--key")
-            .arg(dir.join(format!("{name}.key")))
-            .args([
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &body,
-            ])
-            .arg(format!("{}/v1/agent/renew", s.addr()))
-            .output()
-            .unwrap();
+    // A call to an agent endpoint with `name`'s SVID as the client
+    // certificate: (status, body).
+    let call = |name: &str, method: &str, path: &str, body: Option<String>| -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            s.cacert(),
+            "-X",
+            method,
+        ])
+        .arg("--cert")
+        .arg(dir.join(format!("{name}.pem")))
+        .arg("--key")
+        .arg(dir.join(format!("{name}.key")));
+        if let Some(b) = &body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        let out = cmd.arg(format!("{}{path}", s.addr())).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.trim().parse().unwrap_or(0), body.to_string())
     };
+    // Renews `name`'s SVID; the renewed one is kept as `NAME-next`.
+    let renew = |name: &str| -> (u16, String) {
+        let next = format!("{name}-next");
+        // A key of its own per attempt: a refused renewal must not replace
+        // the key of an SVID kept from an earlier one.
+        let attempt = format!("{name}-attempt");
+        let body = serde_json::json!({"csr": csr(&attempt)}).to_string();
+        let (code, resp) = call(name, "POST", "/v1/agent/renew", Some(body));
+        if code == 200 {
+            let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+            std::fs::write(
+                dir.join(format!("{next}.pem")),
+                v["cert_chain_pem"].as_str().unwrap(),
+            )
+            .unwrap();
+            std::fs::rename(
+                dir.join(format!("{attempt}.key")),
+                dir.join(format!("{next}.key")),
+            )
+            .unwrap();
+        }
+        (code, resp)
+    };
+    let sync = |name: &str| call(name, "GET", "/v1/agent/sync?since=0&wait=0", None).0;
     attest("old");
     assert_eq!(renew("old").0, 200, "a node renews its own SVID");
-    // notBefore has second resolution: let the clock move past it.
-    std::thread::sleep(Duration::from_millis(2_100));
+    assert_eq!(
+        renew("old-next").0,
+        200,
+        "and the renewed one renews in turn"
+    );
+    assert_eq!(sync("old-next-next"), 200);
     attest("new");
-    let (code, body) = renew("old");
-    assert_eq!(code, 403, "{body}");
-    assert!(body.contains("attested again"), "{body}");
+    // Every SVID of the old attestation is refused, even one renewed a
+    // moment before (no waiting on the clock: the serials say it).
+    for old in ["old", "old-next", "old-next-next"] {
+        let (code, body) = renew(old);
+        assert_eq!(code, 403, "{old}: {body}");
+        assert!(body.contains("attested again"), "{body}");
+        assert_eq!(sync(old), 403, "{old} can no longer sync");
+    }
     assert_eq!(renew("new").0, 200, "the new identity renews");
+    assert_eq!(sync("new-next"), 200);
 }

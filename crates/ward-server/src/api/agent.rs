@@ -18,7 +18,7 @@ use ward_identity::{SpiffeId, validate_csr};
 use ward_store::{AuditEvent, JoinTokenUse, now_secs};
 
 use super::{ApiResult, S, ok};
-use crate::auth::{agent_actor, is_agent_id, node, token_hash};
+use crate::auth::{agent_actor, current_node, is_agent_id, renewing_node, token_hash};
 use crate::error::{ApiError, parse_json};
 use crate::issuance;
 use crate::long_poll::{LongPoll, LongPollQuery};
@@ -102,12 +102,23 @@ async fn attest(State(s): S, body: Bytes) -> ApiResult {
         }
     }
     let svid = issuance::sign_x509(&authority, &csr, s.config.ca.svid_default_ttl)?;
+    // This attestation's SVID is now the node's only one: any earlier node
+    // SVID (an old machine's) is refused from here on. If this record
+    // cannot be written the SVID still works (a node with none on record
+    // is held to its attestation time instead).
+    if let Err(e) = s
+        .store
+        .record_node_svid(&csr.spiffe_id().to_string(), &svid.serial_hex, None)
+        .await
+    {
+        tracing::warn!(node = %svid.spiffe_id, error = %e, "cannot record the node's SVID");
+    }
     tracing::info!(node = %svid.spiffe_id, "node attested");
     ok(&issuance::x509_response(&authority, svid))
 }
 
 async fn renew(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> ApiResult {
-    let node = node(&s, &peer)?;
+    let node = renewing_node(&s, &peer).await?;
     let authority = s.authority()?;
     let req: RenewRequest = parse_json(&body)?;
     let csr = validate_csr(req.csr.as_bytes(), &s.config.trust_domain)
@@ -118,22 +129,6 @@ async fn renew(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
             csr.spiffe_id()
         )));
     }
-    // The node SVID renewing must be younger than the node's last
-    // attestation: attesting a node again (a rebuilt machine, a new key)
-    // ends the old identity instead of leaving it to renew itself forever.
-    match s.store.node_attested_at(&node.to_string()).await? {
-        Some(at) if peer.not_before + ward_identity::ca::BACKDATE.as_secs() as i64 + 1 >= at => {}
-        Some(_) => {
-            return Err(ApiError::Forbidden(format!(
-                "{node} was attested again after this SVID was issued: the old node identity cannot renew; use the new one"
-            )));
-        }
-        None => {
-            return Err(ApiError::Forbidden(format!(
-                "no record of {node}'s attestation: attest it again (`ward agent token create --node-name NAME`)"
-            )));
-        }
-    }
     let svid = issuance::sign_x509(&authority, &csr, s.config.ca.svid_default_ttl)?;
     s.audit
         .append(AuditEvent::new(
@@ -143,6 +138,11 @@ async fn renew(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
             serde_json::json!({"serial": svid.serial_hex, "expires_at": svid.not_after.unix_timestamp()}),
         ))
         .await?;
+    // From now on this SVID is the node's, and the one it replaces stays
+    // usable only until this answer has surely arrived (its next renewal).
+    s.store
+        .record_node_svid(&node.to_string(), &svid.serial_hex, Some(&peer.serial))
+        .await?;
     ok(&issuance::x509_response(&authority, svid))
 }
 
@@ -151,7 +151,7 @@ async fn sync(
     Extension(peer): Extension<PeerId>,
     q: Result<Query<LongPollQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let node = node(&s, &peer)?;
+    let node = current_node(&s, &peer).await?;
     s.authority()?;
     let poll = LongPoll::from_query(q)?;
     let since = poll.since;
@@ -175,7 +175,7 @@ async fn sync(
 }
 
 async fn svids(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> ApiResult {
-    let node = node(&s, &peer)?;
+    let node = current_node(&s, &peer).await?;
     let authority = s.authority()?;
     let req: AgentSvidBatch = parse_json(&body)?;
     if req.requests.len() > MAX_BATCH {
@@ -253,7 +253,7 @@ async fn svids(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> 
 }
 
 async fn jwt(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> ApiResult {
-    let node = node(&s, &peer)?;
+    let node = current_node(&s, &peer).await?;
     let authority = s.authority()?;
     let req: AgentJwtRequest = parse_json(&body)?;
     let entry = s.store.entry(&req.entry_id).await?;
