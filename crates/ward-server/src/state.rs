@@ -28,9 +28,16 @@ pub struct Server {
     policy_high: std::sync::atomic::AtomicI64,
     /// Whether the next unseal may upgrade a store that predates the barrier.
     upgrade_allowed: std::sync::atomic::AtomicBool,
+    /// Every workload's labels as of a revision (what proxies are sent).
+    pub labels_cache: std::sync::Mutex<Option<(i64, Arc<Labels>)>>,
+    /// The audit checkpoints' public key, once derived.
+    pub checkpoint_public_key: std::sync::OnceLock<String>,
     /// Per-address limits on unauthenticated requests and failed logins.
     pub limits: Arc<crate::limits::Limits>,
 }
+
+/// Labels by SPIFFE ID.
+pub type Labels = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
 
 /// In the data folder: the barrier has been on here (see `upgrade_allowed`).
 const BARRIER_SEEN: &str = "barrier-seen";
@@ -144,6 +151,8 @@ impl Server {
             client_trust,
             policy_high: std::sync::atomic::AtomicI64::new(0),
             upgrade_allowed: std::sync::atomic::AtomicBool::new(upgrade_allowed),
+            checkpoint_public_key: std::sync::OnceLock::new(),
+            labels_cache: std::sync::Mutex::new(None),
             limits,
         }))
     }

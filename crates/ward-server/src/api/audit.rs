@@ -104,12 +104,20 @@ async fn checkpoint(State(s): S, headers: HeaderMap) -> ApiResult {
 }
 
 async fn checkpoint_key(State(s): S) -> ApiResult {
-    // Public, like a JWKS; it exists only while unsealed.
-    let master = s.master()?;
-    let signer = CheckpointSigner::derive(&master, s.config.trust_domain.as_str());
-    ok(&CheckpointKey {
-        public_key: signer.public_key(),
-    })
+    // Public, like a JWKS; served only while unsealed. It never changes
+    // (the master key does not), so it is derived once, not per request:
+    // this endpoint takes no token.
+    let public_key = match s.checkpoint_public_key.get() {
+        Some(k) => k.clone(),
+        None => {
+            let master = s.master()?;
+            let key =
+                CheckpointSigner::derive(&master, s.config.trust_domain.as_str()).public_key();
+            s.checkpoint_public_key.get_or_init(|| key).clone()
+        }
+    };
+    s.authority()?;
+    ok(&CheckpointKey { public_key })
 }
 
 /// Appends one checkpoint line to `path` and syncs it.

@@ -2,7 +2,6 @@
 //! administrator and long-polled by proxies (each sees only the policies
 //! that can match its own service).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -18,7 +17,7 @@ use crate::auth::workload;
 use crate::error::ApiError;
 use crate::long_poll::{LongPoll, LongPollQuery};
 use crate::peer::PeerId;
-use crate::state::Server;
+use crate::state::{Labels, Server};
 
 pub(super) fn routes() -> Router<Arc<Server>> {
     Router::new()
@@ -90,12 +89,7 @@ async fn watch(
         let revision = s.store.revision().await?;
         if revision > poll.since || poll.expired() {
             let policy = s.current_policy().await?;
-            let mut labels: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-            for e in s.store.entry_changes(None, 0).await?.entries {
-                if !e.labels.is_empty() {
-                    labels.entry(e.spiffe_id).or_default().extend(e.labels);
-                }
-            }
+            let labels = labels_at(&s, revision).await?;
             return ok(&ProxyPolicy {
                 revision,
                 version: policy.as_ref().map_or(0, |p| p.version),
@@ -109,10 +103,30 @@ async fn watch(
                     })?,
                     None => String::new(),
                 },
-                labels,
+                labels: (*labels).clone(),
                 scoped_for: me.to_string(),
             });
         }
         poll.wait(wake).await;
     }
+}
+
+/// Every workload's labels, by SPIFFE ID, as of `revision` or later:
+/// read (and every entry verified) once per revision, not once per proxy
+/// poll.
+async fn labels_at(s: &Server, revision: i64) -> Result<std::sync::Arc<Labels>, ApiError> {
+    if let Some((at, labels)) = &*s.labels_cache.lock().unwrap_or_else(|p| p.into_inner())
+        && *at == revision
+    {
+        return Ok(labels.clone());
+    }
+    let mut labels = Labels::new();
+    for e in s.store.entry_changes(None, 0).await?.entries {
+        if !e.labels.is_empty() {
+            labels.entry(e.spiffe_id).or_default().extend(e.labels);
+        }
+    }
+    let labels = std::sync::Arc::new(labels);
+    *s.labels_cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((revision, labels.clone()));
+    Ok(labels)
 }
