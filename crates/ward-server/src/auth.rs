@@ -45,6 +45,9 @@ pub fn token_hash(token: &str) -> String {
     ))
 }
 
+/// Vault's token header, which the API reads as well as `Authorization`.
+pub(crate) const VAULT_TOKEN: &str = "x-vault-token";
+
 /// Known tokens by hash, each trusted for [`TOKEN_CACHE_TTL`].
 #[derive(Default)]
 pub struct TokenCache(Mutex<HashMap<String, (TokenRecord, Instant)>>);
@@ -80,7 +83,7 @@ impl Server {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let vault = headers.get("x-vault-token").and_then(|v| v.to_str().ok());
+        let vault = headers.get(VAULT_TOKEN).and_then(|v| v.to_str().ok());
         let token = match (bearer, vault) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ApiError::BadRequest(

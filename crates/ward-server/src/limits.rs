@@ -58,7 +58,7 @@ fn client_key(ip: IpAddr) -> IpAddr {
 /// reads tokens from).
 fn presents_token(req: &axum::extract::Request) -> bool {
     let h = req.headers();
-    h.contains_key(header::AUTHORIZATION) || h.contains_key("x-vault-token")
+    h.contains_key(header::AUTHORIZATION) || h.contains_key(crate::auth::VAULT_TOKEN)
 }
 
 pub struct Limits {

@@ -17,6 +17,21 @@ pub struct VerifiedHead {
     pub hash: String,
 }
 
+/// A record from a row whose first eight columns are `seq, ts_ms, actor,
+/// action, target, detail, prev_hash, hash`.
+fn audit_record(r: &sqlx::any::AnyRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.try_get(0)?,
+        ts_ms: r.try_get(1)?,
+        actor: r.try_get(2)?,
+        action: r.try_get(3)?,
+        target: r.try_get(4)?,
+        detail: r.try_get(5)?,
+        prev_hash: r.try_get(6)?,
+        hash: r.try_get(7)?,
+    })
+}
+
 /// As [`append_in_tx`]; `genesis` is true only for the first record of a
 /// new store: an empty chain anywhere else is a wiped one.
 pub(crate) async fn append_records(
@@ -130,20 +145,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    seq: r.try_get(0)?,
-                    ts_ms: r.try_get(1)?,
-                    actor: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    target: r.try_get(4)?,
-                    detail: r.try_get(5)?,
-                    prev_hash: r.try_get(6)?,
-                    hash: r.try_get(7)?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_record).collect()
     }
 
     /// Checks the keyed chain: every record present, in order, unedited
@@ -171,16 +173,7 @@ impl Store {
                 break;
             }
             for r in &rows {
-                let rec = AuditRecord {
-                    seq: r.try_get(0)?,
-                    ts_ms: r.try_get(1)?,
-                    actor: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    target: r.try_get(4)?,
-                    detail: r.try_get(5)?,
-                    prev_hash: r.try_get(6)?,
-                    hash: r.try_get(7)?,
-                };
+                let rec = audit_record(r)?;
                 let mac: Option<String> = r.try_get(8)?;
                 if rec.seq > head_seq {
                     break 'pages;

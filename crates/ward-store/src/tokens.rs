@@ -96,6 +96,37 @@ pub(crate) async fn claimed_nodes(
     Ok(value.parse().ok())
 }
 
+/// A node's row: missing, failing the barrier, or verified (with its
+/// attestation time).
+enum NodeRow {
+    Absent,
+    Forged,
+    Verified(i64),
+}
+
+async fn node_row<'e, E: sqlx::Executor<'e, Database = Any>>(
+    exec: E,
+    key: &RowKey,
+    node_id: &str,
+) -> Result<NodeRow> {
+    let row = sqlx::query("SELECT join_token_id, attested_at, mac FROM nodes WHERE spiffe_id = $1")
+        .bind(node_id)
+        .fetch_optional(exec)
+        .await?;
+    let Some(r) = row else {
+        return Ok(NodeRow::Absent);
+    };
+    let (token, at, mac): (String, i64, Option<String>) =
+        (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+    Ok(
+        if key.verify("nodes", node_id, &rows::node(&token, at), mac.as_deref()) {
+            NodeRow::Verified(at)
+        } else {
+            NodeRow::Forged
+        },
+    )
+}
+
 /// How many node rows pass the barrier.
 pub(crate) async fn verified_nodes(tx: &mut Transaction<'_, Any>, key: &RowKey) -> Result<u64> {
     let mut n = 0;
@@ -156,19 +187,14 @@ impl Store {
     /// is there and passes the barrier.
     pub async fn node_attested_at(&self, node_id: &str) -> Result<Option<i64>> {
         let key = self.row_key()?;
-        let row =
-            sqlx::query("SELECT join_token_id, attested_at, mac FROM nodes WHERE spiffe_id = $1")
-                .bind(node_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(r) = row else { return Ok(None) };
-        let (token, at, mac): (String, i64, Option<String>) =
-            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        if !key.verify("nodes", node_id, &rows::node(&token, at), mac.as_deref()) {
-            self.barrier.reject("nodes", node_id);
-            return Ok(None);
-        }
-        Ok(Some(at))
+        Ok(match node_row(&self.pool, &key, node_id).await? {
+            NodeRow::Verified(at) => Some(at),
+            NodeRow::Forged => {
+                self.barrier.reject("nodes", node_id);
+                None
+            }
+            NodeRow::Absent => None,
+        })
     }
 
     /// The serials of the node SVIDs that are the node's own now: the
@@ -314,6 +340,10 @@ impl Store {
         if bound.is_some() {
             // A bound token may re-attest its node, or claim a new name
             // (which is counted like any other).
+            let new_name = !matches!(
+                node_row(&mut *tx, &key, node_id).await?,
+                NodeRow::Verified(_)
+            );
             sqlx::query(
                 "INSERT INTO nodes (spiffe_id, join_token_id, attested_at, mac) VALUES ($1, $2, $3, $4) ON CONFLICT (spiffe_id) DO UPDATE SET join_token_id = excluded.join_token_id, attested_at = excluded.attested_at, mac = excluded.mac",
             )
@@ -323,11 +353,10 @@ impl Store {
             .bind(&node_mac)
             .execute(&mut *tx)
             .await?;
-            let after = verified_nodes(&mut tx, &key).await?;
             // A missing or forged count stays missing: unbound tokens stay
             // refused rather than trust a count rebuilt from what is left.
             if let Some(n) = recorded
-                && after > present
+                && new_name
             {
                 insert_meta(
                     &mut tx,

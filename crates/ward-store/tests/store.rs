@@ -174,11 +174,7 @@ async fn writes_that_advance_the_revision_wake_waiters(store: Store) {
         )
         .await
         .unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_secs(5), woken)
-            .await
-            .is_ok()
-    );
+    assert!(signalled(woken, Duration::from_secs(5)).await);
     let woken = store.changes().notified();
     store
         .push_policy(
@@ -189,11 +185,7 @@ async fn writes_that_advance_the_revision_wake_waiters(store: Store) {
         )
         .await
         .unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_secs(5), woken)
-            .await
-            .is_ok()
-    );
+    assert!(signalled(woken, Duration::from_secs(5)).await);
     // A clone shares the signal (the server hands clones to its tasks).
     let other = store.clone();
     let woken = other.changes().notified();
@@ -201,19 +193,16 @@ async fn writes_that_advance_the_revision_wake_waiters(store: Store) {
         .delete_entry("e1", ev("entry.delete", "e1"))
         .await
         .unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_secs(5), woken)
-            .await
-            .is_ok()
-    );
+    assert!(signalled(woken, Duration::from_secs(5)).await);
     // An audit record alone changes no revision and wakes no one.
     let woken = store.changes().notified();
     store.append_audit(&[ev("x", "y")]).await.unwrap();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(200), woken)
-            .await
-            .is_err()
-    );
+    assert!(!signalled(woken, Duration::from_millis(200)).await);
+}
+
+/// True when `n` is woken within `within`.
+async fn signalled(n: tokio::sync::futures::Notified<'_>, within: std::time::Duration) -> bool {
+    tokio::time::timeout(within, n).await.is_ok()
 }
 
 both_backends_with_url!(

@@ -455,10 +455,30 @@ fn py_spiffe_fetches_x509_and_jwt_svids_and_validates_the_jwt() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
 
-/// curl with a client certificate: (status, body); status 0 when TLS refused it.
+/// curl with the client certificate in `cert_dir` (`svid.pem`, `key.pem`):
+/// (status, body); status 0 when TLS refused it.
 fn curl_as(
     s: &Server,
     cert_dir: Option<&std::path::Path>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let cert = cert_dir.map(|d| (d.join("svid.pem"), d.join("key.pem")));
+    curl_with_cert(
+        s,
+        cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        method,
+        path,
+        body,
+    )
+}
+
+/// curl with a client certificate and key: (status, body); status 0 when
+/// TLS refused it.
+fn curl_with_cert(
+    s: &Server,
+    cert_and_key: Option<(&std::path::Path, &std::path::Path)>,
     method: &str,
     path: &str,
     body: Option<&str>,
@@ -473,13 +493,8 @@ fn curl_as(
         "-X",
         method,
     ]);
-    if let Some(d) = cert_dir {
-        cmd.args([
-            "--cert",
-            d.join("svid.pem").to_str().unwrap(),
-            "--key",
-            d.join("key.pem").to_str().unwrap(),
-        ]);
+    if let Some((cert, key)) = cert_and_key {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
     }
     if let Some(b) = body {
         cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
@@ -542,29 +557,7 @@ fn the_agent_api_serves_only_a_node_its_own_entries() {
     assert!(!body.contains(&entry), "n2 learns of n1's entry: {body}");
 
     // n2 cannot obtain n1's workload identity, X.509 or JWT.
-    let key_csr = {
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-            ])
-            .arg(tmp.path().join("k.pem"))
-            .args([
-                "-subj",
-                "/CN=x",
-                "-addext",
-                "subjectAltName=URI:spiffe://nodes.test/ns/a/sa/web",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let key_csr = openssl_csr(tmp.path(), "k", "URI:spiffe://nodes.test/ns/a/sa/web");
     let batch = serde_json::json!({"requests": [{"entry_id": entry, "csr": key_csr}]}).to_string();
     let (code, body) = curl_as(&s, Some(&n2), "POST", "/v1/agent/svids", Some(&batch));
     assert_eq!(code, 200, "{body}");
@@ -766,30 +759,12 @@ fn attesting_a_node_again_stops_the_old_node_svid_from_renewing() {
     };
     // A call to an agent endpoint with `name`'s SVID as the client
     // certificate: (status, body).
-    let call = |name: &str, method: &str, path: &str, body: Option<String>| -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-s",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "--cacert",
-            s.cacert(),
-            "-X",
-            method,
-        ])
-        .arg("--cert")
-        .arg(dir.join(format!("{name}.pem")))
-        .arg("--key")
-        .arg(dir.join(format!("{name}.key")));
-        if let Some(b) = &body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-        }
-        let out = cmd.arg(format!("{}{path}", s.addr())).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (code.trim().parse().unwrap_or(0), body.to_string())
+    let call = |name: &str, method: &str, path: &str, body: Option<String>| {
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        curl_with_cert(&s, Some((&cert, &key)), method, path, body.as_deref())
     };
     // Renews `name`'s SVID; the renewed one is kept as `NAME-next`.
     let renew = |name: &str| -> (u16, String) {
