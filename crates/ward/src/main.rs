@@ -9,6 +9,7 @@ mod entry;
 mod operator;
 mod policy;
 mod proxy;
+mod scan;
 mod server;
 mod svid;
 mod up;
@@ -24,7 +25,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Zero-trust security for microservices: workload identity (SPIFFE), mTLS sidecars that authorize every call with Cedar, a certificate authority and a tamper-evident audit log, in one binary",
     long_about = None,
-    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  proxy     the sidecar: mTLS between services, Cedar authorization per request\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit, policy, telemetry\n\nStart here: `ward up`, then follow what it prints."
+    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  proxy     the sidecar: mTLS between services, Cedar authorization per request\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit, policy, telemetry\n\nCI:\n  scan      misconfigured manifests, Dockerfiles and Ward configs, secrets, vulnerable dependencies\n\nStart here: `ward up`, then follow what it prints."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -68,12 +69,19 @@ enum Command {
     /// Read the call edges proxies report (the service graph's raw data)
     #[command(subcommand)]
     Telemetry(policy::TelemetryCommand),
+    /// Scan Kubernetes manifests, Dockerfiles, Ward configs, secrets and dependencies (CI-ready: SARIF, baselines)
+    Scan(scan::ScanArgs),
     /// A small HTTP service for demos and tests: answers JSON naming itself and its verified caller
     DemoApp(proxy::DemoAppArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The scanner is synchronous and needs no runtime or TLS provider.
+    let cli = match cli.command {
+        Command::Scan(a) => return scan::run(a),
+        other => Cli { command: other },
+    };
     // One crypto provider for every TLS client and server in the process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -108,6 +116,7 @@ fn main() -> std::process::ExitCode {
             Command::Policy(c) => policy::run(c).await,
             Command::Telemetry(c) => policy::run_telemetry(c).await,
             Command::DemoApp(a) => proxy::run_demo_app(a).await,
+            Command::Scan(_) => Ok(()),
         }
     });
     match result {
