@@ -235,85 +235,87 @@ const PATTERNS: &[Pattern] = &[
     Pattern {
         id: "SEC001",
         keywords: &["akia", "asia", "abia", "acca"],
-        regex: r"\b((?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})\b",
+        regex: r"(?-u:\b)((?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})(?-u:\b)",
         group: 1,
     },
     Pattern {
         id: "SEC002",
         keywords: &["aws"],
-        regex: r#"(?i)aws[\w.\-]{0,20}?(?:secret|sk)[\w.\-]{0,20}?["']?\s{0,3}(?:=|:=|:|=>)\s{0,5}["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
+        regex: r#"(?i)aws[A-Za-z0-9_.\-]{0,20}?(?:secret|sk)[A-Za-z0-9_.\-]{0,20}?["']?[ \t\r\n]{0,3}(?:=|:=|:|=>)[ \t\r\n]{0,5}["']?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
         group: 1,
     },
     Pattern {
         id: "SEC003",
         keywords: &["private key"],
-        regex: r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----\s*(?:[A-Za-z0-9-]+:[^\n]*\n\s*)*([A-Za-z0-9+/=\s]{64,}?)-----END",
+        regex: r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----[ \t\r\n]*(?:[A-Za-z0-9-]+:[^\n]*\n[ \t\r\n]*)*([A-Za-z0-9+/= \t\r\n]{64,}?)-----END",
         group: 1,
     },
     Pattern {
         id: "SEC004",
         keywords: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
-        regex: r"\b((?:gh[pousr]_[A-Za-z0-9]{36,255})|(?:github_pat_[A-Za-z0-9_]{82}))\b",
+        regex: r"(?-u:\b)((?:gh[pousr]_[A-Za-z0-9]{36,255})|(?:github_pat_[A-Za-z0-9_]{82}))(?-u:\b)",
         group: 1,
     },
     Pattern {
         id: "SEC005",
         keywords: &["glpat-", "glrt-", "glptt-"],
-        regex: r"\b((?:glpat|glrt|glptt)-[A-Za-z0-9_\-]{20,})\b",
+        regex: r"(?-u:\b)((?:glpat|glrt|glptt)-[A-Za-z0-9_\-]{20,})(?-u:\b)",
         group: 1,
     },
     Pattern {
         id: "SEC006",
         keywords: &["xox", "hooks.slack.com"],
-        regex: r"((?:\bxox[baprse]-[A-Za-z0-9-]{10,})|(?:https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9+/]{30,}))",
+        regex: r"((?:(?-u:\b)xox[baprse]-[A-Za-z0-9-]{10,})|(?:https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9+/]{30,}))",
         group: 1,
     },
     Pattern {
         id: "SEC007",
         keywords: &["sk_live_", "rk_live_", "sk_test_", "rk_test_"],
-        regex: r"\b((?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,99})\b",
+        regex: r"(?-u:\b)((?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,99})(?-u:\b)",
         group: 1,
     },
     Pattern {
         id: "SEC008",
         keywords: &["aiza"],
-        regex: r"\b(AIza[0-9A-Za-z_\-]{35})(?:[^0-9A-Za-z_\-]|$)",
+        regex: r"(?-u:\b)(AIza[0-9A-Za-z_\-]{35})(?:[^0-9A-Za-z_\-]|$)",
         group: 1,
     },
     Pattern {
         id: "SEC009",
         keywords: &["eyj"],
-        regex: r"\b(eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})",
+        regex: r"(?-u:\b)(eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})",
         group: 1,
     },
     Pattern {
         id: "SEC010",
         keywords: &["://"],
-        regex: r#"(?i)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|ldaps?|sftp|ftps?|smtps?|nats|kafka)://[^:@/\s"'<>]{1,64}:([^@/\s"'<>]{3,128})@[^\s"'<>]"#,
+        regex: r#"(?i)(?-u:\b)(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|ldaps?|sftp|ftps?|smtps?|nats|kafka)://[^:@/ \t\r\n"'<>]{1,64}:([^@/ \t\r\n"'<>]{3,128})@[^ \t\r\n"'<>]"#,
         group: 1,
     },
     Pattern {
         id: "SEC011",
         keywords: &["npm_"],
-        regex: r"\b(npm_[A-Za-z0-9]{36})\b",
+        regex: r"(?-u:\b)(npm_[A-Za-z0-9]{36})(?-u:\b)",
         group: 1,
     },
     Pattern {
         id: "SEC012",
         keywords: &["pypi-"],
-        regex: r"\b(pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,})",
+        regex: r"(?-u:\b)(pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{50,})",
         group: 1,
     },
     Pattern {
         id: "SEC013",
         keywords: &["sk-"],
-        regex: r"\b((?:sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}T3BlbkFJ[A-Za-z0-9_\-]{20,})|(?:sk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_\-]{80,}))",
+        regex: r"(?-u:\b)((?:sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}T3BlbkFJ[A-Za-z0-9_\-]{20,})|(?:sk-ant-(?:api|admin)[0-9]{2}-[A-Za-z0-9_\-]{80,}))",
         group: 1,
     },
     Pattern {
         id: "SEC014",
-        keywords: &["sg.", "sk"],
-        regex: r"\b((?:SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43})|(?:SK[0-9a-f]{32}))\b",
+        // Twilio keys (SK + 32 hex) are only looked for where the file names
+        // Twilio: "sk" alone is in every other word.
+        keywords: &["sg.", "twilio"],
+        regex: r"(?-u:\b)((?:SG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43})|(?:SK[0-9a-f]{32}))(?-u:\b)",
         group: 1,
     },
     Pattern {
@@ -325,37 +327,37 @@ const PATTERNS: &[Pattern] = &[
     Pattern {
         id: "SEC016",
         keywords: &["hvs.", "hvb."],
-        regex: r"\b((?:hvs|hvb)\.[A-Za-z0-9_\-]{90,})",
+        regex: r"(?-u:\b)((?:hvs|hvb)\.[A-Za-z0-9_\-]{90,})",
         group: 1,
     },
     Pattern {
         id: "SEC017",
         keywords: &["ward_"],
-        regex: r"\b(ward_[A-Za-z0-9_\-]{43})(?:[^A-Za-z0-9_\-]|$)",
+        regex: r"(?-u:\b)(ward_[A-Za-z0-9_\-]{43})(?:[^A-Za-z0-9_\-]|$)",
         group: 1,
     },
     Pattern {
         id: "SEC018",
         keywords: &["dop_v1_", "doo_v1_", "dor_v1_"],
-        regex: r"\b((?:dop|doo|dor)_v1_[a-f0-9]{64})\b",
+        regex: r"(?-u:\b)((?:dop|doo|dor)_v1_[a-f0-9]{64})(?-u:\b)",
         group: 1,
     },
     Pattern {
         id: "SEC020",
         keywords: &["://"],
-        regex: r#"(?i)\bhttps?://[^:@/\s"'<>]{1,64}:([^@/\s"'<>]{3,128})@[A-Za-z0-9.\-]+"#,
+        regex: r#"(?i)(?-u:\b)https?://[^:@/ \t\r\n"'<>]{1,64}:([^@/ \t\r\n"'<>]{3,128})@[A-Za-z0-9.\-]+"#,
         group: 1,
     },
     Pattern {
         id: "SEC021",
         keywords: &["hf_", "dapi"],
-        regex: r"\b((?:hf_[A-Za-z]{34})|(?:dapi[a-f0-9]{32}(?:-\d)?))\b",
+        regex: r"(?-u:\b)((?:hf_[A-Za-z]{34})|(?:dapi[a-f0-9]{32}(?:-[0-9])?))(?-u:\b)",
         group: 1,
     },
     Pattern {
         id: "SEC022",
         keywords: &[":aa", "discord"],
-        regex: r"(?i)((?:\b\d{8,10}:AA[0-9A-Za-z_\-]{33}\b)|(?:discord[\w.\-]{0,20}[\s:=]{1,5}[\x22']?[MNO][A-Za-z\d_\-]{23,25}\.[A-Za-z\d_\-]{6}\.[A-Za-z\d_\-]{27,38}))",
+        regex: r"(?i)((?:(?-u:\b)[0-9]{8,10}:AA[0-9A-Za-z_\-]{33}(?-u:\b))|(?:discord[A-Za-z0-9_.\-]{0,20}[ \t\r\n:=]{1,5}[\x22']?[MNO][A-Za-z0-9_\-]{23,25}\.[A-Za-z0-9_\-]{6}\.[A-Za-z0-9_\-]{27,38}))",
         group: 1,
     },
     // The generic rule last: it defers to any rule above on the same value.
@@ -375,8 +377,12 @@ const PATTERNS: &[Pattern] = &[
             "credential",
             "private_key",
         ],
-        regex: r#"(?i)([A-Za-z0-9_.\-]{0,30}(?:secret|token|passw(?:or)?d|passwd|pwd|api[_\-]?key|apikey|access[_\-]?key|auth[_\-]?key|private[_\-]?key|credential)s?[A-Za-z0-9_.\-]{0,20})["']?\s{0,3}(?:=|:=|:|=>|\|\|=)\s{0,5}(["'`]?)([^\s"'`;,)]{8,200})(["'`]?)"#,
-        group: 3,
+        // Anchored at the keyword (so the regex engine can skip ahead on
+        // its literals); the name around it and the quotes are read by
+        // `generic_parts`, not by capture groups, which cost a backtracking
+        // pass per match.
+        regex: r#"(?i)(?:secret|token|passw(?:or)?d|passwd|pwd|api[_\-]?key|apikey|access[_\-]?key|auth[_\-]?key|private[_\-]?key|credential)[A-Za-z0-9_.\-]{0,20}["']?[ \t]{0,3}(?:=|:=|:|=>|\|\|=)[ \t]{0,5}["'`]?[^ \t\r\n"'`;,)]{8,200}"#,
+        group: 0,
     },
 ];
 
@@ -598,7 +604,8 @@ static UUID: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Whether the generic rule believes `value` is a credential.
 fn generic_accepts(value: &str, name: &str) -> bool {
-    if is_placeholder(value) || UUID.is_match(value) {
+    // The cheap test first: most candidates in code are words, not keys.
+    if !looks_random(value) || is_placeholder(value) || UUID.is_match(value) {
         return false;
     }
     // Integrity hashes and digests (sha512-…, sha256:…) and hex checksums
@@ -613,11 +620,10 @@ fn generic_accepts(value: &str, name: &str) -> bool {
         return false;
     }
     let lname = name.to_ascii_lowercase();
-    if lname.ends_with("_file")
-        || lname.ends_with("_path")
-        || lname.ends_with("_url")
-        || lname.ends_with("_name")
-        || lname.ends_with("_env")
+    const REFERENCE_SUFFIXES: &[&str] = &[
+        "_file", "_path", "_url", "_name", "_env", "_ref", "_id", "_type", "_header", "_field",
+    ];
+    if REFERENCE_SUFFIXES.iter().any(|s| lname.ends_with(s))
         || lname.contains("length")
         || lname.contains("count")
     {
@@ -636,15 +642,28 @@ fn generic_accepts(value: &str, name: &str) -> bool {
     {
         return false;
     }
-    let letters = value.chars().filter(|c| c.is_ascii_alphabetic()).count();
-    let digits = value.chars().filter(|c| c.is_ascii_digit()).count();
+    true
+}
+
+/// Whether a value has the character mix of a credential.
+fn looks_random(value: &str) -> bool {
+    let letters = value.bytes().filter(|c| c.is_ascii_alphabetic()).count();
+    let digits = value.bytes().filter(|c| c.is_ascii_digit()).count();
     if letters == 0 {
         return false;
     }
     let e = entropy(value);
-    // A mix of letters and digits with some spread, or a long high-entropy
-    // string (base64, hex), is reported; words are not.
-    (digits > 0 && e >= 3.0) || (value.len() >= 20 && e >= 3.7)
+    if digits > 0 {
+        // A mix of letters and digits with some spread.
+        return e >= 3.0;
+    }
+    // No digit: words joined into an identifier (`service_payment_handler`,
+    // `requestConfig`) are code, not credentials; a long, mixed-case,
+    // high-entropy run of letters still is one.
+    let upper = value.bytes().any(|c| c.is_ascii_uppercase());
+    let lower = value.bytes().any(|c| c.is_ascii_lowercase());
+    let separated_words = value.split(['_', '-', '.']).filter(|w| !w.is_empty()).count() > 1;
+    value.len() >= 24 && upper && lower && !separated_words && e >= 4.0
 }
 
 /// Runs the exact-format rules over a value (no generic rule): used by
@@ -681,15 +700,20 @@ pub fn scan_text(
     let engine = &*ENGINE;
     let mut wanted = vec![false; engine.patterns.len()];
     let mut any = false;
-    for m in engine.keywords.find_overlapping_iter(text) {
+    let generic_index = engine.patterns.iter().position(|p| p.rule.id == "SEC019");
+    let mut generic_hits: Vec<(usize, usize)> = Vec::new();
+    // One pass of non-overlapping keyword search (no keyword contains
+    // another, a unit test checks it): it gates every rule, and its hits
+    // are where the generic rule looks.
+    for m in engine.keywords.find_iter(text) {
         for &p in &engine.keyword_patterns[m.pattern().as_usize()] {
+            if Some(p) == generic_index {
+                generic_hits.push((m.start(), m.end()));
+            }
             if !wanted[p] {
                 wanted[p] = true;
                 any = true;
             }
-        }
-        if wanted.iter().all(|w| *w) {
-            break;
         }
     }
     if !any {
@@ -707,29 +731,43 @@ pub fn scan_text(
         if generic && context != Context::Normal {
             continue;
         }
-        for caps in p.regex.captures_iter(text) {
-            let Some(m) = caps.get(p.group) else { continue };
-            let value = m.as_str().trim();
+        let matches: Box<dyn Iterator<Item = (usize, usize)>> = if generic {
+            Box::new(generic_hits.iter().copied())
+        } else {
+            Box::new(
+                p.regex
+                    .captures_iter(text)
+                    .filter_map(|c| c.get(p.group).map(|m| (m.start(), m.end()))),
+            )
+        };
+        for (start, end) in matches {
+            let (vstart, vend) = if generic {
+                match generic_at(text, start, end) {
+                    Some(g) => {
+                        let quoted = g.open.is_some() && g.open == g.close;
+                        if !(quoted || quotes_optional) || !generic_accepts(&text[g.value.0..g.value.1], g.name) {
+                            continue;
+                        }
+                        g.value
+                    }
+                    None => continue,
+                }
+            } else {
+                (start, end)
+            };
+            let m = Span { start: vstart, end: vend };
+            let value = text[vstart..vend].trim();
             if value.is_empty() || is_documented_example(value) {
                 continue;
             }
-            if taken.iter().any(|&(s, e)| m.start() < e && s < m.end()) {
+            if taken.iter().any(|&(s, e)| m.start < e && s < m.end) {
                 continue;
             }
             if matches!(p.rule.id.as_ref(), "SEC010" | "SEC020") && is_placeholder(value) {
                 continue;
             }
-            if generic {
-                let name = caps.get(1).map_or("", |n| n.as_str());
-                let open = caps.get(2).map_or("", |q| q.as_str());
-                let close = caps.get(4).map_or("", |q| q.as_str());
-                let quoted = !open.is_empty() && open == close;
-                if !(quoted || quotes_optional) || !generic_accepts(value, name) {
-                    continue;
-                }
-            }
-            taken.push((m.start(), m.end()));
-            let line = lines.line_of(m.start()) + line_offset;
+            taken.push((m.start, m.end));
+            let line = lines.line_of(m.start) + line_offset;
             let hash = hex::encode(&Sha256::digest(value.as_bytes())[..8]);
             let mut f = Finding::new(
                 p.rule,
@@ -749,6 +787,73 @@ pub fn scan_text(
             out.push(f);
         }
     }
+}
+
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// The pieces of a generic match: the whole name the keyword is part of,
+/// the quote before and after the value, and the value's span.
+struct GenericParts<'a> {
+    name: &'a str,
+    open: Option<u8>,
+    close: Option<u8>,
+    value: (usize, usize),
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+/// The generic rule at one keyword hit: the keyword inside a name (up to
+/// 30 bytes before it, 20 after), an optional quote, an assignment
+/// operator, an optional quote and a value of 8 to 200 bytes up to the next
+/// delimiter. The same shape as the rule's regex (`PATTERNS`), read by hand
+/// from the keyword hits the gate pass already found, so the text is not
+/// searched a second time; a unit test checks the two agree.
+fn generic_at(text: &str, kw_start: usize, kw_end: usize) -> Option<GenericParts<'_>> {
+    let b = text.as_bytes();
+    let mut name_start = kw_start;
+    while name_start > 0 && kw_start - name_start < 30 && is_name_byte(b[name_start - 1]) {
+        name_start -= 1;
+    }
+    let mut i = kw_end;
+    while i < b.len() && i - kw_end < 21 && is_name_byte(b[i]) {
+        i += 1;
+    }
+    let name = &text[name_start..i];
+    if i < b.len() && matches!(b[i], b'"' | b'\'') {
+        i += 1;
+    }
+    let mut n = 0;
+    while i < b.len() && n < 3 && matches!(b[i], b' ' | b'\t') {
+        i += 1;
+        n += 1;
+    }
+    let rest = &text[i..];
+    let op = [":=", "=>", "||=", "=", ":"].into_iter().find(|op| rest.starts_with(op))?;
+    i += op.len();
+    let mut n = 0;
+    while i < b.len() && n < 5 && matches!(b[i], b' ' | b'\t') {
+        i += 1;
+        n += 1;
+    }
+    let open = (i < b.len() && matches!(b[i], b'"' | b'\'' | b'`')).then(|| b[i]);
+    if open.is_some() {
+        i += 1;
+    }
+    let start = i;
+    while i < b.len() && !matches!(b[i], b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\'' | b'`' | b';' | b',' | b')') {
+        i += 1;
+    }
+    let len = text[start..i].chars().count();
+    if !(8..=200).contains(&len) {
+        return None;
+    }
+    let close = b.get(i).copied().filter(|c| matches!(c, b'"' | b'\'' | b'`'));
+    Some(GenericParts { name, open, close, value: (start, i) })
 }
 
 /// Byte offset to 1-based line, built once per file with findings.
@@ -812,6 +917,39 @@ mod tests {
         assert!(ids("app.py", "token = request_token\n").is_empty());
         assert!(ids("tests/app.py", "api_key = \"Zx81kQv93LmPq2Ws\"\n").is_empty());
         assert_eq!(ids("app.env", "API_TOKEN=Zx81kQv93LmPq2Ws\n"), ["SEC019:1"]);
+    }
+
+    #[test]
+    fn no_keyword_contains_another() {
+        let words: Vec<&str> = PATTERNS.iter().flat_map(|p| p.keywords.iter().copied()).collect();
+        for a in &words {
+            for b in &words {
+                assert!(a == b || !b.contains(a), "{a:?} is inside {b:?}: the gate search would miss overlaps");
+            }
+        }
+    }
+
+    #[test]
+    fn the_generic_matcher_agrees_with_its_regex() {
+        let re = &ENGINE.patterns.iter().find(|p| p.rule.id == "SEC019").unwrap().regex;
+        let samples = [
+            "api_key = \"Zx81kQv93LmPq2Ws\"", "token: abcdefgh12", "password=>'a1b2c3d4e5'", "secret := `k9J2m4N6p8Q0`",
+            "client_secret_key = \"abc\"", "token = x", "passwd ||= hunter22hunter", "my_token_value  =  \"q\"",
+            "credential:\t\"ABCDEFGH1234\"", "token(value)", "TOKEN=\"a;b\"", "private_key: \"0123456789abcdef\"",
+        ];
+        for s in samples {
+            let by_regex = re.find(s).map(|m| m.end());
+            let kw = ENGINE.keywords.find(s);
+            let by_hand = kw.and_then(|m| generic_at(s, m.start(), m.end())).map(|g| g.value.1);
+            assert_eq!(by_regex, by_hand, "{s}");
+        }
+    }
+
+    #[test]
+    fn identifiers_are_not_secrets() {
+        assert!(ids("a.yaml", "password_handler: \"service_payment_handler\"\n").is_empty());
+        assert!(ids("a.yaml", "cart_secret_ref: request_config_payment\n").is_empty());
+        assert!(ids("a.js", "const token = \"requestTokenValueHolder\";\n").is_empty());
     }
 
     #[test]
