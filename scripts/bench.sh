@@ -10,6 +10,8 @@
 #                               Ward proxy pair, an HAProxy mTLS pair and an nginx mTLS pair
 #                               (scripts/bench-proxy.sh); requests/s, added latency at a fixed rate, RSS.
 #   scripts/bench.sh policy     one Cedar decision with 1,000 policies (criterion + percentiles).
+#   scripts/bench.sh scan       ward scan beside checkov, hadolint, detect-secrets and cargo audit
+#                               on the corpus and a generated 100 MB tree (scripts/bench-scan.sh).
 # Env: WARD_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
 #      WARD_BASELINE=/path/to/ward (issuance: the same passes against that binary too, interleaved,
 #      e.g. a build of the previous commit; the ratio is printed),
@@ -20,7 +22,8 @@ what=${1:-issuance}
 case "$what" in
   issuance|agent) ;;
   proxy|policy) exec bash scripts/bench-proxy.sh "$what" ;;
-  *) echo "usage: scripts/bench.sh issuance|agent|proxy|policy"; exit 2 ;;
+  scan) exec bash scripts/bench-scan.sh ;;
+  *) echo "usage: scripts/bench.sh issuance|agent|proxy|policy|scan"; exit 2 ;;
 esac
 
 DURATION=${DURATION:-8}

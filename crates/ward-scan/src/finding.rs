@@ -200,3 +200,43 @@ pub struct Skipped {
     /// plain skip (binary, too large, not a manifest) does not.
     pub error: bool,
 }
+
+/// A parser's error without the source excerpt some parsers quote (TOML
+/// errors print the offending line, which may hold a password): the
+/// position line and the message line only.
+pub fn without_source_excerpt(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with('|')
+                && !l.contains(" | ")
+                && !l.chars().all(|c| c == '^' || c == ' ')
+        })
+        .collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [first, .., last] => format!("{first}: {last}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_excerpts_are_dropped() {
+        let e = toml::from_str::<toml::Table>("a = 1\npassword = \"hunter2-secret\nb = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hunter2"),
+            "the excerpt this guards against: {e}"
+        );
+        let clean = without_source_excerpt(&e);
+        assert!(!clean.contains("hunter2"), "{clean}");
+        assert!(clean.contains("line 2"), "{clean}");
+    }
+}

@@ -338,17 +338,25 @@ fn scan_file(entry: &files::Entry, opts: &Options, db: Option<&deps::Database>) 
     // Ward's configs and policies
     if only(Kind::Ward) || auto {
         match wardcfg::classify(&entry.path, &text) {
-            Some(what) => {
+            Ok(Some(what)) => {
                 r.scanners.insert(Kind::Ward);
                 wardcfg::check(&entry.path, display, &text, what, &mut r.findings);
             }
-            None if only(Kind::Ward) && explicit => r.skipped.push(Skipped {
+            Ok(None) if only(Kind::Ward) && explicit => r.skipped.push(Skipped {
                 file: display.to_owned(),
                 reason: "not a Ward file (a .cedar policy, or a server or proxy .toml config)"
                     .into(),
                 error: false,
             }),
-            None => {}
+            Ok(None) => {}
+            // A broken .toml is only the Ward scanner's business when it was
+            // asked to read it.
+            Err(reason) if only(Kind::Ward) => r.skipped.push(Skipped {
+                file: display.to_owned(),
+                reason,
+                error: true,
+            }),
+            Err(_) => {}
         }
     }
 

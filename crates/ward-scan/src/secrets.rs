@@ -388,8 +388,19 @@ const PATTERNS: &[Pattern] = &[
 
 struct Compiled {
     rule: &'static Rule,
-    regex: Regex,
+    source: &'static str,
+    /// Compiled on first use: a scan that meets no AWS keyword never pays
+    /// for the AWS pattern (a Kubernetes scan checks a few env values and
+    /// should not compile all of them).
+    compiled: std::sync::OnceLock<Regex>,
     group: usize,
+}
+
+impl Compiled {
+    fn regex(&self) -> &Regex {
+        self.compiled
+            .get_or_init(|| Regex::new(self.source).expect("constant secret regexes (unit-tested)"))
+    }
 }
 
 struct Engine {
@@ -422,7 +433,8 @@ static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
         .iter()
         .map(|p| Compiled {
             rule: rule(p.id),
-            regex: Regex::new(p.regex).expect("constant secret regexes (unit-tested)"),
+            source: p.regex,
+            compiled: std::sync::OnceLock::new(),
             group: p.group,
         })
         .collect();
@@ -662,7 +674,11 @@ fn looks_random(value: &str) -> bool {
     // high-entropy run of letters still is one.
     let upper = value.bytes().any(|c| c.is_ascii_uppercase());
     let lower = value.bytes().any(|c| c.is_ascii_lowercase());
-    let separated_words = value.split(['_', '-', '.']).filter(|w| !w.is_empty()).count() > 1;
+    let separated_words = value
+        .split(['_', '-', '.'])
+        .filter(|w| !w.is_empty())
+        .count()
+        > 1;
     value.len() >= 24 && upper && lower && !separated_words && e >= 4.0
 }
 
@@ -670,9 +686,16 @@ fn looks_random(value: &str) -> bool {
 /// other scanners on values they already know are literals.
 pub fn looks_like_credential(value: &str) -> bool {
     let e = &*ENGINE;
-    e.patterns.iter().any(|p| {
-        p.rule.id != "SEC019"
-            && p.regex
+    let mut wanted = vec![false; e.patterns.len()];
+    for m in e.keywords.find_iter(value) {
+        for &p in &e.keyword_patterns[m.pattern().as_usize()] {
+            wanted[p] = true;
+        }
+    }
+    e.patterns.iter().zip(wanted).any(|(p, wanted)| {
+        wanted
+            && p.rule.id != "SEC019"
+            && p.regex()
                 .captures(value)
                 .and_then(|c| c.get(p.group))
                 .is_some_and(|m| !is_documented_example(m.as_str()) && !is_placeholder(m.as_str()))
@@ -735,7 +758,7 @@ pub fn scan_text(
             Box::new(generic_hits.iter().copied())
         } else {
             Box::new(
-                p.regex
+                p.regex()
                     .captures_iter(text)
                     .filter_map(|c| c.get(p.group).map(|m| (m.start(), m.end()))),
             )
@@ -745,7 +768,9 @@ pub fn scan_text(
                 match generic_at(text, start, end) {
                     Some(g) => {
                         let quoted = g.open.is_some() && g.open == g.close;
-                        if !(quoted || quotes_optional) || !generic_accepts(&text[g.value.0..g.value.1], g.name) {
+                        if !(quoted || quotes_optional)
+                            || !generic_accepts(&text[g.value.0..g.value.1], g.name)
+                        {
                             continue;
                         }
                         g.value
@@ -755,7 +780,10 @@ pub fn scan_text(
             } else {
                 (start, end)
             };
-            let m = Span { start: vstart, end: vend };
+            let m = Span {
+                start: vstart,
+                end: vend,
+            };
             let value = text[vstart..vend].trim();
             if value.is_empty() || is_documented_example(value) {
                 continue;
@@ -833,7 +861,9 @@ fn generic_at(text: &str, kw_start: usize, kw_end: usize) -> Option<GenericParts
         n += 1;
     }
     let rest = &text[i..];
-    let op = [":=", "=>", "||=", "=", ":"].into_iter().find(|op| rest.starts_with(op))?;
+    let op = [":=", "=>", "||=", "=", ":"]
+        .into_iter()
+        .find(|op| rest.starts_with(op))?;
     i += op.len();
     let mut n = 0;
     while i < b.len() && n < 5 && matches!(b[i], b' ' | b'\t') {
@@ -845,15 +875,28 @@ fn generic_at(text: &str, kw_start: usize, kw_end: usize) -> Option<GenericParts
         i += 1;
     }
     let start = i;
-    while i < b.len() && !matches!(b[i], b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\'' | b'`' | b';' | b',' | b')') {
+    while i < b.len()
+        && !matches!(
+            b[i],
+            b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\'' | b'`' | b';' | b',' | b')'
+        )
+    {
         i += 1;
     }
     let len = text[start..i].chars().count();
     if !(8..=200).contains(&len) {
         return None;
     }
-    let close = b.get(i).copied().filter(|c| matches!(c, b'"' | b'\'' | b'`'));
-    Some(GenericParts { name, open, close, value: (start, i) })
+    let close = b
+        .get(i)
+        .copied()
+        .filter(|c| matches!(c, b'"' | b'\'' | b'`'));
+    Some(GenericParts {
+        name,
+        open,
+        close,
+        value: (start, i),
+    })
 }
 
 /// Byte offset to 1-based line, built once per file with findings.
@@ -896,6 +939,9 @@ mod tests {
     #[test]
     fn every_pattern_compiles_and_names_a_rule() {
         assert_eq!(ENGINE.patterns.len(), PATTERNS.len());
+        for p in &ENGINE.patterns {
+            let _ = p.regex();
+        }
         for p in PATTERNS {
             assert!(RULES.iter().any(|r| r.id == p.id), "{}", p.id);
         }
@@ -921,26 +967,48 @@ mod tests {
 
     #[test]
     fn no_keyword_contains_another() {
-        let words: Vec<&str> = PATTERNS.iter().flat_map(|p| p.keywords.iter().copied()).collect();
+        let words: Vec<&str> = PATTERNS
+            .iter()
+            .flat_map(|p| p.keywords.iter().copied())
+            .collect();
         for a in &words {
             for b in &words {
-                assert!(a == b || !b.contains(a), "{a:?} is inside {b:?}: the gate search would miss overlaps");
+                assert!(
+                    a == b || !b.contains(a),
+                    "{a:?} is inside {b:?}: the gate search would miss overlaps"
+                );
             }
         }
     }
 
     #[test]
     fn the_generic_matcher_agrees_with_its_regex() {
-        let re = &ENGINE.patterns.iter().find(|p| p.rule.id == "SEC019").unwrap().regex;
+        let re = &ENGINE
+            .patterns
+            .iter()
+            .find(|p| p.rule.id == "SEC019")
+            .unwrap()
+            .regex();
         let samples = [
-            "api_key = \"Zx81kQv93LmPq2Ws\"", "token: abcdefgh12", "password=>'a1b2c3d4e5'", "secret := `k9J2m4N6p8Q0`",
-            "client_secret_key = \"abc\"", "token = x", "passwd ||= hunter22hunter", "my_token_value  =  \"q\"",
-            "credential:\t\"ABCDEFGH1234\"", "token(value)", "TOKEN=\"a;b\"", "private_key: \"0123456789abcdef\"",
+            "api_key = \"Zx81kQv93LmPq2Ws\"",
+            "token: abcdefgh12",
+            "password=>'a1b2c3d4e5'",
+            "secret := `k9J2m4N6p8Q0`",
+            "client_secret_key = \"abc\"",
+            "token = x",
+            "passwd ||= hunter22hunter",
+            "my_token_value  =  \"q\"",
+            "credential:\t\"ABCDEFGH1234\"",
+            "token(value)",
+            "TOKEN=\"a;b\"",
+            "private_key: \"0123456789abcdef\"",
         ];
         for s in samples {
             let by_regex = re.find(s).map(|m| m.end());
             let kw = ENGINE.keywords.find(s);
-            let by_hand = kw.and_then(|m| generic_at(s, m.start(), m.end())).map(|g| g.value.1);
+            let by_hand = kw
+                .and_then(|m| generic_at(s, m.start(), m.end()))
+                .map(|g| g.value.1);
             assert_eq!(by_regex, by_hand, "{s}");
         }
     }

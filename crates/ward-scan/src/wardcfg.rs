@@ -14,7 +14,7 @@ use cedar_policy::{
 };
 use regex::Regex;
 
-use crate::finding::{Finding, Kind, Rule, Severity};
+use crate::finding::{Finding, Kind, Rule, Severity, without_source_excerpt};
 
 const K: Kind = Kind::Ward;
 
@@ -205,20 +205,26 @@ pub enum WardFile {
     Proxy,
 }
 
-pub fn classify(path: &Path, text: &str) -> Option<WardFile> {
+/// `Err` is a `.toml` file that is not TOML at all (its message without
+/// the quoted source line).
+pub fn classify(path: &Path, text: &str) -> Result<Option<WardFile>, String> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("cedar") => Some(WardFile::Cedar),
+        Some("cedar") => Ok(Some(WardFile::Cedar)),
         Some("toml") => {
-            let table: toml::Table = toml::from_str(text).ok()?;
-            if table.contains_key("identity") && table.contains_key("policy") {
-                Some(WardFile::Proxy)
-            } else if table.contains_key("trust_domain") && table.contains_key("data_dir") {
-                Some(WardFile::Server)
-            } else {
-                None
-            }
+            let table: toml::Table = toml::from_str(text).map_err(|e| {
+                format!("not valid TOML: {}", without_source_excerpt(&e.to_string()))
+            })?;
+            Ok(
+                if table.contains_key("identity") && table.contains_key("policy") {
+                    Some(WardFile::Proxy)
+                } else if table.contains_key("trust_domain") && table.contains_key("data_dir") {
+                    Some(WardFile::Server)
+                } else {
+                    None
+                },
+            )
         }
-        _ => None,
+        _ => Ok(None),
     }
 }
 
@@ -261,7 +267,10 @@ fn check_server(path: &Path, display: &str, text: &str, out: &mut Vec<Finding>) 
                 0,
                 "server config",
                 "",
-                format!("the server would refuse this config: {e}"),
+                format!(
+                    "the server would refuse this config: {}",
+                    without_source_excerpt(&e.to_string())
+                ),
             ));
             return;
         }
@@ -390,7 +399,10 @@ fn check_proxy(path: &Path, display: &str, text: &str, out: &mut Vec<Finding>) {
                 0,
                 "proxy config",
                 "",
-                format!("the proxy would refuse this config: {e}"),
+                format!(
+                    "the proxy would refuse this config: {}",
+                    without_source_excerpt(&e.to_string())
+                ),
             ));
             return;
         }

@@ -834,8 +834,9 @@ fn ward_ids(name: &str, text: &str) -> BTreeSet<String> {
     let p = dir.path().join(name);
     std::fs::write(&p, text).unwrap();
     std::fs::write(dir.path().join("policy.cedar"), "").unwrap();
-    let what =
-        ward_scan::wardcfg::classify(&p, text).unwrap_or_else(|| panic!("{name} is a Ward file"));
+    let what = ward_scan::wardcfg::classify(&p, text)
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name} is a Ward file"));
     let mut out = Vec::new();
     ward_scan::wardcfg::check(&p, name, text, what, &mut out);
     out.into_iter().map(|f| f.rule_id).collect()

@@ -414,3 +414,42 @@ fn help_is_complete() {
             .contains("--git")
     );
 }
+
+#[test]
+fn config_errors_never_quote_a_secret() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // An unknown key holding a password, and a file that is not TOML at all:
+    // TOML errors quote the offending line; Ward's output must not.
+    std::fs::write(p.join("server.toml"), "trust_domain = \"example.org\"\ndata_dir = \"/d\"\nstorage_password = \"Hunter2-Very-Secret\"\n").unwrap();
+    std::fs::write(p.join("proxy.toml"), "[identity]\nworkload_api = \"unix:///s\"\n[policy]\nserver = \"https://w:8443\"\nserver_ca = \"/ca.pem\"\ntoken = \"Hunter2-Very-Secret\n").unwrap();
+    for format in ["json", "sarif", "table"] {
+        let o = ward(
+            &[
+                "scan",
+                "ward",
+                "server.toml",
+                "proxy.toml",
+                "--format",
+                format,
+            ],
+            p,
+        );
+        no_panic(&o);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!all.contains("Hunter2"), "{format}: {all}");
+        assert!(
+            all.contains("server.toml") && all.contains("proxy.toml"),
+            "{all}"
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{format}: a broken config makes the scan incomplete"
+        );
+    }
+}

@@ -50,7 +50,7 @@ pub fn ecosystem_of(name: &str) -> Option<Ecosystem> {
         .next()
         .unwrap_or(name)
         .to_ascii_lowercase();
-    if base == "cargo.lock" || base.ends_with(".lock") && base.contains("cargo") {
+    if base.starts_with("cargo.lock") || base.ends_with(".lock") && base.contains("cargo") {
         Some(Ecosystem::CratesIo)
     } else if base == "package-lock.json" || base == "npm-shrinkwrap.json" {
         Some(Ecosystem::Npm)
@@ -117,9 +117,9 @@ impl CargoLines {
 }
 
 fn cargo(text: &str) -> Result<Vec<Package>, LockError> {
-    let lock: rustsec::Lockfile = text
-        .parse()
-        .map_err(|e: rustsec::cargo_lock::Error| LockError::Parse(e.to_string()))?;
+    let lock: rustsec::Lockfile = text.parse().map_err(|e: rustsec::cargo_lock::Error| {
+        LockError::Parse(crate::finding::without_source_excerpt(&e.to_string()))
+    })?;
     let lines = CargoLines::new(text);
     Ok(lock
         .packages

@@ -188,9 +188,10 @@ pub fn audit(name: &str, text: &str, db: &Database) -> Result<Audit, LockError> 
             if lockfiles::ecosystem_of(name) != Some(Ecosystem::CratesIo) {
                 return Ok(audit);
             }
-            let lockfile: rustsec::Lockfile = text
-                .parse()
-                .map_err(|e: rustsec::cargo_lock::Error| LockError::Parse(e.to_string()))?;
+            let lockfile: rustsec::Lockfile =
+                text.parse().map_err(|e: rustsec::cargo_lock::Error| {
+                    LockError::Parse(crate::finding::without_source_excerpt(&e.to_string()))
+                })?;
             audit.packages = lockfile.packages.len();
             let settings = rustsec::report::Settings {
                 informational_warnings: vec![
