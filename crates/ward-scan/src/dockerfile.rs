@@ -154,9 +154,9 @@ pub fn parse(text: &str) -> Vec<Instruction> {
     let mut directives = true;
     while let Some((i, raw)) = lines.next() {
         let line = raw.trim_start();
-        if line.starts_with('#') {
+        if let Some(comment) = line.strip_prefix('#') {
             if directives {
-                let d = line[1..].trim();
+                let d = comment.trim();
                 if let Some(v) = d
                     .strip_prefix("escape=")
                     .or_else(|| d.strip_prefix("escape ="))
@@ -401,17 +401,15 @@ pub fn check(file: &str, text: &str) -> Vec<Finding> {
                 }
             }
             "RUN" => check_run(&ins.args, file, ins.line, &object, &mut out),
-            "CMD" | "ENTRYPOINT" => {
-                if runs_ward_in_dev_mode(&ins.args) {
-                    out.push(Finding::new(
-                        rule("DF010"),
-                        file,
-                        ins.line,
-                        &object,
-                        "",
-                        format!("{} runs Ward in dev mode", ins.keyword),
-                    ));
-                }
+            "CMD" | "ENTRYPOINT" if runs_ward_in_dev_mode(&ins.args) => {
+                out.push(Finding::new(
+                    rule("DF010"),
+                    file,
+                    ins.line,
+                    &object,
+                    "",
+                    format!("{} runs Ward in dev mode", ins.keyword),
+                ));
             }
             _ => {}
         }

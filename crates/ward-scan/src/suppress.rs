@@ -95,7 +95,7 @@ pub fn apply(
     for f in findings {
         let hit = all.get(&f.file).and_then(|s| {
             s.entries.iter().find(|e| {
-                e.ids.iter().any(|id| *id == f.rule_id)
+                e.ids.contains(&f.rule_id)
                     && (e.whole_file || e.line == f.line || e.line + 1 == f.line)
             })
         });

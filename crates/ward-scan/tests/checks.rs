@@ -829,6 +829,9 @@ fn the_generic_rule_stays_out_of_lock_files_fixtures_and_minified_assets() {
 
 // ---------------------------------------------------------------- Ward
 
+/// (file name, contents)
+type WardInput = (&'static str, String);
+
 fn ward_ids(name: &str, text: &str) -> BTreeSet<String> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join(name);
@@ -861,7 +864,7 @@ fn the_hardened_ward_configs_are_clean() {
 #[test]
 fn each_ward_check_fires_on_its_case_and_not_on_its_near_miss() {
     let scoped = "permit(principal in Ward::Namespace::\"spiffe://example.org/ns/shop\", action in Ward::Action::\"read\", resource);\n";
-    let cases: Vec<(&str, &str, (&str, String), (&str, String))> = vec![
+    let cases: Vec<(&str, &str, WardInput, WardInput)> = vec![
         (
             "WARD001",
             "an attribute the schema lacks / a valid policy",
