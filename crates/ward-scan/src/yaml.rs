@@ -69,9 +69,19 @@ impl Node {
         }
     }
 
+    /// A boolean as Kubernetes reads it: its YAML library follows YAML
+    /// 1.1, where `yes`, `on` and `y` are true, so `privileged: on` is a
+    /// privileged container even though YAML 1.2 calls it a string.
     pub fn as_bool(&self) -> Option<bool> {
         match &self.value {
             Value::Bool(b) => Some(*b),
+            Value::Str(s) => match s.as_str() {
+                "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True"
+                | "TRUE" => Some(true),
+                "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False"
+                | "FALSE" => Some(false),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -176,6 +186,16 @@ mod tests {
         assert_eq!(docs[1].at(&["spec", "x"]).line, 5);
         assert_eq!(docs[1].at(&["spec", "x"]).items().len(), 2);
         assert!(docs[1].at(&["spec", "nope"]).is_null());
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_read_as_kubernetes_reads_them() {
+        let d = &parse_documents("a: on\nb: yes\nc: True\nd: off\ne: maybe\n").unwrap()[0];
+        let got: Vec<_> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|k| d.get(k).as_bool())
+            .collect();
+        assert_eq!(got, [Some(true), Some(true), Some(true), Some(false), None]);
     }
 
     #[test]
