@@ -386,7 +386,7 @@ pub fn check(file: &str, text: &str) -> Vec<Finding> {
                             ins.line,
                             &object,
                             &ins.args,
-                            format!("ADD downloads {} without a checksum", sources.join(" ")),
+                            format!("ADD downloads {} URL(s) without a checksum (not shown: a URL may carry credentials)", sources.len()),
                         ));
                     }
                 } else if !sources.iter().any(|s| is_archive(s)) {
