@@ -124,7 +124,7 @@ pub static RULES: [Rule; 12] = [
 ];
 
 fn rule(id: &str) -> &'static Rule {
-    RULES.iter().find(|r| r.id == id).unwrap_or(&RULES[0])
+    crate::finding::rule_by_id(&RULES, id)
 }
 
 /// One instruction, continuation lines joined.

@@ -136,6 +136,15 @@ impl Rule {
     }
 }
 
+/// A scanner's rule by ID. IDs are constants of the scanner that asks;
+/// a mistyped one is caught in debug builds (every rule's fixture test
+/// runs there) rather than silently reported under the table's first rule.
+pub(crate) fn rule_by_id(rules: &'static [Rule], id: &str) -> &'static Rule {
+    let found = rules.iter().find(|r| r.id == id);
+    debug_assert!(found.is_some(), "no rule {id}");
+    found.unwrap_or(&rules[0])
+}
+
 /// One problem found at one place.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {

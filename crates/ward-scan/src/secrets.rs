@@ -219,7 +219,7 @@ pub static RULES: [Rule; 22] = [
 ];
 
 fn rule(id: &str) -> &'static Rule {
-    RULES.iter().find(|r| r.id == id).unwrap_or(&RULES[0])
+    crate::finding::rule_by_id(&RULES, id)
 }
 
 /// A pattern with the keywords that must appear for it to be tried and

@@ -193,7 +193,7 @@ pub static RULES: [Rule; 19] = [
 ];
 
 fn rule(id: &str) -> &'static Rule {
-    RULES.iter().find(|r| r.id == id).unwrap_or(&RULES[0])
+    crate::finding::rule_by_id(&RULES, id)
 }
 
 /// What kind of Ward file a path is, by extension and, for TOML, by the

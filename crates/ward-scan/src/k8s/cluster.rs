@@ -87,7 +87,7 @@ pub static RULES: [Rule; 8] = [
 ];
 
 fn rule(id: &str) -> &'static Rule {
-    RULES.iter().find(|r| r.id == id).unwrap_or(&RULES[0])
+    crate::finding::rule_by_id(&RULES, id)
 }
 
 /// What rules look up across objects.

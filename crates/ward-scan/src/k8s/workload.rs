@@ -242,8 +242,7 @@ pub static RULES: [Rule; 25] = [
 ];
 
 fn rule(id: &str) -> &'static Rule {
-    // IDs are constants of this module; a unit test checks every one used.
-    RULES.iter().find(|r| r.id == id).unwrap_or(&RULES[0])
+    crate::finding::rule_by_id(&RULES, id)
 }
 
 /// The pod spec and pod metadata an object makes, if it makes pods.
