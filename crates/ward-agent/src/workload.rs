@@ -432,48 +432,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
     }
 }
 
-/// Validates a JWT-SVID (RFC 8725): ES256 only, the key chosen by `kid` from
-/// the bundle, `exp`, `sub` and `aud` required, `aud` must contain
-/// `audience`, `sub` must be a SPIFFE ID of our trust domain.
+/// Validates a JWT-SVID against the agent's bundle (see
+/// [`ward_identity::jwt::validate_jwt_svid`]).
 pub fn validate_jwt(
     token: &str,
     audience: &str,
     jwks: &serde_json::Value,
     td: &str,
 ) -> Result<(String, serde_json::Value), String> {
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
-    if header.alg != Algorithm::ES256 {
-        return Err(format!("algorithm {:?} is not allowed", header.alg));
-    }
-    if let Some(typ) = &header.typ
-        && typ != "JWT"
-        && typ != "JOSE"
-    {
-        return Err(format!("typ {typ:?} is not JWT or JOSE"));
-    }
-    let kid = header.kid.ok_or("the token has no kid")?;
-    let key = jwks["keys"]
-        .as_array()
-        .and_then(|ks| ks.iter().find(|k| k["kid"] == kid.as_str()))
-        .ok_or_else(|| format!("no key {kid:?} in the trust bundle"))?;
-    let dk = DecodingKey::from_ec_components(
-        key["x"].as_str().unwrap_or(""),
-        key["y"].as_str().unwrap_or(""),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut v = Validation::new(Algorithm::ES256);
-    v.set_audience(&[audience]);
-    v.set_required_spec_claims(&["exp", "sub", "aud"]);
-    v.leeway = 5;
-    let data =
-        jsonwebtoken::decode::<serde_json::Value>(token, &dk, &v).map_err(|e| e.to_string())?;
-    let sub = data.claims["sub"].as_str().unwrap_or_default();
-    let id = ward_identity::SpiffeId::parse(sub).map_err(|e| format!("sub {sub:?}: {e}"))?;
-    if id.trust_domain().as_str() != td {
-        return Err(format!("sub {sub:?} is not in trust domain {td}"));
-    }
-    Ok((id.to_string(), data.claims))
+    ward_identity::jwt::validate_jwt_svid(token, audience, jwks, td)
+        .map(|(id, claims)| (id.to_string(), claims))
 }
 
 fn to_value(v: &serde_json::Value) -> prost_types::Value {

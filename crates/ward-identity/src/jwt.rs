@@ -146,6 +146,53 @@ impl JwtKey {
     }
 }
 
+/// Validates a JWT-SVID (RFC 8725): ES256 only (so `none`, HMAC keyed with
+/// the public key and every other algorithm confusion are refused), the
+/// key chosen by `kid` from `jwks` (looked up, never fetched), `exp`, `sub`
+/// and `aud` required, `aud` must contain `audience`, `typ` if present
+/// `JWT` or `JOSE`, and `sub` must be a SPIFFE ID of trust domain `td`.
+/// Returns the SPIFFE ID and every claim.
+pub fn validate_jwt_svid(
+    token: &str,
+    audience: &str,
+    jwks: &serde_json::Value,
+    td: &str,
+) -> Result<(SpiffeId, serde_json::Value), String> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    if header.alg != Algorithm::ES256 {
+        return Err(format!("algorithm {:?} is not allowed", header.alg));
+    }
+    if let Some(typ) = &header.typ
+        && typ != "JWT"
+        && typ != "JOSE"
+    {
+        return Err(format!("typ {typ:?} is not JWT or JOSE"));
+    }
+    let kid = header.kid.ok_or("the token has no kid")?;
+    let key = jwks["keys"]
+        .as_array()
+        .and_then(|ks| ks.iter().find(|k| k["kid"] == kid.as_str()))
+        .ok_or_else(|| format!("no key {kid:?} in the trust bundle"))?;
+    let dk = DecodingKey::from_ec_components(
+        key["x"].as_str().unwrap_or(""),
+        key["y"].as_str().unwrap_or(""),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&[audience]);
+    v.set_required_spec_claims(&["exp", "sub", "aud"]);
+    v.leeway = 5;
+    let data =
+        jsonwebtoken::decode::<serde_json::Value>(token, &dk, &v).map_err(|e| e.to_string())?;
+    let sub = data.claims["sub"].as_str().unwrap_or_default();
+    let id = SpiffeId::parse(sub).map_err(|e| format!("sub {sub:?}: {e}"))?;
+    if id.trust_domain().as_str() != td {
+        return Err(format!("sub {sub:?} is not in trust domain {td}"));
+    }
+    Ok((id, data.claims))
+}
+
 /// A JWK for an uncompressed P-256 point (`0x04 || x || y`).
 pub(crate) fn ec_p256_jwk(point: &[u8], kid: Option<&str>, key_use: &str) -> serde_json::Value {
     let (x, y) = if point.len() == 65 {

@@ -623,7 +623,7 @@ pub fn scoped_text(text: &str, service: &str) -> Result<String, PolicyError> {
 }
 
 /// `spiffe://td/ns/<namespace>/...` → the namespace.
-fn namespace_segment(path: &str) -> Option<&str> {
+pub(crate) fn namespace_segment(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/ns/")?;
     let ns = rest.split('/').next()?;
     (!ns.is_empty()).then_some(ns)
@@ -631,7 +631,7 @@ fn namespace_segment(path: &str) -> Option<&str> {
 
 /// `spiffe://td/path` → ("td", "/path"). The proxy passes only IDs it has
 /// verified; anything else yields an empty trust domain and path.
-fn split_id(id: &str) -> (&str, &str) {
+pub(crate) fn split_id(id: &str) -> (&str, &str) {
     let rest = id.strip_prefix("spiffe://").unwrap_or("");
     match rest.find('/') {
         Some(i) => rest.split_at(i),

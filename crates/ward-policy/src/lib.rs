@@ -10,6 +10,7 @@
 //! protocol and selected headers. See `ward.cedarschema`.
 
 mod engine;
+pub mod vault;
 
 use std::sync::OnceLock;
 
@@ -56,6 +57,11 @@ pub const MAX_POLICY_BYTES: usize = 2 << 20;
 /// Parses and validates `text` (strict mode) against the built-in schema.
 /// An empty text is a valid policy set that allows nothing.
 pub fn validate(text: &str) -> Result<PolicySet, PolicyError> {
+    validate_against(text, schema())
+}
+
+/// As [`validate`], against another of Ward's schemas (the vault's).
+pub(crate) fn validate_against(text: &str, schema: &Schema) -> Result<PolicySet, PolicyError> {
     if text.len() > MAX_POLICY_BYTES {
         return Err(PolicyError::TooLarge(text.len()));
     }
@@ -67,7 +73,7 @@ pub fn validate(text: &str) -> Result<PolicySet, PolicyError> {
     }
     let set = name_by_annotation(set)?;
     check_group_names(&set)?;
-    let result = Validator::new(schema().clone()).validate(&set, ValidationMode::Strict);
+    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     if !result.validation_passed() {
         return Err(PolicyError::Invalid(describe_all(
             result.validation_errors().map(|e| e as &dyn Diagnostic),

@@ -56,7 +56,7 @@ impl Server {
     /// Finds a token by hash, through a short-lived cache of known tokens
     /// (unknown ones always go to the store, so nothing can fill the cache
     /// but real tokens).
-    async fn lookup_token(&self, hash: &str) -> Result<Option<TokenRecord>, ApiError> {
+    pub(crate) async fn lookup_token(&self, hash: &str) -> Result<Option<TokenRecord>, ApiError> {
         {
             let cache = self.tokens.0.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((record, at)) = cache.get(hash)
@@ -74,6 +74,16 @@ impl Server {
             cache.insert(hash.to_owned(), (r.clone(), Instant::now()));
         }
         Ok(record)
+    }
+
+    /// Drops a token from the cache (after a renewal or revocation here,
+    /// so this replica sees the change at once).
+    pub(crate) fn forget_token(&self, hash: &str) {
+        self.tokens
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
     }
 
     /// Checks the request's token (`Authorization: Bearer …` or Vault's

@@ -60,6 +60,50 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     telemetry: RawTelemetry,
+    #[serde(default)]
+    vault: RawVault,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    jwt_audience: Option<String>,
+    token_ttl: Option<String>,
+    token_max_ttl: Option<String>,
+    kv_max_versions: Option<u32>,
+    lease_default_ttl: Option<String>,
+    lease_max_ttl: Option<String>,
+}
+
+/// The secrets vault (`[vault]`): how workloads log in and how long what
+/// they get lives.
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    /// The audience a JWT-SVID must carry for `auth/jwt/login` (default `vault`).
+    pub jwt_audience: String,
+    /// A workload token's lifetime at login and at each renewal (default 30 min).
+    pub token_ttl: Duration,
+    /// How long renewals can keep a workload token alive (default 8 h).
+    pub token_max_ttl: Duration,
+    /// Versions kept per KV secret unless its metadata says otherwise (default 10).
+    pub kv_max_versions: u32,
+    /// A dynamic credential's lease when its role sets none (default 1 h).
+    pub lease_default_ttl: Duration,
+    /// The longest a lease may be renewed to, unless its role sets less (default 24 h).
+    pub lease_max_ttl: Duration,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self {
+            jwt_audience: "vault".into(),
+            token_ttl: Duration::from_secs(1800),
+            token_max_ttl: Duration::from_secs(8 * 3600),
+            kv_max_versions: 10,
+            lease_default_ttl: Duration::from_secs(3600),
+            lease_max_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,6 +279,8 @@ pub struct ServerConfig {
     pub audit: AuditConfig,
     /// Telemetry retention and bounds.
     pub telemetry: TelemetryConfig,
+    /// The secrets vault.
+    pub vault: VaultConfig,
     /// Authenticate a store from before the barrier on the next unseal
     /// (`ward server --upgrade-store`; dev mode always may).
     pub upgrade_store: bool,
@@ -277,6 +323,7 @@ impl ServerConfig {
             api: RawApi::default(),
             audit: RawAudit::default(),
             telemetry: RawTelemetry::default(),
+            vault: RawVault::default(),
         };
         Self::validate(raw, "--dev flags", true)
     }
@@ -466,7 +513,54 @@ impl ServerConfig {
                 1000,
             )?,
         };
+        let vd = VaultConfig::default();
+        let vault = VaultConfig {
+            jwt_audience: match raw.vault.jwt_audience {
+                Some(a) if a.trim().is_empty() => {
+                    return Err(invalid("vault.jwt_audience", "cannot be empty".into()));
+                }
+                a => a.unwrap_or(vd.jwt_audience),
+            },
+            token_ttl: dur("vault.token_ttl", raw.vault.token_ttl, vd.token_ttl)?,
+            token_max_ttl: dur(
+                "vault.token_max_ttl",
+                raw.vault.token_max_ttl,
+                vd.token_max_ttl,
+            )?,
+            kv_max_versions: match raw.vault.kv_max_versions {
+                Some(0) => {
+                    return Err(invalid(
+                        "vault.kv_max_versions",
+                        "must be at least 1".into(),
+                    ));
+                }
+                n => n.unwrap_or(vd.kv_max_versions),
+            },
+            lease_default_ttl: dur(
+                "vault.lease_default_ttl",
+                raw.vault.lease_default_ttl,
+                vd.lease_default_ttl,
+            )?,
+            lease_max_ttl: dur(
+                "vault.lease_max_ttl",
+                raw.vault.lease_max_ttl,
+                vd.lease_max_ttl,
+            )?,
+        };
+        if vault.token_ttl > vault.token_max_ttl {
+            return Err(invalid(
+                "vault.token_ttl",
+                "is longer than vault.token_max_ttl".into(),
+            ));
+        }
+        if vault.lease_default_ttl > vault.lease_max_ttl {
+            return Err(invalid(
+                "vault.lease_default_ttl",
+                "is longer than vault.lease_max_ttl".into(),
+            ));
+        }
         Ok(Self {
+            vault,
             trust_domain,
             listen,
             data_dir,

@@ -28,6 +28,15 @@ pub enum ApiError {
     /// The request body is larger than the API accepts (413).
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// No such vault path (404 with an empty `errors` list, as Vault answers).
+    #[error("")]
+    VaultNotFound,
+    /// A stored record failed its integrity check (500, saying so).
+    #[error("{0}")]
+    Integrity(String),
+    /// A database the vault manages could not be reached or refused (502).
+    #[error("{0}")]
+    BadGateway(String),
     /// The server is sealed (503).
     #[error("the server is sealed; unseal it with `ward operator unseal SHARE`")]
     Sealed,
@@ -42,10 +51,12 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::VaultNotFound => StatusCode::NOT_FOUND,
+            Self::Integrity(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -53,6 +64,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if matches!(self, Self::VaultNotFound) {
+            return json_response(self.status(), &ErrorBody { errors: Vec::new() });
+        }
         let message = match &self {
             Self::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
@@ -87,6 +101,7 @@ impl From<ward_store::StoreError> for ApiError {
             S::NotFound { .. } => Self::NotFound(e.to_string()),
             S::Conflict(m) => Self::Conflict(m),
             S::Sealed => Self::Sealed,
+            S::Integrity(_) => Self::Integrity(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }

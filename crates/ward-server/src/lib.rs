@@ -19,6 +19,7 @@ mod seal_state;
 mod serve;
 pub mod state;
 pub mod tls;
+pub mod vault;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -149,9 +150,11 @@ impl ReadyServer {
                 self.state.config.audit.checkpoint_interval,
             ))
         });
+        let expiry = tokio::spawn(vault::expiry_task(self.state.clone()));
         let trust = self.state.client_trust().clone();
         serve::serve_tls(self.listener, self.tls, app, trust, &self.api, shutdown).await;
         refresher.abort();
+        expiry.abort();
         if let Some(t) = checkpoints {
             t.abort();
         }

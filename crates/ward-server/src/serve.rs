@@ -131,6 +131,8 @@ pub async fn serve_tls(
             let tracked = activity.clone();
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    // Before routing: Vault clients list with the LIST method.
+                    crate::vault::rewrite_list(&mut req);
                     req.extensions_mut().insert(peer_id.clone());
                     req.extensions_mut()
                         .insert(crate::limits::ClientAddr(peer.ip()));

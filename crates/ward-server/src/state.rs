@@ -34,6 +34,12 @@ pub struct Server {
     pub checkpoint_public_key: std::sync::OnceLock<String>,
     /// Per-address limits on unauthenticated requests and failed logins.
     pub limits: Arc<crate::limits::Limits>,
+    /// The vault's caches.
+    pub vault: crate::vault::VaultState,
+    /// Pools to the databases the vault makes credentials in.
+    pub databases: ward_dbcreds::Databases,
+    /// Wakes the lease expiry worker (after a revocation request).
+    pub lease_wake: tokio::sync::Notify,
 }
 
 /// Labels by SPIFFE ID.
@@ -154,6 +160,9 @@ impl Server {
             checkpoint_public_key: std::sync::OnceLock::new(),
             labels_cache: std::sync::Mutex::new(None),
             limits,
+            vault: Default::default(),
+            databases: Default::default(),
+            lease_wake: tokio::sync::Notify::new(),
         }))
     }
 
@@ -306,6 +315,8 @@ impl Server {
         self.seal.close_with(|| {
             self.store.lock();
             self.client_trust.clear();
+            self.vault.transit.clear();
+            self.vault.access.invalidate();
         });
         tracing::warn!("server sealed");
     }

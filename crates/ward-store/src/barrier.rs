@@ -16,6 +16,7 @@ use crate::seal::MasterKey;
 /// The HKDF purpose labels of the derived keys (another use gets another label).
 const ROW_KEY_LABEL: &[u8] = b"ward barrier: row authentication v1";
 const AUDIT_KEY_LABEL: &[u8] = b"ward audit: keyed chain v1";
+const VALUE_HMAC_LABEL: &[u8] = b"ward audit: value HMACs v1";
 const CHECKPOINT_KEY_LABEL: &[u8] = b"ward audit: checkpoint signing v1";
 /// The `meta` key whose authenticated value says the barrier is on.
 pub const BARRIER_META: &str = "barrier";
@@ -39,6 +40,7 @@ pub enum Field<'a> {
 pub struct RowKey {
     row: hmac::Key,
     audit: hmac::Key,
+    values: hmac::Key,
 }
 
 impl std::fmt::Debug for RowKey {
@@ -53,6 +55,7 @@ impl RowKey {
         Self {
             row: derive_hmac_key(master, ROW_KEY_LABEL),
             audit: derive_hmac_key(master, AUDIT_KEY_LABEL),
+            values: derive_hmac_key(master, VALUE_HMAC_LABEL),
         }
     }
 
@@ -63,6 +66,15 @@ impl RowKey {
         ctx.update(b"ward-audit-record-v1\0");
         ctx.update(hash.as_bytes());
         hex::encode(ctx.sign().as_ref())
+    }
+
+    /// `hmac-sha256:` and the HMAC of a value that must not appear in the
+    /// audit log itself (a token, a secret value), hex: like Vault's audit
+    /// HMACs, equal values match, nothing can be read back.
+    pub fn value_hmac(&self, value: &[u8]) -> String {
+        let mut ctx = hmac::Context::with_key(&self.values);
+        ctx.update(value);
+        format!("hmac-sha256:{}", hex::encode(ctx.sign().as_ref()))
     }
 
     /// The MAC of the chain's head (its last sequence number and hash).

@@ -23,6 +23,7 @@ pub mod seal;
 mod settings;
 mod tokens;
 mod upgrade;
+mod vault;
 mod writer;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub use ward_api::EntryRecord;
 
 pub use audit::{AuditEvent, AuditRecord, ChainError, ChainVerifier, verify_chain};
 pub use policy::{EdgeReport, EdgeTotal, PolicyRecord};
+pub use vault::{ExpiryLeader, LeaseRow, VaultTx};
 pub use writer::AuditWriter;
 
 pub use audit_log::VerifiedHead;
@@ -127,6 +129,12 @@ pub enum StoreError {
     /// Rows cannot be read or written without the master key.
     #[error("the store is sealed: unseal the server first")]
     Sealed,
+    /// A vault record or lease fails authentication: it was written,
+    /// changed or moved without the master key.
+    #[error(
+        "the stored record {0} failed its integrity check: it was altered or moved without the master key; restore it from a backup"
+    )]
+    Integrity(String),
     /// The row that says the barrier is on is missing or forged, and no
     /// upgrade was asked for.
     #[error(

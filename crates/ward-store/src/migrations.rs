@@ -118,4 +118,17 @@ INSERT INTO edge_windows (reporter, source, destination, method, route, status_c
 DROP TABLE edge_reports;
 "#,
     },
+    Migration {
+        version: 5,
+        name: "vault",
+        // The vault's records under logical keys (values sealed by the
+        // server, rows MACed by the barrier), and dynamic credentials'
+        // leases, queried by expiry.
+        sql: r#"
+CREATE TABLE vault_records (key TEXT PRIMARY KEY, value {blob} NOT NULL, mac TEXT NOT NULL);
+CREATE TABLE leases (id TEXT PRIMARY KEY, expires_at BIGINT NOT NULL, state TEXT NOT NULL,
+  attempts BIGINT NOT NULL, next_attempt BIGINT NOT NULL, sealed {blob} NOT NULL, mac TEXT NOT NULL);
+CREATE INDEX leases_expiry ON leases (state, expires_at);
+"#,
+    },
 ];

@@ -14,6 +14,8 @@ pub struct TokenRecord {
     pub role: String,
     /// Expiry, Unix seconds; `None` never expires.
     pub expires_at: Option<i64>,
+    /// When it was made, Unix seconds.
+    pub created_at: i64,
 }
 
 /// What happened when a join token was presented.
@@ -173,14 +175,102 @@ impl Store {
             id: r.try_get(0)?,
             role: r.try_get(1)?,
             expires_at: r.try_get(2)?,
+            created_at: r.try_get(3)?,
         };
         let mac: Option<String> = r.try_get(4)?;
-        let fields = rows::token(hash, &token.role, r.try_get(3)?, token.expires_at);
+        let fields = rows::token(hash, &token.role, token.created_at, token.expires_at);
         if !key.verify("tokens", &token.id, &fields, mac.as_deref()) {
             self.barrier.reject("tokens", &token.id);
             return Ok(None);
         }
         Ok(Some(token))
+    }
+
+    /// Stores a new API token (its hash only) with its audit record.
+    pub async fn create_token(
+        &self,
+        id: &str,
+        hash: &str,
+        role: &str,
+        expires_at: Option<i64>,
+        audit: &[AuditEvent],
+    ) -> Result<()> {
+        let key = self.row_key()?;
+        let mut tx = self.pool.begin().await?;
+        insert_token(&mut tx, &key, id, hash, role, expires_at).await?;
+        append_in_tx(&mut tx, &key, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves a token's expiry to `expires_at` (a renewal), if the stored
+    /// row is still the one the caller authenticated with.
+    pub async fn renew_token(
+        &self,
+        hash: &str,
+        expires_at: i64,
+        audit: &[AuditEvent],
+    ) -> Result<TokenRecord> {
+        let key = self.row_key()?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE tokens SET expires_at = $1 WHERE hash = $2 RETURNING id, role, created_at, expires_at, mac",
+        )
+        .bind(expires_at)
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(r) = row else {
+            return Err(StoreError::NotFound {
+                what: "token",
+                id: "(this one)".into(),
+            });
+        };
+        let (id, role, created_at): (String, String, i64) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        let mac = key.mac(
+            "tokens",
+            &id,
+            &rows::token(hash, &role, created_at, Some(expires_at)),
+        );
+        sqlx::query("UPDATE tokens SET mac = $1 WHERE id = $2")
+            .bind(mac)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        append_in_tx(&mut tx, &key, audit).await?;
+        tx.commit().await?;
+        Ok(TokenRecord {
+            id,
+            role,
+            expires_at: Some(expires_at),
+            created_at,
+        })
+    }
+
+    /// Deletes a token, with its audit record.
+    pub async fn revoke_token(&self, hash: &str, audit: &[AuditEvent]) -> Result<()> {
+        let key = self.row_key()?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?;
+        append_in_tx(&mut tx, &key, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes tokens that expired before `before` (never the admin's,
+    /// which do not expire).
+    pub async fn prune_tokens(&self, before: i64) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     /// When the node was last attested (with a join token), if its record

@@ -12,7 +12,7 @@ mod ca;
 mod entries;
 mod join_tokens;
 pub mod openapi;
-mod policy;
+pub(crate) mod policy;
 mod svid;
 mod sys;
 mod telemetry;
@@ -37,6 +37,8 @@ type ApiResult = Result<Response, ApiError>;
 const MAX_BODY: usize = 64 * 1024;
 /// The largest policy text, plus room for nothing else: the body is the text.
 const MAX_POLICY_BYTES: usize = ward_policy::MAX_POLICY_BYTES;
+/// The largest vault request body (a secret's data, a transit batch).
+const MAX_VAULT_BODY: usize = 1024 * 1024;
 /// The paths whose bodies may be as large as a policy text.
 const LARGE_BODY_PATHS: [&str; 2] = [policy::POLICY_PATH, telemetry::TELEMETRY_PATH];
 
@@ -52,6 +54,8 @@ pub fn router(server: Arc<Server>) -> Router {
         .merge(agent::routes())
         .route(openapi::PATH, axum::routing::get(openapi::serve))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Secrets and transit inputs may be larger than an entry or a CSR.
+        .merge(crate::vault::routes().layer(DefaultBodyLimit::max(MAX_VAULT_BODY)))
         // Policy texts and telemetry batches are larger than any other body: they get their own limit.
         .merge(
             policy::routes()
@@ -76,8 +80,11 @@ async fn reject_oversized(req: axum::extract::Request, next: axum::middleware::N
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let limit = if LARGE_BODY_PATHS.contains(&req.uri().path()) {
+    let path = req.uri().path();
+    let limit = if LARGE_BODY_PATHS.contains(&path) {
         MAX_POLICY_BYTES
+    } else if crate::vault::is_vault_path(path) {
+        MAX_VAULT_BODY
     } else {
         MAX_BODY
     };

@@ -114,7 +114,10 @@ async fn watch(
 /// Every workload's labels, by SPIFFE ID, as of `revision` or later:
 /// read (and every entry verified) once per revision, not once per proxy
 /// poll.
-async fn labels_at(s: &Server, revision: i64) -> Result<std::sync::Arc<Labels>, ApiError> {
+pub(crate) async fn labels_at(
+    s: &Server,
+    revision: i64,
+) -> Result<std::sync::Arc<Labels>, ApiError> {
     if let Some((at, labels)) = &*s.labels_cache.lock().unwrap_or_else(|p| p.into_inner())
         && *at == revision
     {
