@@ -47,6 +47,9 @@ pub struct UnsealRequest {
     /// Forget the shares received so far.
     #[serde(default)]
     pub reset: bool,
+    /// Vault's seal migration (hvac always sends it); only `false` is accepted.
+    #[serde(default)]
+    pub migrate: bool,
 }
 
 /// `POST /v1/entries`.

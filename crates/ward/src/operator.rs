@@ -58,7 +58,11 @@ pub async fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
             };
             let st = client
                 .client()?
-                .unseal(&UnsealRequest { key, reset })
+                .unseal(&UnsealRequest {
+                    key,
+                    reset,
+                    migrate: false,
+                })
                 .await?;
             client.print(&st, |st| {
                 if st.sealed {

@@ -20,6 +20,7 @@ pub(super) fn routes() -> Router<Arc<Server>> {
     Router::new()
         .route("/v1/sys/health", get(health))
         .route("/v1/sys/seal-status", get(seal_status))
+        .route("/v1/sys/init", get(init_status))
         .route("/v1/sys/unseal", post(unseal).put(unseal))
         .route("/v1/sys/seal", post(seal).put(seal))
 }
@@ -34,12 +35,22 @@ async fn health(State(s): S) -> Response {
     json_response(code, &st)
 }
 
+/// Vault's `sys/init`: a running server's store is always initialized.
+async fn init_status() -> Response {
+    json_response(StatusCode::OK, &serde_json::json!({"initialized": true}))
+}
+
 async fn seal_status(State(s): S) -> Response {
     json_response(StatusCode::OK, &s.seal_status())
 }
 
 async fn unseal(State(s): S, body: Bytes) -> ApiResult {
     let req: UnsealRequest = parse_json(&body)?;
+    if req.migrate {
+        return Err(ApiError::BadRequest(
+            "seal migration is not supported: unseal with the shares of this server's seal".into(),
+        ));
+    }
     if req.key.is_none() && !req.reset {
         return Err(ApiError::BadRequest(
             "missing field `key`: pass one unseal share".into(),
