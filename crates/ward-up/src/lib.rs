@@ -8,6 +8,7 @@
 //! allowed and one denied call, and prints what to try.
 
 mod mesh;
+pub mod vault;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub struct UpOptions {
     pub listen: String,
     /// The trust domain.
     pub trust_domain: String,
+    /// A PostgreSQL the vault makes orders' dynamic credentials in (its
+    /// admin URL); none leaves that part out.
+    pub postgres: Option<String>,
 }
 
 /// The node name of the agent `ward up` runs.
@@ -103,6 +107,10 @@ pub async fn run(
         .await
         .context("fetching the demo SVID through the Workload API")?;
 
+    let services = ["frontend", "orders", "payments"];
+    let vault_setup = crate::vault::seed(&client, &td.to_string(), &services, args.postgres.as_deref())
+        .await
+        .context("setting up the demo's vault")?;
     let mesh = crate::mesh::start(crate::mesh::MeshSetup {
         client: &client,
         td: &td.to_string(),
@@ -112,15 +120,29 @@ pub async fn run(
         server_url: &url,
         server_ca: &cacert,
         socket: &socket,
+        db_role: vault_setup.db_role.as_deref(),
     })
     .await
     .context("starting the demo services and their proxies")?;
+    let vault_tour = crate::vault::tour(
+        &mesh.app_of("orders").unwrap_or_default(),
+        &mesh.app_of("payments").unwrap_or_default(),
+        &vault_setup,
+    )
+    .await;
 
     let up_json = serde_json::json!({
         "trust_domain": td.to_string(),
         "server": {"addr": url, "token": token, "cacert": cacert},
         "agent": {"socket": socket, "spiffe_id": parent},
         "services": mesh.services_json(),
+        "vault": {
+            "addr": url,
+            "cacert": cacert,
+            "jwt_audience": "vault",
+            "db_role": vault_setup.db_role,
+            "db_dsn": vault_setup.db_dsn,
+        },
     });
     std::fs::write(
         data_dir.join("up.json"),
@@ -150,9 +172,16 @@ Try it, in another shell:
   {exe} ca prepare && {exe} ca activate      # rotate the CA; old SVIDs keep verifying
   {exe} audit verify                        # the tamper-evident log of all of the above
 
-{mesh}
+{mesh}{vault_tour}
+Try the vault (hvac, the Vault CLI and VAULT_ADDR=$WARD_ADDR work too):
+  {exe} secret get {orders_secret}          # as the operator
+  {exe} secret policy read demo             # who may read what (Cedar)
+  {exe} secret lease list                   # dynamic credentials and their leases
+  {exe} audit tail                          # every read above, with who read it
+
 Press Ctrl-C to stop (it stops everything it started)."#,
         mesh = mesh.walkthrough(&exe),
+        orders_secret = crate::vault::secret_path("orders"),
         sock = socket.display(),
         data = data_dir.display(),
         demo = demo_dir.display(),

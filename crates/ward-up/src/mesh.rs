@@ -34,6 +34,8 @@ pub struct MeshSetup<'a> {
     pub server_url: &'a str,
     pub server_ca: &'a Path,
     pub socket: &'a Path,
+    /// The database role orders reads credentials from, if configured.
+    pub db_role: Option<&'a str>,
 }
 
 struct Service {
@@ -227,7 +229,6 @@ pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
         }
     }
 
-    let ward = std::env::current_exe()?;
     let mut children = Vec::new();
     for s in &services {
         let config = proxy_config(s, &services, &setup, &proxies);
@@ -239,13 +240,31 @@ pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
             s.name.into(),
             "--listen".into(),
             s.app.to_string(),
+            // Its own secret, read with its own JWT-SVID.
+            "--vault-addr".into(),
+            setup.server_url.to_string(),
+            "--vault-cacert".into(),
+            setup.server_ca.display().to_string(),
+            "--workload-socket".into(),
+            setup.socket.display().to_string(),
+            "--vault-secret".into(),
+            crate::vault::secret_path(s.name),
         ];
+        if s.name == "orders"
+            && let Some(role) = setup.db_role
+        {
+            app_args.push("--vault-db-role".into());
+            app_args.push(role.to_string());
+        }
         for (to, listen) in &s.outbound {
             app_args.push("--call".into());
             app_args.push(format!("{to}=http://{listen}"));
         }
+        // From the service's own link of the binary, as its proxy: the
+        // agent attests both as the service (a pod's app and sidecar share
+        // its identity), so the app's JWT-SVID is the service's.
         children.push(spawn(
-            &ward,
+            &exes[s.name],
             &app_args,
             &logs.join(format!("{}-app.log", s.name)),
         )?);
@@ -343,6 +362,14 @@ impl Mesh {
         }
     }
 
+    /// A demo app's address (`HOST:PORT`).
+    pub fn app_of(&self, name: &str) -> Option<String> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.app.to_string())
+    }
+
     /// `services` in up.json.
     pub fn services_json(&self) -> serde_json::Value {
         let mut out = serde_json::Map::new();
@@ -355,6 +382,7 @@ impl Mesh {
                     "app": s.app.to_string(),
                     "admin": s.admin.to_string(),
                     "outbound": s.outbound.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                    "secrets": [format!("secret/data/{}", crate::vault::secret_path(s.name))],
                 }),
             );
         }
@@ -468,6 +496,7 @@ mod tests {
             server_url: "https://127.0.0.1:8443",
             server_ca: Path::new("/tmp/up/ca.pem"),
             socket: Path::new("/tmp/up/api.sock"),
+            db_role: None,
         };
         for s in &services {
             let text = toml::to_string(&proxy_config(

@@ -66,6 +66,24 @@ pub struct DemoAppArgs {
     /// Once listening, write the bound address here
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// The vault (`https://HOST:PORT`): `GET /vault` logs in with this process's JWT-SVID and reads from it
+    #[arg(long, requires_all = ["vault_cacert", "workload_socket", "vault_secret"])]
+    vault_addr: Option<String>,
+    /// The CA certificate of the vault's HTTPS certificate
+    #[arg(long)]
+    vault_cacert: Option<PathBuf>,
+    /// The Workload API socket this process gets its JWT-SVID from
+    #[arg(long)]
+    workload_socket: Option<PathBuf>,
+    /// The audience of the JWT-SVID for the vault
+    #[arg(long, default_value = "vault")]
+    vault_audience: String,
+    /// The KV path (below secret/) `GET /vault` reads
+    #[arg(long)]
+    vault_secret: Option<String>,
+    /// A database role `GET /vault` gets a dynamic credential from
+    #[arg(long)]
+    vault_db_role: Option<String>,
 }
 
 fn parse_call(s: &str) -> Result<(String, String), String> {
@@ -95,6 +113,23 @@ pub async fn run_demo_app(args: DemoAppArgs) -> anyhow::Result<()> {
     }
     eprintln!("demo app {:?} listening on {addr}", args.name);
     let calls: BTreeMap<String, String> = args.calls.into_iter().collect();
-    ward_proxy::demo::run(listener, args.name, calls, crate::shutdown_signal()).await;
+    let vault = match (
+        &args.vault_addr,
+        &args.vault_cacert,
+        &args.workload_socket,
+        &args.vault_secret,
+    ) {
+        (Some(addr), Some(ca), Some(socket), Some(secret)) => Some(ward_proxy::demo::VaultDemo {
+            addr: addr.trim_end_matches('/').to_owned(),
+            cacert_pem: std::fs::read(ca)
+                .with_context(|| format!("cannot read {}", ca.display()))?,
+            socket: format!("unix:{}", socket.display()),
+            audience: args.vault_audience.clone(),
+            secret: secret.clone(),
+            db_role: args.vault_db_role.clone(),
+        }),
+        _ => None,
+    };
+    ward_proxy::demo::run(listener, args.name, calls, vault, crate::shutdown_signal()).await;
     Ok(())
 }

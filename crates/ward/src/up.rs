@@ -16,6 +16,16 @@ pub struct UpArgs {
     /// The trust domain
     #[arg(long, default_value = "ward.test")]
     trust_domain: String,
+    /// PostgreSQL (its admin URL) in which the vault makes the demo's dynamic credentials; if it does not answer, that part is left out with the reason
+    #[arg(
+        long,
+        env = "WARD_UP_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    postgres: String,
+    /// Leave out the dynamic database credentials
+    #[arg(long)]
+    no_postgres: bool,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -25,6 +35,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir,
             listen: args.listen,
             trust_domain: args.trust_domain,
+            postgres: (!args.no_postgres).then_some(args.postgres),
         },
         crate::shutdown_signal(),
     )
