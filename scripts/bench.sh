@@ -10,6 +10,9 @@
 #                               Ward proxy pair, an HAProxy mTLS pair and an nginx mTLS pair
 #                               (scripts/bench-proxy.sh); requests/s, added latency at a fixed rate, RSS.
 #   scripts/bench.sh policy     one Cedar decision with 1,000 policies (criterion + percentiles).
+#   scripts/bench.sh vault      KV reads/s and durable writes/s over HTTPS (SQLite and PostgreSQL) beside the
+#                               raw store's rate, read p99 at 500 rps, transit ops/s, credential p99
+#                               (scripts/bench-vault.sh).
 #   scripts/bench.sh scan       ward scan beside checkov, hadolint, detect-secrets and cargo audit
 #                               on the corpus and a generated 100 MB tree (scripts/bench-scan.sh).
 # Env: WARD_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
@@ -23,7 +26,8 @@ case "$what" in
   issuance|agent) ;;
   proxy|policy) exec bash scripts/bench-proxy.sh "$what" ;;
   scan) exec bash scripts/bench-scan.sh ;;
-  *) echo "usage: scripts/bench.sh issuance|agent|proxy|policy|scan"; exit 2 ;;
+  vault) exec bash scripts/bench-vault.sh ;;
+  *) echo "usage: scripts/bench.sh issuance|agent|proxy|policy|scan|vault"; exit 2 ;;
 esac
 
 DURATION=${DURATION:-8}

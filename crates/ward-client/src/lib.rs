@@ -48,6 +48,24 @@ pub enum ClientError {
     Decode(String),
 }
 
+impl ClientError {
+    /// The error for a vault answer that is not 2xx: Vault's `errors`
+    /// (`{"errors": ["…"]}`), or the status's reason when it gives none,
+    /// as Vault's bare 404 does.
+    pub fn from_vault(status: u16, body: &serde_json::Value) -> Self {
+        let reasons: Vec<&str> = body
+            .get("errors")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::Api {
+            status: status.as_u16(),
+            message: or_reason(status, reasons.join("; ")),
+        }
+    }
+}
+
 /// A connection to one Ward server.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -190,13 +208,7 @@ impl Client {
             return Ok(resp);
         }
         let text = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.errors.join("; "))
-            .unwrap_or_else(|_| text.chars().take(200).collect());
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            message,
-        })
+        Err(api_error(status, &text))
     }
 
     async fn json<T: DeserializeOwned>(
@@ -504,6 +516,76 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    // ---- the vault (Vault's HTTP API, with any vault token) ----------------
+
+    /// Sends one request to the vault's Vault-compatible API and returns
+    /// the status and the JSON body (`Null` when the body is empty),
+    /// whatever the status: for callers that read a 404's body, as KV's
+    /// answer for a deleted version (its metadata) must be read.
+    ///
+    /// `method` is an HTTP method or Vault's `LIST`; `path` starts with
+    /// `/v1/` and is sent as written (the server refuses encoded paths
+    /// rather than decoding them). The token goes in `X-Vault-Token`,
+    /// marked sensitive so that no debug output shows it.
+    pub async fn vault_any_status(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| ClientError::Config(format!("{method:?} is not an HTTP method")))?;
+        let mut req = self.http.request(method, format!("{}{path}", self.addr));
+        if let Some(t) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(t).map_err(|_| {
+                ClientError::Config(
+                    "the token holds characters an HTTP header cannot carry (check WARD_TOKEN)"
+                        .into(),
+                )
+            })?;
+            value.set_sensitive(true);
+            req = req.header("X-Vault-Token", value);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Connect {
+            addr: self.addr.clone(),
+            reason: error_chain(&e),
+        })?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if text.trim().is_empty() {
+            return Ok((status.as_u16(), serde_json::Value::Null));
+        }
+        match serde_json::from_str(&text) {
+            Ok(v) => Ok((status.as_u16(), v)),
+            Err(_) if !status.is_success() => Err(api_error(status, &text)),
+            Err(e) => Err(ClientError::Decode(format!(
+                "{path} answered {status} with a body that is not JSON: {e}"
+            ))),
+        }
+    }
+
+    /// As [`Client::vault_any_status`], with any status but 2xx an error:
+    /// [`ClientError::Api`] carrying Vault's `errors`, or the status's
+    /// reason when there are none (as in Vault's bare 404).
+    pub async fn vault(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let (status, value) = self.vault_any_status(method, path, body).await?;
+        if (200..300).contains(&status) {
+            return Ok((status, value));
+        }
+        Err(ClientError::from_vault(status, &value))
+    }
+
     /// True if the error is the server saying 401 or 403.
     pub fn is_auth_error(e: &ClientError) -> bool {
         matches!(e, ClientError::Api { status, .. } if *status == StatusCode::UNAUTHORIZED.as_u16() || *status == StatusCode::FORBIDDEN.as_u16())
@@ -536,7 +618,34 @@ fn roots(pem: &[u8], what: &str) -> Result<rustls::RootCertStore, ClientError> {
     Ok(roots)
 }
 
-fn urlencode(s: &str) -> String {
+/// The error for a non-2xx answer: the reasons of a Vault-shaped body
+/// (`{"errors": [...]}`), else the start of the body, else the status's
+/// own reason.
+fn api_error(status: StatusCode, text: &str) -> ClientError {
+    let message = match serde_json::from_str::<ErrorBody>(text) {
+        Ok(b) => b.errors.join("; "),
+        Err(_) => text.chars().take(200).collect(),
+    };
+    ClientError::Api {
+        status: status.as_u16(),
+        message: or_reason(status, message),
+    }
+}
+
+/// `message`, or the status's reason when it is empty.
+fn or_reason(status: StatusCode, message: String) -> String {
+    if message.trim().is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("no reason given")
+            .to_owned()
+    } else {
+        message
+    }
+}
+
+/// Percent-encodes `s` for a query value or a path segment.
+pub fn urlencode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

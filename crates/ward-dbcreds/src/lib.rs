@@ -130,12 +130,17 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// The URL for messages: user info removed.
+/// The URL for messages: user info and the query (which may carry
+/// `user=` and `password=`) removed.
 pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
+    let (base, query) = match url.split_once('?') {
+        Some((b, _)) => (b, "?…"),
+        None => (url, ""),
+    };
+    match base.split_once("://") {
         Some((scheme, rest)) => {
             let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("{scheme}://{rest}")
+            format!("{scheme}://{rest}{query}")
         }
         None => "(unparseable URL)".into(),
     }
@@ -189,7 +194,61 @@ pub fn connection_url(
             redact(template)
         ))
     })?;
+    require_tls_beyond_loopback(plugin, &url)?;
     Ok(Zeroizing::new(url))
+}
+
+/// The admin credential crosses the network only inside verified TLS: a
+/// host other than loopback needs the URL to ask for it (sqlx's default,
+/// `prefer`, falls back to cleartext when an attacker on the path says so).
+fn require_tls_beyond_loopback(plugin: Plugin, url: &str) -> Result<(), DbError> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (authority, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, q),
+        None => (rest, ""),
+    };
+    let authority = authority.split('/').next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        hostport.split(':').next().unwrap_or("")
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_ascii_lowercase()))
+        .collect();
+    let has = |key: &str, ok: &[&str]| {
+        params
+            .iter()
+            .any(|(k, v)| k == key && ok.contains(&v.as_str()))
+    };
+    let (secure, hint) = match plugin {
+        Plugin::Postgres => (
+            has("sslmode", &["verify-full", "verify-ca"]),
+            "?sslmode=verify-full",
+        ),
+        Plugin::Mysql => (
+            has("ssl-mode", &["verify_identity", "verify_ca"]),
+            "?ssl-mode=VERIFY_IDENTITY",
+        ),
+    };
+    if secure {
+        Ok(())
+    } else {
+        Err(DbError::Config(format!(
+            "connection_url {} reaches {host:?} beyond loopback without verified TLS, so the admin credential could be read or downgraded on the way: add {hint} (and the server's CA, e.g. sslrootcert=)",
+            redact(url)
+        )))
+    }
 }
 
 /// A generated user: name and password.
@@ -446,6 +505,10 @@ mod tests {
             redact("mysql://root@127.0.0.1:3306/test"),
             "mysql://127.0.0.1:3306/test"
         );
+        assert_eq!(
+            redact("postgres://h/db?user=a&password=s3cret"),
+            "postgres://h/db?…"
+        );
         let c = Connection {
             plugin: Plugin::Postgres,
             url: Zeroizing::new("postgres://a:hunter2@h/db".into()),
@@ -453,12 +516,15 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
         let u = connection_url(
             Plugin::Postgres,
-            "postgres://{{username}}:{{password}}@h:5432/db",
+            "postgres://{{username}}:{{password}}@127.0.0.1:5432/db",
             Some("ad min"),
             Some("p@ss/w"),
         )
         .unwrap();
-        assert_eq!(u.as_str(), "postgres://ad%20min:p%40ss%2Fw@h:5432/db");
+        assert_eq!(
+            u.as_str(),
+            "postgres://ad%20min:p%40ss%2Fw@127.0.0.1:5432/db"
+        );
         assert!(connection_url(Plugin::Mysql, "postgres://h/db", None, None).is_err());
         assert!(
             connection_url(Plugin::Postgres, "postgres://{{username}}@h/db", None, None).is_err()
@@ -470,6 +536,48 @@ mod tests {
             "postgres://admin:n%2Fw@h:5432/db"
         );
         assert!(with_password("postgres://h/db", "x").is_err());
+        // Beyond loopback, only with verified TLS.
+        assert!(
+            connection_url(Plugin::Postgres, "postgres://a@db.internal/x", None, None).is_err()
+        );
+        assert!(
+            connection_url(
+                Plugin::Postgres,
+                "postgres://a@db.internal/x?sslmode=require",
+                None,
+                None
+            )
+            .is_err()
+        );
+        assert!(
+            connection_url(
+                Plugin::Postgres,
+                "postgres://a@db.internal/x?sslmode=verify-full",
+                None,
+                None
+            )
+            .is_ok()
+        );
+        assert!(connection_url(Plugin::Mysql, "mysql://a@10.0.0.5/x", None, None).is_err());
+        assert!(
+            connection_url(
+                Plugin::Mysql,
+                "mysql://a@10.0.0.5/x?ssl-mode=VERIFY_IDENTITY",
+                None,
+                None
+            )
+            .is_ok()
+        );
+        assert!(
+            connection_url(
+                Plugin::Postgres,
+                "postgres://a@127.0.0.1:5432/x",
+                None,
+                None
+            )
+            .is_ok()
+        );
+        assert!(connection_url(Plugin::Postgres, "postgres://a@[::1]:5432/x", None, None).is_ok());
     }
 
     #[test]

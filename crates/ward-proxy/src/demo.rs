@@ -124,6 +124,21 @@ impl App {
         };
         let asked = secret.is_some();
         let path = secret.unwrap_or_else(|| cfg.secret.clone());
+        // Only a plain KV path: the app's own token must not be pointed at
+        // another API path through dot segments or encodings.
+        let plain = !path.is_empty()
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+            && path
+                .split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+        if !plain {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"service": self.name, "error": "secret must be a plain KV path (letters, digits, -_./, no dot segments)"}),
+            );
+        }
         let answer = async {
             let client = spiffe::WorkloadApiClient::connect_to(&cfg.socket)
                 .await

@@ -134,6 +134,10 @@ impl ReadyServer {
                     if let Err(e) = state.store.prune_edges(before).await {
                         tracing::warn!(error = %e, "pruning old telemetry failed");
                     }
+                    // Expired workload tokens (they are refused anyway).
+                    if let Err(e) = state.store.prune_tokens(ward_store::now_secs()).await {
+                        tracing::warn!(error = %e, "pruning expired tokens failed");
+                    }
                 }
                 if let Err(e) = state.refresh_authority_if_stale().await {
                     tracing::warn!(error = %e, "refreshing the CAs from the store failed");

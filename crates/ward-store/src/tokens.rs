@@ -203,48 +203,60 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a token's expiry to `expires_at` (a renewal), if the stored
-    /// row is still the one the caller authenticated with.
+    /// Moves a token's expiry to `expires_at` (a renewal). `verified` is
+    /// the token as the caller was authenticated with it (read through the
+    /// barrier): the row is changed only if it is still exactly that row, MAC
+    /// and all, so a row a database writer edited (another role, another
+    /// creation time) is never re-signed with the master key's MAC.
     pub async fn renew_token(
         &self,
         hash: &str,
+        verified: &TokenRecord,
         expires_at: i64,
         audit: &[AuditEvent],
     ) -> Result<TokenRecord> {
         let key = self.row_key()?;
+        let old_mac = key.mac(
+            "tokens",
+            &verified.id,
+            &rows::token(
+                hash,
+                &verified.role,
+                verified.created_at,
+                verified.expires_at,
+            ),
+        );
+        let new_mac = key.mac(
+            "tokens",
+            &verified.id,
+            &rows::token(hash, &verified.role, verified.created_at, Some(expires_at)),
+        );
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE tokens SET expires_at = $1 WHERE hash = $2 RETURNING id, role, created_at, expires_at, mac",
+        let changed = sqlx::query(
+            "UPDATE tokens SET expires_at = $1, mac = $2 WHERE hash = $3 AND id = $4 AND role = $5 AND created_at = $6 AND mac = $7",
         )
         .bind(expires_at)
+        .bind(new_mac)
         .bind(hash)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(r) = row else {
+        .bind(&verified.id)
+        .bind(&verified.role)
+        .bind(verified.created_at)
+        .bind(old_mac)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            // Revoked meanwhile, or the row is no longer the one verified.
             return Err(StoreError::NotFound {
                 what: "token",
-                id: "(this one)".into(),
+                id: verified.id.clone(),
             });
-        };
-        let (id, role, created_at): (String, String, i64) =
-            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        let mac = key.mac(
-            "tokens",
-            &id,
-            &rows::token(hash, &role, created_at, Some(expires_at)),
-        );
-        sqlx::query("UPDATE tokens SET mac = $1 WHERE id = $2")
-            .bind(mac)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+        }
         append_in_tx(&mut tx, &key, audit).await?;
         tx.commit().await?;
         Ok(TokenRecord {
-            id,
-            role,
             expires_at: Some(expires_at),
-            created_at,
+            ..verified.clone()
         })
     }
 

@@ -192,22 +192,36 @@ impl Store {
     }
 
     /// Leases due for revocation at `now` (expired, or being revoked and
-    /// due for another attempt), oldest first, at most `limit`.
-    pub async fn due_leases(&self, now: i64, limit: i64) -> Result<Vec<LeaseRow>> {
+    /// due for another attempt), longest due first, at most `limit`, none
+    /// of those in `skip`. A row that fails the barrier is never acted on:
+    /// it is counted, queued for audit and added to `skip`, so that forged
+    /// rows cannot fill every batch and starve the real ones.
+    pub async fn due_leases(
+        &self,
+        now: i64,
+        limit: usize,
+        skip: &mut std::collections::HashSet<String>,
+    ) -> Result<Vec<LeaseRow>> {
         let rk = self.row_key()?;
         let rows = sqlx::query(
-            "SELECT id, expires_at, state, attempts, next_attempt, sealed, mac FROM leases WHERE (state = 'active' AND expires_at <= $1) OR (state = 'revoking' AND next_attempt <= $1) ORDER BY expires_at LIMIT $2",
+            "SELECT id, expires_at, state, attempts, next_attempt, sealed, mac FROM leases WHERE (state = 'active' AND expires_at <= $1) OR (state = 'revoking' AND next_attempt <= $1) ORDER BY CASE WHEN state = 'active' THEN expires_at ELSE next_attempt END, id LIMIT $2",
         )
         .bind(now)
-        .bind(limit)
+        .bind((limit + skip.len()) as i64)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Vec::with_capacity(limit);
         for r in &rows {
+            let id: String = r.try_get(0)?;
+            if skip.contains(&id) {
+                continue;
+            }
             match lease_from_row(&rk, &self.barrier, r) {
-                Ok(l) => out.push(l),
-                // A forged lease is never acted on; it was counted and queued for audit.
-                Err(StoreError::Integrity(_)) => {}
+                Ok(l) if out.len() < limit => out.push(l),
+                Ok(_) => {}
+                Err(StoreError::Integrity(_)) => {
+                    skip.insert(id);
+                }
                 Err(e) => return Err(e),
             }
         }

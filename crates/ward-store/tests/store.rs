@@ -218,6 +218,9 @@ both_backends_with_url!(
     a_truncated_audit_tail_is_found_by_the_head_and_by_a_checkpoint,
     a_wiped_audit_log_is_no_fresh_start,
     junk_above_the_audit_head_cannot_stall_verification,
+    vault_records_round_trip_and_a_moved_row_is_an_integrity_error,
+    forged_leases_are_never_due,
+    one_replica_at_a_time_holds_expiry_leadership,
 );
 
 /// Five audit records in a store that was initialized (one more record).
@@ -751,7 +754,7 @@ async fn a_store_from_before_the_barrier_is_upgraded_once(store: Store, url: Str
     let store = Store::connect(&url).await.unwrap();
     assert_eq!(
         store.schema_version().await.unwrap(),
-        4,
+        5,
         "the migration ran again"
     );
     store.unlock(&master);
@@ -840,6 +843,7 @@ both_backends!(
     initialization_happens_once_and_ca_rotation_keeps_one_active,
     policies_are_versioned_and_advance_the_revision,
     edge_reports_are_summed_per_edge,
+    concurrent_writes_to_one_vault_record_serialize,
 );
 
 async fn policies_are_versioned_and_advance_the_revision(store: Store) {
@@ -964,7 +968,7 @@ fn entry(id: &str, parent: &str) -> EntryRecord {
 }
 
 async fn migrations_are_recorded_and_idempotent(store: Store, url: String) {
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     assert!(!store.is_initialized().await.unwrap());
     assert_eq!(store.audit_head().await.unwrap().0, 0);
     store.initialize(initialization()).await.unwrap();
@@ -979,14 +983,14 @@ async fn migrations_are_recorded_and_idempotent(store: Store, url: String) {
     // twice, nothing is lost, and the chain still verifies.
     for _ in 0..2 {
         let again = unlocked(Store::connect(&url).await.unwrap());
-        assert_eq!(again.schema_version().await.unwrap(), 4);
+        assert_eq!(again.schema_version().await.unwrap(), 5);
         assert!(again.is_initialized().await.unwrap());
         assert_eq!(again.entry("e1").await.unwrap().id, "e1");
         again.close().await;
     }
     assert_eq!(
         count(&url, "SELECT COUNT(*) FROM ward_schema_migrations").await,
-        4,
+        5,
         "one row per migration"
     );
     assert_eq!(store.verify_audit().await.unwrap().unwrap().records, 2);
@@ -1293,7 +1297,7 @@ async fn sqlite_keeps_committed_writes_across_reopen() {
     );
     store.unlock(&master);
     assert_eq!(store.entry("kept").await.unwrap().id, "kept");
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
 }
 
 #[tokio::test]
@@ -1410,4 +1414,192 @@ async fn a_node_learns_only_of_its_own_entries_deletions(store: Store) {
         store.entry_changes(Some(b), since).await.unwrap().deleted,
         ["ea"]
     );
+}
+
+// ---- the vault's records and leases ----------------------------------------
+
+async fn vault_put(store: &Store, key: &str, value: &[u8]) {
+    let mut tx = store.vault_begin(key).await.unwrap();
+    tx.put(key, value).await.unwrap();
+    tx.commit(&[ev("secret.write", key)]).await.unwrap();
+}
+
+async fn vault_records_round_trip_and_a_moved_row_is_an_integrity_error(store: Store, url: String) {
+    for (k, v) in [
+        ("kv/a_b", b"one".as_slice()),
+        ("kv/aXb", b"two"),
+        ("kv/a%c/d", b"three"),
+    ] {
+        vault_put(&store, k, v).await;
+    }
+    assert_eq!(store.vault_get("kv/a_b").await.unwrap().unwrap(), b"one");
+    assert_eq!(store.vault_get("kv/none").await.unwrap(), None);
+    // LIKE's wildcards and SQLite's case folding never widen a prefix.
+    let keys = |v: Vec<(String, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(keys(store.vault_scan("kv/a_").await.unwrap()), ["kv/a_b"]);
+    assert_eq!(keys(store.vault_scan("kv/a%").await.unwrap()), ["kv/a%c/d"]);
+    assert!(store.vault_scan("KV/").await.unwrap().is_empty());
+    assert_eq!(store.vault_scan("kv/").await.unwrap().len(), 3);
+    // The write's audit record is in the chain, in the same transaction.
+    let records = store.audit_records(0, 100).await.unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.action == "secret.write")
+            .count(),
+        3
+    );
+    // A writer without the master key moves a's row (value and MAC) onto b.
+    raw(
+        &url,
+        "UPDATE vault_records SET value = (SELECT value FROM vault_records WHERE key = 'kv/a_b'), mac = (SELECT mac FROM vault_records WHERE key = 'kv/a_b') WHERE key = 'kv/aXb'",
+    )
+    .await;
+    let before = store.barrier().rejected();
+    assert!(matches!(
+        store.vault_get("kv/aXb").await,
+        Err(StoreError::Integrity(_))
+    ));
+    assert!(matches!(
+        store.vault_scan("kv/").await,
+        Err(StoreError::Integrity(_))
+    ));
+    assert!(store.barrier().rejected() > before);
+    // A forged row inside a write fails it, and nothing is written.
+    let mut tx = store.vault_begin("kv/aXb").await.unwrap();
+    assert!(matches!(
+        tx.get("kv/aXb").await,
+        Err(StoreError::Integrity(_))
+    ));
+    drop(tx);
+    assert_eq!(store.vault_get("kv/a_b").await.unwrap().unwrap(), b"one");
+}
+
+/// Read-modify-write of one record from many tasks loses no update: the
+/// record's lock (SQLite's write lock, PostgreSQL's advisory lock) holds
+/// from the read to the commit.
+async fn concurrent_writes_to_one_vault_record_serialize(store: Store) {
+    let key = "kv/counter";
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let mut tx = store.vault_begin(key).await.unwrap();
+                    let n: u64 = match tx.get(key).await.unwrap() {
+                        Some(v) => String::from_utf8(v).unwrap().parse().unwrap(),
+                        None => 0,
+                    };
+                    tx.put(key, (n + 1).to_string().as_bytes()).await.unwrap();
+                    tx.commit(&[]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.vault_get(key).await.unwrap().unwrap(), b"60");
+}
+
+async fn forged_leases_are_never_due(store: Store, url: String) {
+    use ward_store::LeaseRow;
+    let now = now_secs();
+    let lease = |id: &str, expires_at: i64| LeaseRow {
+        id: id.into(),
+        expires_at,
+        state: "active".into(),
+        attempts: 0,
+        next_attempt: expires_at,
+        sealed: vec![1, 2, 3],
+    };
+    store
+        .put_lease(
+            &lease("database/creds/r/past", now - 5),
+            &[ev("database.creds", "x")],
+        )
+        .await
+        .unwrap();
+    store
+        .put_lease(&lease("database/creds/r/future", now + 3600), &[])
+        .await
+        .unwrap();
+    store
+        .put_lease(&lease("database/creds/r/victim", now + 3600), &[])
+        .await
+        .unwrap();
+    let due: Vec<String> = store
+        .due_leases(now, 10, &mut Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(due, ["database/creds/r/past"]);
+    // A writer pulls a lease's expiry forward without the key: never acted on.
+    raw(
+        &url,
+        "UPDATE leases SET expires_at = 0 WHERE id = 'database/creds/r/victim'",
+    )
+    .await;
+    let due: Vec<String> = store
+        .due_leases(now, 10, &mut Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(due, ["database/creds/r/past"]);
+    assert!(matches!(
+        store.lease("database/creds/r/victim").await,
+        Err(StoreError::Integrity(_))
+    ));
+    store
+        .delete_lease("database/creds/r/past", &[])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .due_leases(now, 10, &mut Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.leases("database/creds/r/f").await.unwrap().len(), 1);
+}
+
+async fn one_replica_at_a_time_holds_expiry_leadership(store: Store, url: String) {
+    let other = unlocked(Store::connect(&url).await.unwrap());
+    let mut first = store
+        .try_expiry_leadership()
+        .await
+        .unwrap()
+        .expect("the first replica leads");
+    assert!(first.alive().await);
+    match store.backend() {
+        ward_store::Backend::Sqlite => {
+            // One server per SQLite file: it always runs expiry.
+            assert!(other.try_expiry_leadership().await.unwrap().is_some());
+        }
+        ward_store::Backend::Postgres => {
+            assert!(
+                other.try_expiry_leadership().await.unwrap().is_none(),
+                "only one leader"
+            );
+            drop(first);
+            let mut taken = None;
+            for _ in 0..50 {
+                taken = other.try_expiry_leadership().await.unwrap();
+                if taken.is_some() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert!(
+                taken.is_some(),
+                "the other replica takes over once the leader's session ends"
+            );
+        }
+    }
+    other.close().await;
 }

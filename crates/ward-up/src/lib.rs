@@ -108,9 +108,14 @@ pub async fn run(
         .context("fetching the demo SVID through the Workload API")?;
 
     let services = ["frontend", "orders", "payments"];
-    let vault_setup = crate::vault::seed(&client, &td.to_string(), &services, args.postgres.as_deref())
-        .await
-        .context("setting up the demo's vault")?;
+    let vault_setup = crate::vault::seed(
+        &client,
+        &td.to_string(),
+        &services,
+        args.postgres.as_deref(),
+    )
+    .await
+    .context("setting up the demo's vault")?;
     let mesh = crate::mesh::start(crate::mesh::MeshSetup {
         client: &client,
         td: &td.to_string(),

@@ -21,9 +21,8 @@ const DB_CONNECTION: &str = "demo-postgres";
 /// The demo's vault policy: each service reads its own secret; orders
 /// also gets database credentials. Nothing else is granted.
 pub fn demo_policy(td: &str, services: &[&str]) -> String {
-    let mut text = String::from(
-        "// ward up's vault policy. A workload may do only what is permitted here.\n",
-    );
+    let mut text =
+        String::from("// ward up's vault policy. A workload may do only what is permitted here.\n");
     for s in services {
         text.push_str(&format!(
             "@id(\"{s}-reads-its-secrets\")\npermit(principal == Ward::Service::\"spiffe://{td}/ns/demo/sa/{s}\",\n       action == Vault::Action::\"read\", resource)\nwhen {{ resource.path like \"secret/data/demo/{s}/*\" }};\n"
@@ -174,7 +173,10 @@ pub async fn tour(orders_app: &str, payments_app: &str, setup: &VaultSetup) -> S
                     ));
                 }
                 serde_json::Value::Null => {}
-                d => out.push_str(&format!("     orders → database credential: {} {}\n", d["status"], d["error"])),
+                d => out.push_str(&format!(
+                    "     orders → database credential: {} {}\n",
+                    d["status"], d["error"]
+                )),
             }
         }
         Ok(v) => out.push_str(&format!("     orders → its secret: {v}\n")),
@@ -184,7 +186,11 @@ pub async fn tour(orders_app: &str, payments_app: &str, setup: &VaultSetup) -> S
         out.push_str(&format!("     (no dynamic database credential: {why})\n"));
     }
     let orders_secret = secret_path("orders");
-    match get(format!("http://{payments_app}/vault?secret={orders_secret}")).await {
+    match get(format!(
+        "http://{payments_app}/vault?secret={orders_secret}"
+    ))
+    .await
+    {
         Ok(v) => out.push_str(&format!(
             "   payments → secret/{orders_secret}   {}\n",
             match v["secret"]["status"].as_u64() {
@@ -200,6 +206,15 @@ pub async fn tour(orders_app: &str, payments_app: &str, setup: &VaultSetup) -> S
 
 /// Whether `user` exists in the database at `dsn` (as its admin sees it).
 async fn user_exists(dsn: &str, user: &str) -> Option<bool> {
+    // The name came over HTTP from the demo app: only the vault's own
+    // shape (`v-<role>-<random>`) is ever put in SQL.
+    if !user.starts_with("v-")
+        || !user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return None;
+    }
     let conn = ward_dbcreds::Connection {
         plugin: ward_dbcreds::Plugin::Postgres,
         url: zeroize::Zeroizing::new(dsn.to_owned()),
@@ -208,7 +223,7 @@ async fn user_exists(dsn: &str, user: &str) -> Option<bool> {
     // A statement that fails unless the role exists.
     let check = format!(
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{}') THEN RAISE EXCEPTION 'absent'; END IF; END $$",
-        user.replace('\'', "")
+        user
     );
     Some(
         dbs.run("check", &conn, &[zeroize::Zeroizing::new(check)], &[])
@@ -228,10 +243,30 @@ mod tests {
         let none = Default::default();
         let orders = "spiffe://up.test/ns/demo/sa/orders";
         let payments = "spiffe://up.test/ns/demo/sa/payments";
-        assert!(access.decide(orders, &none, "read", "secret/data/demo/orders/db").allowed);
-        assert!(access.decide(orders, &none, "read", "database/creds/orders").allowed);
-        assert!(!access.decide(payments, &none, "read", "secret/data/demo/orders/db").allowed);
-        assert!(!access.decide(payments, &none, "read", "database/creds/orders").allowed);
-        assert!(!access.decide(orders, &none, "update", "secret/data/demo/orders/db").allowed);
+        assert!(
+            access
+                .decide(orders, &none, "read", "secret/data/demo/orders/db")
+                .allowed
+        );
+        assert!(
+            access
+                .decide(orders, &none, "read", "database/creds/orders")
+                .allowed
+        );
+        assert!(
+            !access
+                .decide(payments, &none, "read", "secret/data/demo/orders/db")
+                .allowed
+        );
+        assert!(
+            !access
+                .decide(payments, &none, "read", "database/creds/orders")
+                .allowed
+        );
+        assert!(
+            !access
+                .decide(orders, &none, "update", "secret/data/demo/orders/db")
+                .allowed
+        );
     }
 }

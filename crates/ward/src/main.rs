@@ -10,6 +10,7 @@ mod operator;
 mod policy;
 mod proxy;
 mod scan;
+mod secret;
 mod server;
 mod svid;
 mod up;
@@ -25,7 +26,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Zero-trust security for microservices: workload identity (SPIFFE), mTLS sidecars that authorize every call with Cedar, a certificate authority and a tamper-evident audit log, in one binary",
     long_about = None,
-    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  proxy     the sidecar: mTLS between services, Cedar authorization per request\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit, policy, telemetry\n\nCI:\n  scan      misconfigured manifests, Dockerfiles and Ward configs, secrets, vulnerable dependencies\n\nStart here: `ward up`, then follow what it prints."
+    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  proxy     the sidecar: mTLS between services, Cedar authorization per request\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit, policy, telemetry, secret\n\nCI:\n  scan      misconfigured manifests, Dockerfiles and Ward configs, secrets, vulnerable dependencies\n\nStart here: `ward up`, then follow what it prints."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -66,6 +67,9 @@ enum Command {
     /// Validate, push and show Cedar policies (who may call what)
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Secrets: versioned KV, vault policies, dynamic database credentials, leases, transit encryption
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Read the call edges proxies report (the service graph's raw data)
     #[command(subcommand)]
     Telemetry(policy::TelemetryCommand),
@@ -114,6 +118,7 @@ fn main() -> std::process::ExitCode {
             Command::Audit(c) => audit::run(c).await,
             Command::Proxy(a) => proxy::run(a).await,
             Command::Policy(c) => policy::run(c).await,
+            Command::Secret(c) => secret::run(c).await,
             Command::Telemetry(c) => policy::run_telemetry(c).await,
             Command::DemoApp(a) => proxy::run_demo_app(a).await,
             Command::Scan(_) => Ok(()),

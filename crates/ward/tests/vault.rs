@@ -34,7 +34,16 @@ const HVAC_CHECKS: &[&str] = &[
 ];
 
 fn jwt(s: &Server, id: &str, audience: &str, ttl: &str) -> String {
-    let out = s.ward(&["jwt", "mint", "--spiffe-id", id, "--audience", audience, "--ttl", ttl]);
+    let out = s.ward(&[
+        "jwt",
+        "mint",
+        "--spiffe-id",
+        id,
+        "--audience",
+        audience,
+        "--ttl",
+        ttl,
+    ]);
     assert!(out.status.success(), "jwt mint: {}", stderr(&out));
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -49,8 +58,10 @@ fn hvac_speaks_to_the_vault() {
     let Some(python) = required_env("WARD_TEST_PYTHON", "a python with hvac==2.4.0") else {
         return;
     };
-    let Some(pg) = required_env("WARD_TEST_POSTGRES_URL", "PostgreSQL for dynamic credentials")
-    else {
+    let Some(pg) = required_env(
+        "WARD_TEST_POSTGRES_URL",
+        "PostgreSQL for dynamic credentials",
+    ) else {
         return;
     };
     let my = std::env::var("WARD_TEST_MARIADB_URL")
@@ -103,11 +114,23 @@ fn hvac_speaks_to_the_vault() {
     // Values never reach the audit log or the server's log.
     let audit = s.ward(&["audit", "tail", "--lines", "2000", "--output", "json"]);
     let audit = String::from_utf8_lossy(&audit.stdout);
-    for secret in ["orders-pw", "root-pw", "payments-pw", "secret one", "c2VjcmV0IG9uZQ=="] {
+    for secret in [
+        "orders-pw",
+        "root-pw",
+        "payments-pw",
+        "secret one",
+        "c2VjcmV0IG9uZQ==",
+    ] {
         assert!(!audit.contains(secret), "{secret} is in the audit log");
-        assert!(!s.log_text().contains(secret), "{secret} is in the server log");
+        assert!(
+            !s.log_text().contains(secret),
+            "{secret} is in the server log"
+        );
     }
-    assert!(audit.contains("secret.read") && audit.contains("vault.denied"), "reads and denials are audited");
+    assert!(
+        audit.contains("secret.read") && audit.contains("vault.denied"),
+        "reads and denials are audited"
+    );
 }
 
 /// (status, body) of a vault request with the admin token.
@@ -143,28 +166,37 @@ fn rows_moved_between_paths_or_versions_fail_with_an_integrity_error() {
     let raw = std::fs::read(s.dir.join("ward.db")).unwrap();
     let wal = std::fs::read(s.dir.join("ward.db-wal")).unwrap_or_default();
     for hay in [&raw, &wal] {
-        assert!(!hay.windows(7).any(|w| w == b"alpha-1" || w == b"bravo-1"), "a value is stored in clear");
+        assert!(
+            !hay.windows(7).any(|w| w == b"alpha-1" || w == b"bravo-1"),
+            "a value is stored in clear"
+        );
     }
     // A database writer copies b's value over a's version 1 (with b's MAC),
     // and a's version 1 over version 2.
     sqlite(
         &s,
-        "UPDATE vault_records SET value = (SELECT value FROM vault_records WHERE key = 'kv/secret/data/b#v1'), mac = (SELECT mac FROM vault_records WHERE key = 'kv/secret/data/b#v1') WHERE key = 'kv/secret/data/a#v1'",
+        "UPDATE vault_records SET value = (SELECT value FROM vault_records WHERE key = (SELECT key FROM vault_records WHERE key LIKE 'kv/secret/data/b#%v1')), mac = (SELECT mac FROM vault_records WHERE key = (SELECT key FROM vault_records WHERE key LIKE 'kv/secret/data/b#%v1')) WHERE key = (SELECT key FROM vault_records WHERE key LIKE 'kv/secret/data/a#%v1')",
     );
     let (code, body) = vault(&s, "GET", "/v1/secret/data/a?version=1", None);
     assert_eq!(code, 500, "{body}");
-    assert!(body.contains("integrity") && !body.contains("bravo"), "{body}");
+    assert!(
+        body.contains("integrity") && !body.contains("bravo"),
+        "{body}"
+    );
     sqlite(
         &s,
-        "UPDATE vault_records SET value = (SELECT value FROM vault_records WHERE key = 'kv/secret/data/a#v2') WHERE key = 'kv/secret/data/b#v1'",
+        "UPDATE vault_records SET value = (SELECT value FROM vault_records WHERE key = (SELECT key FROM vault_records WHERE key LIKE 'kv/secret/data/a#%v2')) WHERE key = (SELECT key FROM vault_records WHERE key LIKE 'kv/secret/data/b#%v1')",
     );
     let (code, body) = vault(&s, "GET", "/v1/secret/data/b", None);
     assert_eq!(code, 500, "{body}");
-    assert!(body.contains("integrity") && !body.contains("alpha"), "{body}");
+    assert!(
+        body.contains("integrity") && !body.contains("alpha"),
+        "{body}"
+    );
     // A flipped ciphertext byte (MAC recomputed is impossible without the key).
     sqlite(
         &s,
-        "UPDATE vault_records SET value = CAST(substr(value, 1, length(value) - 1) || X'00' AS BLOB) WHERE key = 'kv/secret/data/a#v2'",
+        "UPDATE vault_records SET value = CAST(substr(value, 1, length(value) - 1) || X'00' AS BLOB) WHERE key = (SELECT key FROM vault_records WHERE key LIKE 'kv/secret/data/a#%v2')",
     );
     let (code, body) = vault(&s, "GET", "/v1/secret/data/a", None);
     assert_eq!(code, 500, "{body}");

@@ -128,6 +128,15 @@ async fn issue(
     ))
 }
 
+/// `aud` is exactly `audience` (a string, or a one-element list).
+fn only_audience(aud: &serde_json::Value, audience: &str) -> bool {
+    match aud {
+        serde_json::Value::String(a) => a == audience,
+        serde_json::Value::Array(a) => a.len() == 1 && a[0] == audience,
+        _ => false,
+    }
+}
+
 fn wid() -> Result<String, ApiError> {
     Ok(format!("vt-{}", random_hex(12)?))
 }
@@ -157,6 +166,17 @@ async fn jwt_login(State(s): State<Arc<Server>>, body: Bytes) -> Result<Response
         &authority.spiffe_bundle(),
         td,
     ) {
+        // The vault must be the token's only audience: a JWT-SVID made for
+        // another service too could be replayed here by that service
+        // (a confused deputy) to log in as its sender.
+        Ok((id, claims)) if !only_audience(&claims["aud"], audience) => {
+            return Err(refused(
+                &s,
+                "jwt",
+                &format!("{id}'s JWT-SVID names other audiences besides {audience:?}; fetch one for {audience:?} alone"),
+            )
+            .await);
+        }
         Ok((id, _)) => id,
         Err(e) => {
             return Err(refused(
@@ -239,7 +259,7 @@ async fn renew_self(
         token_id,
         spiffe_id,
         created_at,
-        ..
+        expires_at: current_expiry,
     } = &c
     else {
         return Err(ApiError::BadRequest(
@@ -266,7 +286,16 @@ async fn renew_self(
         json!({"token": token_id, "expires_at": expires_at, "outcome": "ok"}),
     );
     let hash = token_hash(token);
-    s.store.renew_token(&hash, expires_at, &[event]).await?;
+    let verified = ward_store::TokenRecord {
+        id: token_id.clone(),
+        role: format!("{WORKLOAD_ROLE}{spiffe_id}"),
+        expires_at: Some(*current_expiry),
+        created_at: *created_at,
+    };
+    s.store
+        .renew_token(&hash, &verified, expires_at, &[event])
+        .await
+        .map_err(|_| ApiError::Forbidden("permission denied: the token is not valid".into()))?;
     s.forget_token(&hash);
     let left = (expires_at - now_secs()).max(0);
     Ok(vault_json(
@@ -312,4 +341,17 @@ async fn revoke_self(
     s.store.revoke_token(&hash, &[event]).await?;
     s.forget_token(&hash);
     super::no_content()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_token_for_the_vault_alone_logs_in() {
+        use serde_json::json;
+        assert!(super::only_audience(&json!("vault"), "vault"));
+        assert!(super::only_audience(&json!(["vault"]), "vault"));
+        assert!(!super::only_audience(&json!(["orders", "vault"]), "vault"));
+        assert!(!super::only_audience(&json!("orders"), "vault"));
+        assert!(!super::only_audience(&json!(null), "vault"));
+    }
 }

@@ -40,7 +40,7 @@ pub(crate) const STUCK_AFTER: i64 = 6;
 /// The longest wait between two revocation attempts.
 const MAX_BACKOFF: i64 = 60;
 /// Leases revoked per round, and at once.
-const BATCH: i64 = 64;
+const BATCH: usize = 64;
 const CONCURRENT_REVOCATIONS: usize = 4;
 
 pub(super) fn routes() -> Router<Arc<Server>> {
@@ -126,6 +126,10 @@ struct LeaseDetail {
     last_renewal: Option<i64>,
     max_expires_at: i64,
     default_ttl: u64,
+    /// Who got the credential (`workload:ID` or `token:ID`): a workload
+    /// may look up, renew and revoke only its own leases.
+    #[serde(default)]
+    issued_to: String,
 }
 
 fn config_key(name: &str) -> String {
@@ -526,6 +530,7 @@ async fn creds(
         last_renewal: None,
         max_expires_at: now + role.max_ttl as i64,
         default_ttl: role.default_ttl,
+        issued_to: access.caller.actor(),
     };
     let lease_id = format!("database/creds/{name}/{}", random_hex(12)?);
     let row = LeaseRow {
@@ -627,7 +632,7 @@ fn lease_id_of(body: &LeaseBody) -> Result<String, ApiError> {
 
 async fn load_lease(
     s: &Server,
-    master: &MasterKey,
+    access: &Access,
     id: &str,
 ) -> Result<(LeaseRow, LeaseDetail), ApiError> {
     let row = s
@@ -635,8 +640,27 @@ async fn load_lease(
         .lease(id)
         .await?
         .ok_or_else(|| ApiError::BadRequest("invalid lease".into()))?;
-    let detail: LeaseDetail = open_json(master, &lease_name(id), &row.sealed)?;
+    let detail: LeaseDetail = open_json(&access.master, &lease_name(id), &row.sealed)?;
+    // A workload's grant on sys/leases/... covers its own leases only.
+    if matches!(access.caller, VaultCaller::Workload { .. })
+        && detail.issued_to != access.caller.actor()
+    {
+        return Err(ApiError::Forbidden(format!(
+            "permission denied: lease {id} was not issued to {}",
+            access.caller.actor()
+        )));
+    }
     Ok((row, detail))
+}
+
+/// Listing and revoking by prefix are the admin's (Vault's `sudo`).
+fn admin_only(access: &Access, what: &str) -> Result<(), ApiError> {
+    match access.caller {
+        VaultCaller::Admin { .. } => Ok(()),
+        VaultCaller::Workload { .. } => Err(ApiError::Forbidden(format!(
+            "permission denied: {what} needs the admin token"
+        ))),
+    }
 }
 
 async fn lookup(
@@ -647,7 +671,7 @@ async fn lookup(
     let req: LeaseBody = parse_body(&body)?;
     let id = lease_id_of(&req)?;
     let access = authorize(&s, &headers, "update", "sys/leases/lookup").await?;
-    let (row, d) = load_lease(&s, &access.master, &id).await?;
+    let (row, d) = load_lease(&s, &access, &id).await?;
     data(json!({
         "id": row.id,
         "issue_time": rfc3339(d.issued_at * 1000),
@@ -670,22 +694,20 @@ async fn list_leases(
         .strip_prefix("/v1/sys/leases/lookup/")
         .unwrap_or("");
     let prefix = super::paths::canonical(raw, true)?;
-    let _access = authorize(&s, &headers, "list", &format!("sys/leases/lookup/{prefix}")).await?;
+    let access = authorize(&s, &headers, "list", &format!("sys/leases/lookup/{prefix}")).await?;
+    admin_only(&access, "listing leases")?;
     let full = if prefix.is_empty() {
         String::new()
     } else {
         format!("{prefix}/")
     };
-    let mut keys: Vec<String> = Vec::new();
+    let mut keys = std::collections::BTreeSet::new();
     for l in s.store.leases(&full).await? {
         let rest = &l.id[full.len()..];
-        let child = match rest.split_once('/') {
+        keys.insert(match rest.split_once('/') {
             Some((dir, _)) => format!("{dir}/"),
             None => rest.to_owned(),
-        };
-        if !keys.contains(&child) {
-            keys.push(child);
-        }
+        });
     }
     if keys.is_empty() {
         return Err(ApiError::VaultNotFound);
@@ -744,7 +766,7 @@ async fn renew(
     let req: LeaseBody = parse_body(&body)?;
     let id = lease_id_of(&req)?;
     let access = authorize(&s, &headers, "update", "sys/leases/renew").await?;
-    let (row, mut d) = load_lease(&s, &access.master, &id).await?;
+    let (row, mut d) = load_lease(&s, &access, &id).await?;
     let now = now_secs();
     if row.state != "active" || row.expires_at <= now {
         return Err(ApiError::BadRequest(
@@ -816,7 +838,7 @@ async fn renew(
 /// Marks a lease for revocation now and tries once; the expiry worker
 /// keeps trying if this attempt fails.
 async fn revoke_now(s: &Server, access: &Access, id: &str) -> Result<Response, ApiError> {
-    let (row, _) = load_lease(s, &access.master, id).await?;
+    let (row, _) = load_lease(s, access, id).await?;
     let now = now_secs();
     let marked = LeaseRow {
         state: "revoking".into(),
@@ -881,27 +903,38 @@ async fn revoke_prefix(
         &format!("sys/leases/revoke-prefix/{prefix}"),
     )
     .await?;
+    admin_only(&access, "revoking by prefix")?;
+    // A prefix is a folder, as in Vault: `database/creds/r1` must not
+    // reach `database/creds/r12/...`.
+    let folder = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let leases: Vec<LeaseRow> = s
+        .store
+        .leases(&folder)
+        .await?
+        .into_iter()
+        .filter(|l| l.state != "revoking")
+        .collect();
+    // Audited before anything changes: a refused record changes nothing.
+    s.store
+        .append_audit(&[access.event(
+            "lease.revoke_prefix",
+            &prefix,
+            json!({"leases": leases.len(), "outcome": "requested"}),
+        )])
+        .await?;
     let now = now_secs();
-    let mut n = 0;
-    for l in s.store.leases(&prefix).await? {
-        if l.state == "revoking" {
-            continue;
-        }
+    for l in leases {
         let marked = LeaseRow {
             state: "revoking".into(),
             next_attempt: now,
             ..l
         };
         s.store.put_lease(&marked, &[]).await?;
-        n += 1;
     }
-    s.store
-        .append_audit(&[access.event(
-            "lease.revoke_prefix",
-            &prefix,
-            json!({"leases": n, "outcome": "requested"}),
-        )])
-        .await?;
     s.lease_wake.notify_one();
     no_content()
 }
@@ -993,6 +1026,8 @@ async fn revoke_one(s: &Server, master: &MasterKey, row: LeaseRow) -> Result<(),
 /// due leases a bounded batch at a time, woken early by revocations.
 pub(crate) async fn expiry_task(s: Arc<Server>) {
     let mut leader: Option<ward_store::ExpiryLeader> = None;
+    // Lease rows that failed the barrier (never acted on, never reselected).
+    let mut forged = std::collections::HashSet::new();
     let mut last_try = tokio::time::Instant::now() - Duration::from_secs(60);
     loop {
         tokio::select! {
@@ -1026,14 +1061,14 @@ pub(crate) async fn expiry_task(s: Arc<Server>) {
                 }
             }
         }
-        let due = match s.store.due_leases(now_secs(), BATCH).await {
+        let due = match s.store.due_leases(now_secs(), BATCH, &mut forged).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read due leases");
                 continue;
             }
         };
-        let full = due.len() as i64 == BATCH;
+        let full = due.len() == BATCH;
         let sem = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REVOCATIONS));
         let mut tasks = tokio::task::JoinSet::new();
         for row in due {

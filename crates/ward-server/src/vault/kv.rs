@@ -105,6 +105,25 @@ struct Meta {
     delete_version_after: u64,
     custom_metadata: BTreeMap<String, String>,
     versions: BTreeMap<u64, Version>,
+    /// Random, new each time the secret is created: part of its data
+    /// records' keys, so that after a delete and a re-create a writer
+    /// cannot put an old `v1` row back as the new secret's `v1`.
+    #[serde(default)]
+    lifetime: String,
+}
+
+impl Meta {
+    fn fresh(now: i64) -> Result<Self, ApiError> {
+        Ok(Self {
+            created_ms: now,
+            lifetime: super::random_hex(8)?,
+            ..Default::default()
+        })
+    }
+
+    fn data_key(&self, path: &str, version: u64) -> String {
+        data_key(path, &self.lifetime, version)
+    }
 }
 
 /// The mount's settings (`secret/config`).
@@ -119,8 +138,8 @@ fn meta_key(path: &str) -> String {
     format!("kv/{MOUNT}/meta/{path}")
 }
 
-fn data_key(path: &str, version: u64) -> String {
-    format!("kv/{MOUNT}/data/{path}#v{version}")
+fn data_key(path: &str, lifetime: &str, version: u64) -> String {
+    format!("kv/{MOUNT}/data/{path}#{lifetime}v{version}")
 }
 
 /// The canonical path after `/v1/secret/<kind>/` in the raw request URI
@@ -263,7 +282,7 @@ async fn read_data(
             &json!({"data": {"data": null, "metadata": info.json(version, &meta.custom_metadata)}}),
         ));
     }
-    let key = data_key(path, version);
+    let key = meta.data_key(path, version);
     let sealed = s
         .store
         .vault_get(&key)
@@ -305,6 +324,7 @@ struct WriteBody {
 async fn put_version(
     s: &Server,
     access: &Access,
+    decided: &str,
     path: &str,
     cas: Option<u64>,
     action: &str,
@@ -315,12 +335,21 @@ async fn put_version(
     let mkey = meta_key(path);
     let mut tx = s.store.vault_begin(&mkey).await?;
     let now = now_ms();
-    let mut meta: Meta = match tx.get(&mkey).await? {
+    let existing = tx.get(&mkey).await?;
+    // Decided as a create, but the secret appeared meanwhile: that is an update.
+    if decided == "create" && existing.is_some() {
+        super::access::authorize_caller(
+            s,
+            access.caller.clone(),
+            access.master.clone(),
+            "update",
+            &target,
+        )
+        .await?;
+    }
+    let mut meta: Meta = match existing {
         Some(sealed) => open_json(&access.master, &mkey, &sealed)?,
-        None => Meta {
-            created_ms: now,
-            ..Default::default()
-        },
+        None => Meta::fresh(now)?,
     };
     if (meta.cas_required || cfg.cas_required) && cas.is_none() {
         return Err(ApiError::BadRequest(
@@ -344,7 +373,7 @@ async fn put_version(
         if live.is_none() {
             return Err(ApiError::VaultNotFound);
         }
-        let key = data_key(path, meta.current_version);
+        let key = meta.data_key(path, meta.current_version);
         let sealed = tx.get(&key).await?.ok_or_else(|| super::integrity(&key))?;
         Some(open_json::<Value>(&access.master, &key, &sealed)?)
     } else {
@@ -362,7 +391,7 @@ async fn put_version(
         deletion_ms: (dva > 0).then(|| now + (dva as i64) * 1000),
         destroyed: false,
     };
-    let dkey = data_key(path, version);
+    let dkey = meta.data_key(path, version);
     tx.put(
         &dkey,
         &seal_json(&access.master, &dkey, &Value::Object(value))?,
@@ -400,7 +429,7 @@ async fn trim(
             break;
         };
         meta.versions.remove(&oldest);
-        tx.delete(&data_key(path, oldest)).await?;
+        tx.delete(&meta.data_key(path, oldest)).await?;
     }
     meta.oldest_version = meta.versions.keys().next().copied().unwrap_or(0);
     Ok(())
@@ -416,9 +445,15 @@ async fn write_data(
     let capability = write_capability(&s, &headers, path).await?;
     let access = authorize(&s, &headers, capability, &api_path("data", path)).await?;
     let req: WriteBody = parse_json(&body)?;
-    put_version(&s, &access, path, req.options.cas, "secret.write", |_| {
-        Ok(req.data)
-    })
+    put_version(
+        &s,
+        &access,
+        capability,
+        path,
+        req.options.cas,
+        "secret.write",
+        |_| Ok(req.data),
+    )
     .await
 }
 
@@ -434,6 +469,7 @@ async fn patch_data(
     put_version(
         &s,
         &access,
+        "patch",
         path,
         req.options.cas,
         "secret.patch",
@@ -487,12 +523,13 @@ async fn change_versions(
     let now = now_ms();
     let mut changed = Vec::new();
     for v in &versions {
+        let key = meta.data_key(path, *v);
         if let Some(info) = meta.versions.get_mut(v)
             && change(info, now)
         {
             changed.push(*v);
             if action == "secret.destroy" {
-                tx.delete(&data_key(path, *v)).await?;
+                tx.delete(&key).await?;
             }
         }
     }
@@ -670,16 +707,13 @@ async fn list(s: &Server, uri: &Uri, headers: &HeaderMap) -> Result<Response, Ap
     } else {
         format!("{}/", meta_key(path))
     };
-    let mut keys: Vec<String> = Vec::new();
+    let mut keys = std::collections::BTreeSet::new();
     for (key, _) in s.store.vault_scan(&prefix).await? {
         let rest = &key[prefix.len()..];
-        let child = match rest.split_once('/') {
+        keys.insert(match rest.split_once('/') {
             Some((dir, _)) => format!("{dir}/"),
             None => rest.to_owned(),
-        };
-        if keys.last() != Some(&child) && !keys.contains(&child) {
-            keys.push(child);
-        }
+        });
     }
     audit_read(
         s,
@@ -692,7 +726,6 @@ async fn list(s: &Server, uri: &Uri, headers: &HeaderMap) -> Result<Response, Ap
     if keys.is_empty() {
         return Err(ApiError::VaultNotFound);
     }
-    keys.sort();
     data(json!({ "keys": keys }))
 }
 
@@ -745,12 +778,19 @@ async fn change_metadata(
     if merge && existing.is_none() {
         return Err(ApiError::VaultNotFound);
     }
+    if capability == "create" && existing.is_some() {
+        super::access::authorize_caller(
+            s,
+            access.caller.clone(),
+            access.master.clone(),
+            "update",
+            &target,
+        )
+        .await?;
+    }
     let mut meta: Meta = match existing {
         Some(sealed) => open_json(&access.master, &mkey, &sealed)?,
-        None => Meta {
-            created_ms: now,
-            ..Default::default()
-        },
+        None => Meta::fresh(now)?,
     };
     if let Some(m) = req.max_versions {
         meta.max_versions = m;
@@ -831,7 +871,7 @@ async fn delete_metadata(
     if let Some(sealed) = tx.get(&mkey).await? {
         let meta: Meta = open_json(&access.master, &mkey, &sealed)?;
         for v in meta.versions.keys() {
-            tx.delete(&data_key(path, *v)).await?;
+            tx.delete(&meta.data_key(path, *v)).await?;
         }
         tx.delete(&mkey).await?;
     }
@@ -904,9 +944,17 @@ mod tests {
     #[test]
     fn record_keys_name_mount_path_and_version() {
         assert_eq!(meta_key("orders/db"), "kv/secret/meta/orders/db");
-        assert_eq!(data_key("orders/db", 3), "kv/secret/data/orders/db#v3");
+        assert_eq!(
+            data_key("orders/db", "ab12", 3),
+            "kv/secret/data/orders/db#ab12v3"
+        );
         // No path and version pair shares a data key with another.
-        assert_ne!(data_key("a/1", 1), data_key("a", 11));
+        assert_ne!(data_key("a/1", "x", 1), data_key("a", "x", 11));
+        assert_ne!(
+            data_key("a", "x", 1),
+            data_key("a", "y", 1),
+            "another lifetime"
+        );
     }
 
     #[test]

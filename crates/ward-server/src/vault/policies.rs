@@ -4,6 +4,7 @@
 //! with every other one, before it is stored: a set that would not load
 //! is refused at write time, not discovered at the next decision.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -79,7 +80,51 @@ pub(super) async fn load_all(
         let stored: Stored = open_json(master, &key, &sealed)?;
         out.push((key[PREFIX.len()..].to_owned(), stored.text));
     }
+    // The rows must be exactly the set the manifest names: a writer who
+    // deletes a `forbid` policy's row (or brings back an older text)
+    // would otherwise widen access without a trace.
+    let manifest: Manifest = match s.store.vault_get(MANIFEST).await? {
+        Some(sealed) => open_json(master, MANIFEST, &sealed)?,
+        None => Manifest::default(),
+    };
+    let found: BTreeMap<String, String> = out.iter().map(|(n, t)| (n.clone(), sha256(t))).collect();
+    if found != manifest.policies {
+        tracing::error!(
+            "the stored vault policies differ from their manifest: rows were removed, added or rolled back without the master key"
+        );
+        return Err(super::integrity(MANIFEST));
+    }
     Ok(out)
+}
+
+/// Which policies exist, with the SHA-256 of each text, written with
+/// every policy change (sealed and MACed like every record).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Manifest {
+    policies: BTreeMap<String, String>,
+}
+
+const MANIFEST: &str = "sys/policy-manifest";
+
+fn sha256(text: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        text.as_bytes(),
+    ))
+}
+
+async fn update_manifest(
+    tx: &mut ward_store::VaultTx,
+    master: &MasterKey,
+    change: impl FnOnce(&mut Manifest),
+) -> Result<(), ApiError> {
+    let mut m: Manifest = match tx.get(MANIFEST).await? {
+        Some(sealed) => open_json(master, MANIFEST, &sealed)?,
+        None => Manifest::default(),
+    };
+    change(&mut m);
+    tx.put(MANIFEST, &seal_json(master, MANIFEST, &m)?).await?;
+    Ok(())
 }
 
 async fn list(State(s): State<Arc<Server>>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -136,10 +181,14 @@ async fn write(
     let mut all = load_all(&s, &master).await?;
     all.retain(|(n, _)| n != &name);
     all.push((name.clone(), req.policy.clone()));
-    VaultAccess::new(all.iter().map(|(n, t)| (n.as_str(), t.as_str())))
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    VaultAccess::new(all.iter().map(|(n, t)| (n.as_str(), t.as_str()))).map_err(|e| {
+        ApiError::BadRequest(
+            e.to_string()
+                .replace("`ward policy schema`", "`ward secret policy schema`"),
+        )
+    })?;
     let key = record_key(&name);
-    let mut tx = s.store.vault_begin(&key).await?;
+    let mut tx = s.store.vault_begin(MANIFEST).await?;
     let now = now_ms();
     let created_ms = match tx.get(&key).await? {
         Some(old) => open_json::<Stored>(&master, &key, &old)?.created_ms,
@@ -151,10 +200,12 @@ async fn write(
         updated_ms: now,
     };
     tx.put(&key, &seal_json(&master, &key, &stored)?).await?;
-    let sha = hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        stored.text.as_bytes(),
-    ));
+    let digest = sha256(&stored.text);
+    update_manifest(&mut tx, &master, |m| {
+        m.policies.insert(name.clone(), digest);
+    })
+    .await?;
+    let sha = sha256(&stored.text);
     tx.commit(&[ward_store::AuditEvent::new(
         who.actor(),
         "vault.policy.write",
@@ -172,10 +223,14 @@ async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
-    let (who, _) = admin(&s, &headers).await?;
+    let (who, master) = admin(&s, &headers).await?;
     let key = record_key(&name);
-    let mut tx = s.store.vault_begin(&key).await?;
+    let mut tx = s.store.vault_begin(MANIFEST).await?;
     tx.delete(&key).await?;
+    update_manifest(&mut tx, &master, |m| {
+        m.policies.remove(&name);
+    })
+    .await?;
     tx.commit(&[ward_store::AuditEvent::new(
         who.actor(),
         "vault.policy.delete",

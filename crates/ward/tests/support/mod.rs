@@ -152,6 +152,33 @@ impl Server {
         s
     }
 
+    /// Starts a configured server again with the same arguments (after
+    /// [`Server::kill9`]); it comes back sealed.
+    pub fn restart_configured(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            Command::new(ward_bin())
+                .args(&self.args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let up = wait_for(Duration::from_secs(30), || {
+            self.ward(&["operator", "status", "--output", "json"])
+                .status
+                .success()
+        });
+        assert!(
+            up,
+            "the server did not come back; log:\n{}",
+            self.log_text()
+        );
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
