@@ -239,8 +239,7 @@ fn a_sealed_vault_serves_nothing_and_hvac_unseals_it() {
         &format!("https://127.0.0.1:{port}"),
         std::path::Path::new(&cacert),
     );
-    let script = format!(
-        r#"
+    let script = r#"
 import sys, hvac
 addr, ca, tok, s1, s2 = sys.argv[1:6]
 c = hvac.Client(url=addr, token=tok, verify=ca)
@@ -251,7 +250,7 @@ except hvac.exceptions.VaultDown:
     pass
 r = c.sys.submit_unseal_keys([s1, s2])
 assert r["sealed"] is False, r
-c.secrets.kv.v2.create_or_update_secret(path="after/unseal", secret={{"k": "v"}})
+c.secrets.kv.v2.create_or_update_secret(path="after/unseal", secret={"k": "v"})
 c.sys.seal()
 assert c.sys.read_seal_status()["sealed"] is True
 try:
@@ -259,10 +258,9 @@ try:
 except hvac.exceptions.VaultDown:
     pass
 c.sys.submit_unseal_keys([s1, s2])
-assert c.secrets.kv.v2.read_secret_version(path="after/unseal", raise_on_deleted_version=True)["data"]["data"] == {{"k": "v"}}
+assert c.secrets.kv.v2.read_secret_version(path="after/unseal", raise_on_deleted_version=True)["data"]["data"] == {"k": "v"}
 print("OK")
-"#
-    );
+"#;
     let out = Command::new(&python)
         .arg("-c")
         .arg(script)

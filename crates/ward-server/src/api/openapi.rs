@@ -600,6 +600,19 @@ fn vault_params(path: &str) -> &'static [Param] {
     }
 }
 
+/// One row of the vault's operations: (methods, path, operation ID, tag,
+/// summary, request body, success status, its body).
+type VaultRow = (
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Body,
+    u16,
+    Body,
+);
+
 /// The vault's operations (Vault's HTTP API, as hvac uses it).
 fn vault_operations() -> Vec<Operation> {
     use Caller::Token;
@@ -607,17 +620,7 @@ fn vault_operations() -> Vec<Operation> {
         "A Vault response envelope: `data` (and `auth` for logins, `lease_id` for credentials).",
     );
     const REQ: Body = Body::Object("The request's fields, as Vault's API names them.");
-    // (methods, path, operation ID, tag, summary, request body, success status, body)
-    let table: &[(
-        &[&str],
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        Body,
-        u16,
-        Body,
-    )] = &[
+    let table: &[VaultRow] = &[
         (
             &["get"],
             "/v1/sys/mounts",

@@ -83,7 +83,10 @@ impl Access {
 
 /// The vault policies and workload labels in force, reused for [`ACCESS_TTL`].
 #[derive(Default)]
-pub struct AccessCache(RwLock<Option<(Instant, Arc<VaultAccess>, Arc<Labels>)>>);
+pub struct AccessCache(RwLock<Option<Cached>>);
+
+/// When it was read, the policies, the labels.
+type Cached = (Instant, Arc<VaultAccess>, Arc<Labels>);
 
 impl AccessCache {
     /// Forgets what is cached (after a policy write on this replica).
