@@ -278,3 +278,125 @@ print("OK")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_operation_whose_audit_record_cannot_be_written_fails_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "closed.test");
+    let (code, body) = vault(
+        &s,
+        "POST",
+        "/v1/secret/data/app/db",
+        Some(r#"{"data":{"v":"before"}}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    // The audit table refuses every insert from now on.
+    sqlite(
+        &s,
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit is down'); END;",
+    );
+    let (code, body) = vault(&s, "GET", "/v1/secret/data/app/db", None);
+    assert_eq!(
+        code, 500,
+        "a read that cannot be audited is refused: {body}"
+    );
+    assert!(!body.contains("before"), "{body}");
+    let (code, body) = vault(
+        &s,
+        "POST",
+        "/v1/secret/data/app/db",
+        Some(r#"{"data":{"v":"after"}}"#),
+    );
+    assert_eq!(code, 500, "{body}");
+    let (code, body) = vault(&s, "POST", "/v1/transit/keys/k", None);
+    assert_eq!(code, 500, "{body}");
+    // Audit back: the failed write left nothing behind.
+    sqlite(&s, "DROP TRIGGER no_audit;");
+    let (code, body) = vault(&s, "GET", "/v1/secret/data/app/db", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("before") && !body.contains("after"), "{body}");
+    assert!(body.contains(r#""version":1"#), "{body}");
+    let (code, _) = vault(&s, "GET", "/v1/transit/keys/k", None);
+    assert_eq!(code, 404, "the key was not created");
+}
+
+#[test]
+fn rotate_root_leaves_a_mariadb_admin_password_only_ward_knows() {
+    let my = std::env::var("WARD_TEST_MARIADB_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
+    let (host, port) = ("127.0.0.1", "3306");
+    let root_user = my
+        .split_once("://")
+        .and_then(|(_, r)| r.split_once('@'))
+        .map(|(u, _)| u.split(':').next().unwrap_or("root").to_owned())
+        .unwrap_or_else(|| "root".into());
+    let mariadb = |user: &str, password: &str, sql: &str| {
+        Command::new("mariadb")
+            .args(["-h", host, "-P", port, "-u", user, "-N", "-e", sql])
+            .arg(format!("-p{password}"))
+            .output()
+            .expect("mariadb client")
+    };
+    let admin = format!("ward_rot_{}", std::process::id());
+    let setup = Command::new("mariadb")
+        .args(["-h", host, "-P", port, "-u", &root_user, "-e"])
+        .arg(format!(
+            "DROP USER IF EXISTS '{admin}'@'%'; CREATE USER '{admin}'@'%' IDENTIFIED BY 'initial-pw'; GRANT CREATE USER ON *.* TO '{admin}'@'%' WITH GRANT OPTION;"
+        ))
+        .output()
+        .expect("mariadb client");
+    if !setup.status.success() {
+        assert!(
+            std::env::var_os("WARD_TEST_NO_SKIP").is_none(),
+            "cannot make a MariaDB admin: {}",
+            stderr(&setup)
+        );
+        eprintln!("skipping: no MariaDB admin ({})", stderr(&setup));
+        return;
+    }
+    assert!(mariadb(&admin, "initial-pw", "select 1").status.success());
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "rotate.test");
+    let (code, body) = vault(
+        &s,
+        "POST",
+        "/v1/database/config/my",
+        Some(&format!(
+            r#"{{"plugin_name":"mysql","connection_url":"mysql://{{{{username}}}}:{{{{password}}}}@{host}:{port}/test","username":"{admin}","password":"initial-pw","allowed_roles":["app"]}}"#
+        )),
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = vault(&s, "POST", "/v1/database/rotate-root/my", None);
+    assert_eq!(code, 204, "{body}");
+    assert!(
+        !mariadb(&admin, "initial-pw", "select 1").status.success(),
+        "the old password still works"
+    );
+    // Ward knows the new one: it still makes users.
+    let (code, _) = vault(
+        &s,
+        "POST",
+        "/v1/database/roles/app",
+        Some(r#"{"db_name":"my","default_ttl":"1h"}"#),
+    );
+    assert_eq!(code, 204);
+    let (code, creds) = vault(&s, "GET", "/v1/database/creds/app", None);
+    assert_eq!(code, 200, "{creds}");
+    let (u, p) = (
+        creds["data"]["username"].as_str().unwrap(),
+        creds["data"]["password"].as_str().unwrap(),
+    );
+    assert!(mariadb(u, p, "select 1").status.success());
+    // The stored connection never shows the password.
+    let (_, cfg) = vault(&s, "GET", "/v1/database/config/my", None);
+    assert!(
+        !cfg.contains("initial-pw") && !cfg.contains(&admin),
+        "{cfg}"
+    );
+    let _ = Command::new("mariadb")
+        .args(["-h", host, "-P", port, "-u", &root_user, "-e"])
+        .arg(format!(
+            "DROP USER IF EXISTS '{admin}'@'%'; DROP USER IF EXISTS '{u}'@'%';"
+        ))
+        .output();
+}

@@ -551,3 +551,47 @@ fn one_replica_runs_expiry_and_another_takes_over_when_it_dies() {
         "nobody expired the lease after the leader died"
     );
 }
+
+#[test]
+fn a_credential_whose_lease_lapsed_while_the_server_was_down_is_dropped_when_it_returns() {
+    let Some(base) = required_env("WARD_TEST_POSTGRES_URL", "a PostgreSQL server") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::dev(tmp.path(), "lapse.test");
+    let (code, body) = vault(
+        &s,
+        "POST",
+        "/v1/database/config/pg",
+        Some(&format!(
+            r#"{{"plugin_name":"postgresql","connection_url":"{base}","allowed_roles":["app"]}}"#
+        )),
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, _) = vault(
+        &s,
+        "POST",
+        "/v1/database/roles/app",
+        Some(r#"{"db_name":"pg","default_ttl":3,"max_ttl":3}"#),
+    );
+    assert_eq!(code, 204);
+    let (code, creds) = vault(&s, "GET", "/v1/database/creds/app", None);
+    assert_eq!(code, 200, "{creds}");
+    let user = creds["data"]["username"].as_str().unwrap().to_owned();
+    let exists = || {
+        psql(
+            &base,
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'"),
+        ) == "1"
+    };
+    assert!(exists());
+    // Down before the lease ends, back after it.
+    s.kill9();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(exists(), "nothing dropped it while the server was down");
+    s.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || !exists()),
+        "the lapsed credential was not dropped after the restart"
+    );
+}
