@@ -71,10 +71,19 @@ impl Plugin {
     }
 
     /// The statement that changes the connected admin's own password.
-    fn rotate_statement(self) -> &'static str {
+    /// The statements that may change the connected admin's own password,
+    /// tried in order. MariaDB 10.11 accepts `ALTER USER CURRENT_USER()`
+    /// from a non-root user and changes nothing (measured here), so its
+    /// `SET PASSWORD` comes first; MySQL 8 has no `PASSWORD()` and takes
+    /// the `ALTER USER` form. Whichever ran, the new password is then
+    /// proven by logging in with it.
+    fn rotate_statements(self) -> &'static [&'static str] {
         match self {
-            Self::Postgres => "ALTER ROLE CURRENT_USER WITH PASSWORD '{{password}}'",
-            Self::Mysql => "ALTER USER CURRENT_USER() IDENTIFIED BY '{{password}}'",
+            Self::Postgres => &["ALTER ROLE CURRENT_USER WITH PASSWORD '{{password}}'"],
+            Self::Mysql => &[
+                "SET PASSWORD = PASSWORD('{{password}}')",
+                "ALTER USER CURRENT_USER() IDENTIFIED BY '{{password}}'",
+            ],
         }
     }
 
@@ -468,10 +477,28 @@ impl Databases {
         conn: &Connection,
     ) -> Result<Zeroizing<String>, DbError> {
         let password = new_user(conn.plugin, "root")?.password;
-        let statement = render(conn.plugin.rotate_statement(), "", &password, "");
-        self.run(name, conn, &statement, &[&password]).await?;
-        self.forget(name);
-        with_password(&conn.url, &password)
+        let url = with_password(&conn.url, &password)?;
+        let rotated = Connection {
+            plugin: conn.plugin,
+            url: url.clone(),
+        };
+        let mut last = None;
+        for template in conn.plugin.rotate_statements() {
+            let statement = render(template, "", &password, "");
+            match self.run(name, conn, &statement, &[&password]).await {
+                Ok(()) => {
+                    self.forget(name);
+                    if Self::verify(&rotated).await.is_ok() {
+                        return Ok(url);
+                    }
+                    last = Some(DbError::Config(
+                        "the database accepted the password change but the new password does not log in".into(),
+                    ));
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| DbError::Config("no rotation statement for this plugin".into())))
     }
 }
 

@@ -382,6 +382,7 @@ fn rotate_root_leaves_a_mariadb_admin_password_only_ward_knows() {
     assert_eq!(code, 204);
     let (code, creds) = vault(&s, "GET", "/v1/database/creds/app", None);
     assert_eq!(code, 200, "{creds}");
+    let creds: serde_json::Value = serde_json::from_str(&creds).unwrap();
     let (u, p) = (
         creds["data"]["username"].as_str().unwrap(),
         creds["data"]["password"].as_str().unwrap(),
