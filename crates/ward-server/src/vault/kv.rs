@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use super::access::{Access, authorize, caller};
@@ -110,6 +111,12 @@ struct Meta {
     /// cannot put an old `v1` row back as the new secret's `v1`.
     #[serde(default)]
     lifetime: String,
+    /// The current version's sealed data (the same bytes as its data
+    /// record, base64), so that reading the latest version is one store
+    /// read, not two. Sealed under the data record's own key, so it opens
+    /// only as that version of this secret.
+    #[serde(default)]
+    latest: Option<String>,
 }
 
 impl Meta {
@@ -283,11 +290,18 @@ async fn read_data(
         ));
     }
     let key = meta.data_key(path, version);
-    let sealed = s
-        .store
-        .vault_get(&key)
-        .await?
-        .ok_or_else(|| super::integrity(&key))?;
+    let inline = (version == meta.current_version)
+        .then(|| meta.latest.as_deref())
+        .flatten()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
+    let sealed = match inline {
+        Some(sealed) => sealed,
+        None => s
+            .store
+            .vault_get(&key)
+            .await?
+            .ok_or_else(|| super::integrity(&key))?,
+    };
     let value: Value = open_json(&access.master, &key, &sealed)?;
     audit_read(
         &s,
@@ -392,11 +406,9 @@ async fn put_version(
         destroyed: false,
     };
     let dkey = meta.data_key(path, version);
-    tx.put(
-        &dkey,
-        &seal_json(&access.master, &dkey, &Value::Object(value))?,
-    )
-    .await?;
+    let sealed = seal_json(&access.master, &dkey, &Value::Object(value))?;
+    meta.latest = Some(base64::engine::general_purpose::STANDARD.encode(&sealed));
+    tx.put(&dkey, &sealed).await?;
     meta.versions.insert(version, info.clone());
     meta.current_version = version;
     meta.updated_ms = now;
@@ -530,6 +542,9 @@ async fn change_versions(
             changed.push(*v);
             if action == "secret.destroy" {
                 tx.delete(&key).await?;
+            }
+            if action == "secret.destroy" && *v == meta.current_version {
+                meta.latest = None;
             }
         }
     }
