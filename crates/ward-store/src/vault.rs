@@ -157,16 +157,14 @@ impl Store {
     /// so two check-and-set writes to one secret run one after the other.
     pub async fn vault_begin(&self, lock: &str) -> Result<VaultTx> {
         let key = self.row_key()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = match self.backend {
+            // SQLite takes its (database-wide) write lock at once rather
+            // than failing to upgrade a read lock later.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         match self.backend {
-            // A write first: SQLite takes its (database-wide) write lock now
-            // rather than failing to upgrade a read lock later.
-            Backend::Sqlite => {
-                sqlx::query("UPDATE vault_records SET mac = mac WHERE key = $1")
-                    .bind(lock)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            Backend::Sqlite => {}
             // A lock on the key itself, held to the end of the transaction,
             // which also covers a record that does not exist yet (a row lock
             // would not: two creators would both see it absent).

@@ -170,7 +170,40 @@ fn api_path(kind: &str, path: &str) -> String {
     }
 }
 
+/// The mount's settings, reused for a moment (every write reads them;
+/// another replica's change applies within [`CONFIG_TTL`], this one's at once).
+#[derive(Default)]
+pub struct ConfigCache(std::sync::Mutex<Option<(std::time::Instant, MountConfig)>>);
+
+const CONFIG_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl ConfigCache {
+    fn get(&self) -> Option<MountConfig> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref()
+            .filter(|(at, _)| at.elapsed() < CONFIG_TTL)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, c: Option<MountConfig>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            c.map(|c| (std::time::Instant::now(), c));
+    }
+}
+
 async fn mount_config(
+    s: &Server,
+    master: &ward_store::seal::MasterKey,
+) -> Result<MountConfig, ApiError> {
+    if let Some(c) = s.vault.kv_config.get() {
+        return Ok(c);
+    }
+    let c = load_mount_config(s, master).await?;
+    s.vault.kv_config.put(Some(c.clone()));
+    Ok(c)
+}
+
+async fn load_mount_config(
     s: &Server,
     master: &ward_store::seal::MasterKey,
 ) -> Result<MountConfig, ApiError> {
@@ -926,7 +959,7 @@ async fn write_config(
 ) -> Result<Response, ApiError> {
     let access = authorize(&s, &headers, "update", "secret/config").await?;
     let req: ConfigBody = parse_body(&body)?;
-    let mut cfg = mount_config(&s, &access.master).await?;
+    let mut cfg = load_mount_config(&s, &access.master).await?;
     if let Some(m) = req.max_versions {
         cfg.max_versions = if m == 0 {
             s.config.vault.kv_max_versions
@@ -949,6 +982,7 @@ async fn write_config(
         json!({"outcome": "ok"}),
     )])
     .await?;
+    s.vault.kv_config.put(None);
     no_content()
 }
 

@@ -164,6 +164,7 @@ async fn metrics(
 pub struct VaultState {
     pub(crate) access: access::AccessCache,
     pub(crate) transit: transit::KeyCache,
+    pub(crate) kv_config: kv::ConfigCache,
 }
 
 /// Seals `value` as the record `key`: a fresh data key per record, wrapped
