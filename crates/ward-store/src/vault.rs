@@ -182,6 +182,21 @@ impl Store {
         })
     }
 
+    /// Starts a transaction for a batch of writes (see `VaultTx::lock` and
+    /// the savepoint methods): one commit, so one fsync, for the batch.
+    pub async fn vault_begin_batch(&self) -> Result<VaultTx> {
+        let key = self.row_key()?;
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(VaultTx {
+            tx,
+            key,
+            store: self.clone(),
+        })
+    }
+
     /// An HMAC of a value for the audit log (tokens, secret values, lease
     /// IDs' secret parts): equal values can be matched across records,
     /// nothing can be read back.
@@ -336,6 +351,42 @@ async fn write_lease(tx: &mut Transaction<'_, Any>, key: &RowKey, l: &LeaseRow) 
 }
 
 impl VaultTx {
+    /// Locks `key` until the end of the transaction (PostgreSQL; a SQLite
+    /// transaction already holds the database's write lock).
+    pub async fn lock(&mut self, key: &str) -> Result<()> {
+        if self.store.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7161003))")
+                .bind(key)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Marks where one write of a batch starts.
+    pub async fn savepoint(&mut self) -> Result<()> {
+        sqlx::raw_sql("SAVEPOINT ward_write")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps the write since the savepoint.
+    pub async fn release(&mut self) -> Result<()> {
+        sqlx::raw_sql("RELEASE SAVEPOINT ward_write")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Undoes the write since the savepoint (the batch's others stay).
+    pub async fn rollback_to(&mut self) -> Result<()> {
+        sqlx::raw_sql("ROLLBACK TO SAVEPOINT ward_write; RELEASE SAVEPOINT ward_write")
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// The value under `key` as of this transaction.
     pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         let row = sqlx::query("SELECT value, mac FROM vault_records WHERE key = $1")

@@ -183,9 +183,11 @@ fn rows_moved_between_paths_or_versions_fail_with_an_integrity_error() {
         body.contains("integrity") && !body.contains("bravo"),
         "{body}"
     );
+    // a's metadata (which carries its current version inline) moved onto
+    // b's, value and MAC.
     sqlite(
         &s,
-        "UPDATE vault_records SET value = (SELECT value FROM vault_records WHERE key = (SELECT key FROM vault_records WHERE key LIKE 'kv/secret/data/a#%v2')) WHERE key = (SELECT key FROM vault_records WHERE key LIKE 'kv/secret/data/b#%v1')",
+        "UPDATE vault_records SET value = (SELECT value FROM vault_records WHERE key = 'kv/secret/meta/a'), mac = (SELECT mac FROM vault_records WHERE key = 'kv/secret/meta/a') WHERE key = 'kv/secret/meta/b'",
     );
     let (code, body) = vault(&s, "GET", "/v1/secret/data/b", None);
     assert_eq!(code, 500, "{body}");
@@ -196,7 +198,7 @@ fn rows_moved_between_paths_or_versions_fail_with_an_integrity_error() {
     // A flipped ciphertext byte (MAC recomputed is impossible without the key).
     sqlite(
         &s,
-        "UPDATE vault_records SET value = CAST(substr(value, 1, length(value) - 1) || X'00' AS BLOB) WHERE key = (SELECT key FROM vault_records WHERE key LIKE 'kv/secret/data/a#%v2')",
+        "UPDATE vault_records SET value = CAST(substr(value, 1, length(value) - 1) || X'00' AS BLOB) WHERE key = 'kv/secret/meta/a'",
     );
     let (code, body) = vault(&s, "GET", "/v1/secret/data/a", None);
     assert_eq!(code, 500, "{body}");

@@ -56,6 +56,7 @@ impl VaultCaller {
 }
 
 /// A caller allowed to do one thing, with the master key to do it.
+#[derive(Clone)]
 pub(crate) struct Access {
     pub caller: VaultCaller,
     pub master: MasterKey,

@@ -19,11 +19,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
 use base64::Engine;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::access::{Access, authorize, caller};
+use super::batch::Outcome;
 use super::paths::canonical;
 use super::{data, no_content, now_ms, open_json, parse_body, rfc3339, seal_json, vault_json};
 use crate::error::{ApiError, parse_json};
@@ -366,9 +367,85 @@ struct WriteBody {
     version: Option<u64>,
 }
 
-/// Stores a new version of `path` with `value`, under the path's lock:
-/// check-and-set, the version limit and delete-after applied.
-async fn put_version(
+/// Stores a new version of `path` with `value`: on SQLite through the
+/// write batcher (group commit), on PostgreSQL in a transaction of its own.
+/// A write decided as a create that finds the secret there is decided
+/// again as an update (and audited if refused).
+async fn put_version<F>(
+    s: &Arc<Server>,
+    access: &Access,
+    decided: &str,
+    path: &str,
+    cas: Option<u64>,
+    action: &'static str,
+    value: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Option<Value>) -> Result<Map<String, Value>, ApiError> + Send + Clone + 'static,
+{
+    let target = api_path("data", path);
+    let mut decided = decided.to_owned();
+    loop {
+        let outcome = match s.store.backend() {
+            ward_store::Backend::Sqlite => {
+                let (s2, a2, p2, d2, v2) = (
+                    s.clone(),
+                    access.clone(),
+                    path.to_owned(),
+                    decided.clone(),
+                    value.clone(),
+                );
+                let op: super::batch::Op = Box::new(move |tx| {
+                    Box::pin(async move {
+                        put_version_in(tx, &s2, &a2, &d2, &p2, cas, action, v2).await
+                    })
+                });
+                s.vault.batcher(&s.store).write(op).await?
+            }
+            ward_store::Backend::Postgres => {
+                let mut tx = s.store.vault_begin(&meta_key(path)).await?;
+                match put_version_in(
+                    &mut tx,
+                    s,
+                    access,
+                    &decided,
+                    path,
+                    cas,
+                    action,
+                    value.clone(),
+                )
+                .await?
+                {
+                    Outcome::Written(resp, events) => {
+                        tx.commit(&events).await?;
+                        Outcome::Written(resp, Vec::new())
+                    }
+                    other => other,
+                }
+            }
+        };
+        match outcome {
+            Outcome::Written(resp, _) => return Ok(resp),
+            Outcome::NeedsUpdateGrant => {
+                super::access::authorize_caller(
+                    s,
+                    access.caller.clone(),
+                    access.master.clone(),
+                    "update",
+                    &target,
+                )
+                .await?;
+                decided = "update".into();
+            }
+        }
+    }
+}
+
+/// The write itself, inside `tx` (the caller commits): check-and-set, the
+/// version limit and delete-after applied, under the path's lock.
+#[allow(clippy::too_many_arguments)]
+async fn put_version_in(
+    tx: &mut ward_store::VaultTx,
     s: &Server,
     access: &Access,
     decided: &str,
@@ -376,23 +453,16 @@ async fn put_version(
     cas: Option<u64>,
     action: &str,
     value: impl FnOnce(Option<Value>) -> Result<Map<String, Value>, ApiError>,
-) -> Result<Response, ApiError> {
+) -> Result<Outcome, ApiError> {
     let target = api_path("data", path);
     let cfg = mount_config(s, &access.master).await?;
     let mkey = meta_key(path);
-    let mut tx = s.store.vault_begin(&mkey).await?;
+    tx.lock(&mkey).await?;
     let now = now_ms();
     let existing = tx.get(&mkey).await?;
     // Decided as a create, but the secret appeared meanwhile: that is an update.
     if decided == "create" && existing.is_some() {
-        super::access::authorize_caller(
-            s,
-            access.caller.clone(),
-            access.master.clone(),
-            "update",
-            &target,
-        )
-        .await?;
+        return Ok(Outcome::NeedsUpdateGrant);
     }
     let mut meta: Meta = match existing {
         Some(sealed) => open_json(&access.master, &mkey, &sealed)?,
@@ -450,16 +520,18 @@ async fn put_version(
     } else {
         cfg.max_versions
     };
-    trim(&mut tx, &mut meta, path, max).await?;
+    trim(tx, &mut meta, path, max).await?;
     tx.put(&mkey, &seal_json(&access.master, &mkey, &meta)?)
         .await?;
-    tx.commit(&[access.event(
+    let event = access.event(
         action,
         &target,
         json!({"version": version, "outcome": "ok"}),
-    )])
-    .await?;
-    data(info.json(version, &meta.custom_metadata))
+    );
+    Ok(Outcome::Written(
+        data(info.json(version, &meta.custom_metadata))?,
+        vec![event],
+    ))
 }
 
 /// Drops the oldest versions beyond `max` (their data rows go).

@@ -15,6 +15,7 @@
 
 mod access;
 mod auth;
+mod batch;
 pub(crate) mod database;
 mod kv;
 mod paths;
@@ -165,6 +166,15 @@ pub struct VaultState {
     pub(crate) access: access::AccessCache,
     pub(crate) transit: transit::KeyCache,
     pub(crate) kv_config: kv::ConfigCache,
+    batcher: std::sync::OnceLock<batch::WriteBatcher>,
+}
+
+impl VaultState {
+    /// The write batcher, started on first use (inside the runtime).
+    pub(crate) fn batcher(&self, store: &ward_store::Store) -> &batch::WriteBatcher {
+        self.batcher
+            .get_or_init(|| batch::WriteBatcher::spawn(store.clone()))
+    }
 }
 
 /// Seals `value` as the record `key`: a fresh data key per record, wrapped
