@@ -385,11 +385,15 @@ where
 {
     let target = api_path("data", path);
     let mut decided = decided.to_owned();
+    // Read before any transaction: a transaction waiting for a second pool
+    // connection, with every connection held by such transactions, would
+    // wait forever.
+    let cfg = mount_config(s, &access.master).await?;
     loop {
         let outcome = match s.store.backend() {
             ward_store::Backend::Sqlite => {
-                let (s2, a2, p2, d2, v2) = (
-                    s.clone(),
+                let (c2, a2, p2, d2, v2) = (
+                    cfg.clone(),
                     access.clone(),
                     path.to_owned(),
                     decided.clone(),
@@ -397,7 +401,7 @@ where
                 );
                 let op: super::batch::Op = Box::new(move |tx| {
                     Box::pin(async move {
-                        put_version_in(tx, &s2, &a2, &d2, &p2, cas, action, v2).await
+                        put_version_in(tx, &c2, &a2, &d2, &p2, cas, action, v2).await
                     })
                 });
                 s.vault.batcher(&s.store).write(op).await?
@@ -406,7 +410,7 @@ where
                 let mut tx = s.store.vault_begin(&meta_key(path)).await?;
                 match put_version_in(
                     &mut tx,
-                    s,
+                    &cfg,
                     access,
                     &decided,
                     path,
@@ -446,7 +450,7 @@ where
 #[allow(clippy::too_many_arguments)]
 async fn put_version_in(
     tx: &mut ward_store::VaultTx,
-    s: &Server,
+    cfg: &MountConfig,
     access: &Access,
     decided: &str,
     path: &str,
@@ -455,7 +459,6 @@ async fn put_version_in(
     value: impl FnOnce(Option<Value>) -> Result<Map<String, Value>, ApiError>,
 ) -> Result<Outcome, ApiError> {
     let target = api_path("data", path);
-    let cfg = mount_config(s, &access.master).await?;
     let mkey = meta_key(path);
     tx.lock(&mkey).await?;
     let now = now_ms();
@@ -892,21 +895,31 @@ async fn change_metadata(
         .transpose()?;
     let cfg = mount_config(s, &access.master).await?;
     let mkey = meta_key(path);
-    let mut tx = s.store.vault_begin(&mkey).await?;
+    let mut rechecked = false;
+    let (mut tx, existing) = loop {
+        let mut tx = s.store.vault_begin(&mkey).await?;
+        let existing = tx.get(&mkey).await?;
+        // Decided as a create, but the secret appeared meanwhile: decide
+        // again as an update, outside the transaction (the decision reads
+        // the store and audits a refusal).
+        if capability == "create" && existing.is_some() && !rechecked {
+            drop(tx);
+            super::access::authorize_caller(
+                s,
+                access.caller.clone(),
+                access.master.clone(),
+                "update",
+                &target,
+            )
+            .await?;
+            rechecked = true;
+            continue;
+        }
+        break (tx, existing);
+    };
     let now = now_ms();
-    let existing = tx.get(&mkey).await?;
     if merge && existing.is_none() {
         return Err(ApiError::VaultNotFound);
-    }
-    if capability == "create" && existing.is_some() {
-        super::access::authorize_caller(
-            s,
-            access.caller.clone(),
-            access.master.clone(),
-            "update",
-            &target,
-        )
-        .await?;
     }
     let mut meta: Meta = match existing {
         Some(sealed) => open_json(&access.master, &mkey, &sealed)?,
