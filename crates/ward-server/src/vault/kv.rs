@@ -325,7 +325,7 @@ async fn read_data(
     }
     let key = meta.data_key(path, version);
     let inline = (version == meta.current_version)
-        .then(|| meta.latest.as_deref())
+        .then_some(meta.latest.as_deref())
         .flatten()
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
     let sealed = match inline {
