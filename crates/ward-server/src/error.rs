@@ -37,6 +37,9 @@ pub enum ApiError {
     /// A database the vault manages could not be reached or refused (502).
     #[error("{0}")]
     BadGateway(String),
+    /// Too many of something for one caller (429).
+    #[error("{0}")]
+    TooMany(String),
     /// The server is sealed (503).
     #[error("the server is sealed; unseal it with `ward operator unseal SHARE`")]
     Sealed,
@@ -56,6 +59,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -273,6 +273,17 @@ impl Store {
         Ok(())
     }
 
+    /// How many tokens of `role` are still live at `now` (to bound what
+    /// one identity can hold).
+    pub async fn live_tokens(&self, role: &str, now: i64) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM tokens WHERE role = $1 AND expires_at > $2")
+            .bind(role)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Removes tokens that expired before `before` (never the admin's,
     /// which do not expire).
     pub async fn prune_tokens(&self, before: i64) -> Result<u64> {

@@ -403,3 +403,28 @@ fn rotate_root_leaves_a_mariadb_admin_password_only_ward_knows() {
         ))
         .output();
 }
+
+#[test]
+fn one_identity_cannot_hold_more_than_a_hundred_live_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "flood.test");
+    let id = "spiffe://flood.test/ns/a/sa/looper";
+    let token = jwt(&s, id, "vault", "5m");
+    let body = format!(r#"{{"jwt":"{token}"}}"#);
+    let mut codes = Vec::new();
+    for _ in 0..101 {
+        let (code, _) = s.curl("POST", "/v1/auth/jwt/login", None, Some(&body));
+        codes.push(code);
+    }
+    assert!(codes[..100].iter().all(|c| *c == 200), "{codes:?}");
+    assert_eq!(codes[100], 429, "the 101st live token is refused");
+    // Another identity is not affected.
+    let other = jwt(&s, "spiffe://flood.test/ns/a/sa/other", "vault", "5m");
+    let (code, _) = s.curl(
+        "POST",
+        "/v1/auth/jwt/login",
+        None,
+        Some(&format!(r#"{{"jwt":"{other}"}}"#)),
+    );
+    assert_eq!(code, 200);
+}

@@ -77,6 +77,13 @@ async fn issue(
     role: Option<&str>,
 ) -> Result<Response, ApiError> {
     let _ = s.master()?;
+    // One identity cannot fill the token table by logging in in a loop.
+    let token_role = format!("{WORKLOAD_ROLE}{spiffe_id}");
+    if s.store.live_tokens(&token_role, now_secs()).await? >= MAX_LIVE_TOKENS {
+        return Err(ApiError::TooMany(format!(
+            "{spiffe_id} already holds {MAX_LIVE_TOKENS} live vault tokens: reuse one (renew it) or revoke some (auth/token/revoke-self)"
+        )));
+    }
     let id = wid()?;
     let token = format!("hvs.{}", random_hex(32)?);
     let ttl = s.config.vault.token_ttl.as_secs() as i64;
@@ -98,7 +105,7 @@ async fn issue(
         .create_token(
             &id,
             &token_hash(&token),
-            &format!("{WORKLOAD_ROLE}{spiffe_id}"),
+            &token_role,
             Some(expires_at),
             &[event],
         )
@@ -136,6 +143,9 @@ fn only_audience(aud: &serde_json::Value, audience: &str) -> bool {
         _ => false,
     }
 }
+
+/// The most live tokens one SPIFFE ID may hold.
+const MAX_LIVE_TOKENS: i64 = 100;
 
 fn wid() -> Result<String, ApiError> {
     Ok(format!("vt-{}", random_hex(12)?))
