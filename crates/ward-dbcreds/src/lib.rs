@@ -142,16 +142,14 @@ impl std::fmt::Debug for Connection {
 /// The URL for messages: user info and the query (which may carry
 /// `user=` and `password=`) removed.
 pub fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, _)) => (b, "?…"),
-        None => (url, ""),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparseable URL)".into();
     };
-    match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("{scheme}://{rest}{query}")
-        }
-        None => "(unparseable URL)".into(),
+    // User info first (a password may hold `?`), then the query.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    match rest.split_once('?') {
+        Some((base, _)) => format!("{scheme}://{base}?…"),
+        None => format!("{scheme}://{rest}"),
     }
 }
 
@@ -227,14 +225,40 @@ fn require_tls_beyond_loopback(plugin: Plugin, url: &str) -> Result<(), DbError>
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_ascii_lowercase()))
+        .collect();
+    // The driver takes the host from the query too (`host=`, `hostaddr=`),
+    // and the last of repeated or aliased TLS keys: anything that could
+    // make the checked value not the one used is refused.
+    let refused = |why: &str| {
+        Err(DbError::Config(format!(
+            "connection_url {}: {why}",
+            redact(url)
+        )))
+    };
+    if params.iter().any(|(k, _)| k.contains('%')) {
+        return refused("percent-encoded parameter names are not accepted");
+    }
+    if params
+        .iter()
+        .any(|(k, _)| matches!(k.as_str(), "host" | "hostaddr" | "port" | "socket"))
+    {
+        return refused("give the host and port in the URL itself, not as query parameters");
+    }
+    let tls_keys = params
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "sslmode" | "ssl-mode" | "ssl_mode"))
+        .count();
+    if tls_keys > 1 {
+        return refused("name the TLS mode once");
+    }
     if loopback {
         return Ok(());
     }
-    let params: Vec<(String, String)> = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_ascii_lowercase()))
-        .collect();
     let has = |key: &str, ok: &[&str]| {
         params
             .iter()
@@ -491,6 +515,18 @@ impl Databases {
                     if Self::verify(&rotated).await.is_ok() {
                         return Ok(url);
                     }
+                    // The old password still logging in means the statement
+                    // changed nothing: try the next one. Neither logging in
+                    // means the change most likely took and the login check
+                    // failed for another reason: keep the new password, the
+                    // only copy of it, rather than lose it.
+                    if Self::verify(conn).await.is_err() {
+                        tracing::warn!(
+                            connection = name,
+                            "the new admin password could not be proven by a login, and the old one no longer works: keeping the new one"
+                        );
+                        return Ok(url);
+                    }
                     last = Some(DbError::Config(
                         "the database accepted the password change but the new password does not log in".into(),
                     ));
@@ -536,6 +572,7 @@ mod tests {
             redact("postgres://h/db?user=a&password=s3cret"),
             "postgres://h/db?…"
         );
+        assert_eq!(redact("postgres://admin:pa?ss@h/db"), "postgres://h/db");
         let c = Connection {
             plugin: Plugin::Postgres,
             url: Zeroizing::new("postgres://a:hunter2@h/db".into()),
@@ -605,6 +642,34 @@ mod tests {
             .is_ok()
         );
         assert!(connection_url(Plugin::Postgres, "postgres://a@[::1]:5432/x", None, None).is_ok());
+        // The checked host and TLS mode must be the ones the driver uses.
+        assert!(
+            connection_url(
+                Plugin::Postgres,
+                "postgres://a@127.0.0.1/x?host=db.remote",
+                None,
+                None
+            )
+            .is_err()
+        );
+        assert!(
+            connection_url(
+                Plugin::Postgres,
+                "postgres://a@db.internal/x?sslmode=verify-full&sslmode=disable",
+                None,
+                None
+            )
+            .is_err()
+        );
+        assert!(
+            connection_url(
+                Plugin::Mysql,
+                "mysql://a@10.0.0.5/x?ssl-mode=VERIFY_IDENTITY&sslmode=DISABLED",
+                None,
+                None
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -129,6 +129,7 @@ CREATE TABLE vault_records (key TEXT PRIMARY KEY, value {blob} NOT NULL, mac TEX
 CREATE TABLE leases (id TEXT PRIMARY KEY, expires_at BIGINT NOT NULL, state TEXT NOT NULL,
   attempts BIGINT NOT NULL, next_attempt BIGINT NOT NULL, sealed {blob} NOT NULL, mac TEXT NOT NULL);
 CREATE INDEX leases_expiry ON leases (state, expires_at);
+CREATE INDEX tokens_role ON tokens (role);
 "#,
     },
 ];

@@ -252,12 +252,52 @@ impl Store {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let l = lease_from_row(&rk, &self.barrier, r)?;
-            if l.id.starts_with(prefix) {
-                out.push(l);
+            match lease_from_row(&rk, &self.barrier, r) {
+                Ok(l) if l.id.starts_with(prefix) => out.push(l),
+                Ok(_) => {}
+                // A forged row is left out (counted and queued for audit):
+                // one bad row must not stop a revocation of all the others.
+                Err(StoreError::Integrity(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
+    }
+
+    /// Replaces `prev` by `next` only if the stored row is still exactly
+    /// `prev` and active: a renewal that read the lease before a revocation
+    /// marked it must not undo that revocation (nor bring back a lease
+    /// that was revoked and deleted meanwhile). False if it was not.
+    pub async fn renew_lease(
+        &self,
+        prev: &LeaseRow,
+        next: &LeaseRow,
+        audit: &[AuditEvent],
+    ) -> Result<bool> {
+        let rk = self.row_key()?;
+        let prev_mac = rk.mac(LEASES, &prev.id, &lease_fields(prev));
+        let next_mac = rk.mac(LEASES, &next.id, &lease_fields(next));
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE leases SET expires_at = $1, state = $2, attempts = $3, next_attempt = $4, sealed = $5, mac = $6 WHERE id = $7 AND state = 'active' AND mac = $8",
+        )
+        .bind(next.expires_at)
+        .bind(&next.state)
+        .bind(next.attempts)
+        .bind(next.next_attempt)
+        .bind(next.sealed.clone())
+        .bind(next_mac)
+        .bind(&prev.id)
+        .bind(prev_mac)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Ok(false);
+        }
+        append_in_tx(&mut tx, &rk, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// One lease.

@@ -24,9 +24,10 @@ const MAX_BATCH: usize = 64;
 pub(crate) enum Outcome {
     /// Written: the answer, and the audit records to commit with it.
     Written(Response, Vec<AuditEvent>),
-    /// Not written: the caller's grant must be checked again first (the
-    /// write was decided as a create, and the secret exists by now).
-    NeedsUpdateGrant,
+    /// Not written: the caller's grant for this capability must be checked
+    /// first (the write was decided as a create and the secret exists by
+    /// now, or as an update and it is gone).
+    NeedsGrant(&'static str),
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -48,7 +49,14 @@ impl WriteBatcher {
         tokio::spawn(async move {
             let mut jobs = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-                run_batch(&store, &mut jobs).await;
+                // Each batch in a task of its own: a panic in one write ends
+                // that batch (its writers get an error), not the batcher.
+                let mut batch = std::mem::take(&mut jobs);
+                let store = store.clone();
+                let ran = tokio::spawn(async move { run_batch(&store, &mut batch).await }).await;
+                if let Err(e) = ran {
+                    tracing::error!(error = %e, "a batch of vault writes failed; its writes were answered with errors");
+                }
             }
         });
         Self { tx }
@@ -81,8 +89,18 @@ async fn run_batch(store: &Store, jobs: &mut Vec<Job>) {
     };
     let mut written = Vec::with_capacity(jobs.len());
     let mut events = Vec::new();
+    // A savepoint that cannot be set, released or rolled back leaves the
+    // transaction in a state nobody can vouch for: nothing of it commits.
+    let mut broken = false;
+    let aborted =
+        || ApiError::Internal("a batch of vault writes was abandoned; retry the write".into());
     for (op, reply) in jobs.drain(..) {
+        if broken {
+            let _ = reply.send(Err(aborted()));
+            continue;
+        }
         if let Err(e) = tx.savepoint().await {
+            broken = true;
             let _ = reply.send(Err(e.into()));
             continue;
         }
@@ -93,18 +111,27 @@ async fn run_batch(store: &Store, jobs: &mut Vec<Job>) {
                     written.push((reply, resp));
                 }
                 Err(e) => {
+                    broken = true;
                     let _ = reply.send(Err(e.into()));
                 }
             },
             other => {
                 // Not written (refused, or to be decided again): undo what
-                // it may have begun, and answer at once.
+                // it may have begun, and answer.
                 if let Err(e) = tx.rollback_to().await {
-                    tracing::warn!(error = %e, "rolling back one write of a batch failed");
+                    tracing::error!(error = %e, "rolling back one write of a batch failed; abandoning the batch");
+                    broken = true;
                 }
                 let _ = reply.send(other);
             }
         }
+    }
+    if broken {
+        drop(tx);
+        for (reply, _) in written {
+            let _ = reply.send(Err(aborted()));
+        }
+        return;
     }
     match tx.commit(&events).await {
         Ok(()) => {

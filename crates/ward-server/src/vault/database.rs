@@ -338,19 +338,31 @@ async fn rotate_root(
     let target = format!("database/rotate-root/{name}");
     let access = authorize(&s, &headers, "update", &target).await?;
     let key = config_key(&name);
-    // Under the record's lock: two rotations must not race, or the stored
-    // password could be the one that lost.
-    let mut tx = s.store.vault_begin(&key).await?;
-    let mut c: StoredConfig = match tx.get(&key).await? {
-        Some(sealed) => open_json(&access.master, &key, &sealed)?,
-        None => return Err(ApiError::VaultNotFound),
-    };
+    // One rotation at a time on this replica, and none inside a store
+    // transaction: the database round trips must not hold the store's
+    // write lock.
+    let _one = s.vault.rotation.lock().await;
+    let mut c: StoredConfig = load(&s, &access.master, &key)
+        .await?
+        .ok_or(ApiError::VaultNotFound)?;
+    let old_url = c.url.clone();
     let new_url = s
         .databases
         .rotate_root(&name, &c.connection()?)
         .await
         .map_err(db_error)?;
     c.url = new_url.to_string();
+    let mut tx = s.store.vault_begin(&key).await?;
+    let current: Option<StoredConfig> = match tx.get(&key).await? {
+        Some(sealed) => Some(open_json(&access.master, &key, &sealed)?),
+        None => None,
+    };
+    if current.as_ref().map(|k| &k.url) != Some(&old_url) {
+        tracing::error!(connection = %name, "the connection changed while its admin password was rotated (another replica?); the new password is not stored: reset it by hand and configure the connection again");
+        return Err(ApiError::Conflict(format!(
+            "connection {name} changed during the rotation; configure it again"
+        )));
+    }
     tx.put(&key, &seal_json(&access.master, &key, &c)?).await?;
     // The database already has the new password: if this commit failed the
     // old one would be gone with no record of the new one, so say loudly.
@@ -808,10 +820,12 @@ async fn renew(
         expires_at,
         next_attempt: expires_at,
         sealed: seal_json(&access.master, &lease_name(&id), &d)?,
-        ..row
+        ..row.clone()
     };
-    s.store
-        .put_lease(
+    let renewed = s
+        .store
+        .renew_lease(
+            &row,
             &updated,
             &[access.event(
                 "lease.renew",
@@ -820,6 +834,11 @@ async fn renew(
             )],
         )
         .await?;
+    if !renewed {
+        return Err(ApiError::BadRequest(
+            "lease is not renewable: it was revoked or changed meanwhile".into(),
+        ));
+    }
     let mut out = json!({
         "request_id": uuid::Uuid::new_v4().to_string(),
         "lease_id": id,

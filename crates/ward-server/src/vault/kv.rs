@@ -32,6 +32,19 @@ use crate::state::Server;
 
 /// The mount.
 const MOUNT: &str = "secret";
+/// The longest `delete_version_after` accepted (100 years, in seconds).
+const MAX_DELETE_AFTER: u64 = 100 * 365 * 86400;
+
+/// `delete_version_after`, bounded.
+fn delete_after(v: &Value) -> Result<u64, ApiError> {
+    let d = super::parse_duration("delete_version_after", v)?;
+    if d > MAX_DELETE_AFTER {
+        return Err(ApiError::BadRequest(
+            "field `delete_version_after`: at most 100 years (876000h)".into(),
+        ));
+    }
+    Ok(d)
+}
 /// The mount's own settings record.
 const CONFIG_KEY: &str = "kv/secret/config";
 
@@ -385,6 +398,7 @@ where
 {
     let target = api_path("data", path);
     let mut decided = decided.to_owned();
+    let mut rounds = 0;
     // Read before any transaction: a transaction waiting for a second pool
     // connection, with every connection held by such transactions, would
     // wait forever.
@@ -430,16 +444,22 @@ where
         };
         match outcome {
             Outcome::Written(resp, _) => return Ok(resp),
-            Outcome::NeedsUpdateGrant => {
+            Outcome::NeedsGrant(capability) => {
+                rounds += 1;
+                if rounds > 3 {
+                    return Err(ApiError::Conflict(format!(
+                        "{target} keeps being created and deleted meanwhile; retry the write"
+                    )));
+                }
                 super::access::authorize_caller(
                     s,
                     access.caller.clone(),
                     access.master.clone(),
-                    "update",
+                    capability,
                     &target,
                 )
                 .await?;
-                decided = "update".into();
+                decided = capability.into();
             }
         }
     }
@@ -463,9 +483,15 @@ async fn put_version_in(
     tx.lock(&mkey).await?;
     let now = now_ms();
     let existing = tx.get(&mkey).await?;
-    // Decided as a create, but the secret appeared meanwhile: that is an update.
+    // Decided as a create, but the secret appeared meanwhile: that is an
+    // update; decided as an update, but it is gone: that is a create.
+    // (The admin is never decided on: its writes are all "update".)
+    let workload = matches!(access.caller, super::VaultCaller::Workload { .. });
     if decided == "create" && existing.is_some() {
-        return Ok(Outcome::NeedsUpdateGrant);
+        return Ok(Outcome::NeedsGrant("update"));
+    }
+    if workload && decided == "update" && existing.is_none() {
+        return Ok(Outcome::NeedsGrant("create"));
     }
     let mut meta: Meta = match existing {
         Some(sealed) => open_json(&access.master, &mkey, &sealed)?,
@@ -508,7 +534,8 @@ async fn put_version_in(
     };
     let info = Version {
         created_ms: now,
-        deletion_ms: (dva > 0).then(|| now + (dva as i64) * 1000),
+        deletion_ms: (dva > 0)
+            .then(|| now.saturating_add((dva.min(MAX_DELETE_AFTER) as i64) * 1000)),
         destroyed: false,
     };
     let dkey = meta.data_key(path, version);
@@ -891,7 +918,7 @@ async fn change_metadata(
     let dva = req
         .delete_version_after
         .as_ref()
-        .map(|v| super::parse_duration("delete_version_after", v))
+        .map(delete_after)
         .transpose()?;
     let cfg = mount_config(s, &access.master).await?;
     let mkey = meta_key(path);
@@ -1056,7 +1083,7 @@ async fn write_config(
         cfg.cas_required = c;
     }
     if let Some(d) = &req.delete_version_after {
-        cfg.delete_version_after = super::parse_duration("delete_version_after", d)?;
+        cfg.delete_version_after = delete_after(d)?;
     }
     let mut tx = s.store.vault_begin(CONFIG_KEY).await?;
     tx.put(CONFIG_KEY, &seal_json(&access.master, CONFIG_KEY, &cfg)?)

@@ -167,6 +167,8 @@ pub struct VaultState {
     pub(crate) transit: transit::KeyCache,
     pub(crate) kv_config: kv::ConfigCache,
     batcher: std::sync::OnceLock<batch::WriteBatcher>,
+    /// One root rotation at a time.
+    pub(crate) rotation: tokio::sync::Mutex<()>,
 }
 
 impl VaultState {
