@@ -9,18 +9,6 @@ use std::process::Command;
 
 use support::*;
 
-fn psql(url: &str, sql: &str) {
-    let out = Command::new("psql")
-        .args([url, "-q", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn two_replicas_on_one_postgres_share_entries_audit_chain_and_ca_rotation() {
     let Some(base) = required_env("WARD_TEST_POSTGRES_URL", "a PostgreSQL server") else {

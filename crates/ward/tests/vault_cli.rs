@@ -663,20 +663,6 @@ fn help_of_every_subcommand_has_an_example() {
     assert!(top.contains("secret"), "{top}");
 }
 
-/// Whether the database user `name` exists, by `psql`.
-fn pg_role_exists(url: &str, name: &str) -> bool {
-    let out = Command::new("psql")
-        .args([
-            url,
-            "-Atc",
-            &format!("select 1 from pg_roles where rolname='{name}'"),
-        ])
-        .output()
-        .expect("psql");
-    assert!(out.status.success(), "psql: {}", stderr(&out));
-    stdout(&out).trim() == "1"
-}
-
 #[test]
 fn postgres_credentials_live_as_long_as_their_lease() {
     let Some(url) = required_env("WARD_TEST_POSTGRES_URL", "a PostgreSQL server") else {

@@ -125,19 +125,6 @@ fn acknowledged_vault_writes_survive_sigkill_on_sqlite() {
     assert_eq!(v["intact"], true, "{v}");
 }
 
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([url, "-Atq", "-c", sql])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// A fresh database on the test PostgreSQL: its URL.
 fn fresh_db(base: &str, tag: &str) -> String {
     let name = format!("ward_vault_{tag}_{}", std::process::id());
@@ -289,6 +276,27 @@ fn vault(s: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, serd
     (code, serde_json::from_str(&text).unwrap_or_default())
 }
 
+/// A PostgreSQL connection `pg` at `url` allowing `allowed`, and a role
+/// `role` on it with `role_body`'s settings (its `db_name` is added).
+fn pg_role(s: &Server, url: &str, allowed: &str, role: &str, role_body: &str) {
+    let (code, body) = vault(
+        s,
+        "POST",
+        "/v1/database/config/pg",
+        Some(&format!(
+            r#"{{"plugin_name":"postgresql","connection_url":"{url}","allowed_roles":["{allowed}"]}}"#
+        )),
+    );
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = vault(
+        s,
+        "POST",
+        &format!("/v1/database/roles/{role}"),
+        Some(&format!(r#"{{"db_name":"pg",{role_body}}}"#)),
+    );
+    assert_eq!(code, 204, "{body}");
+}
+
 #[test]
 fn revocation_against_a_database_that_is_down_keeps_retrying_and_succeeds_when_it_returns() {
     let Some(base) = required_env("WARD_TEST_POSTGRES_URL", "a PostgreSQL server") else {
@@ -309,32 +317,12 @@ fn revocation_against_a_database_that_is_down_keeps_retrying_and_succeeds_when_i
     let via = format!("postgres://{user}@127.0.0.1:{}/{db}", fwd.port);
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::dev(tmp.path(), "down.test");
-    let (code, body) = vault(
-        &s,
-        "POST",
-        "/v1/database/config/pg",
-        Some(&format!(
-            r#"{{"plugin_name":"postgresql","connection_url":"{via}","allowed_roles":["app"]}}"#
-        )),
-    );
-    assert_eq!(code, 204, "{body}");
-    let (code, body) = vault(
-        &s,
-        "POST",
-        "/v1/database/roles/app",
-        Some(r#"{"db_name":"pg","default_ttl":"1h"}"#),
-    );
-    assert_eq!(code, 204, "{body}");
+    pg_role(&s, &via, "app", "app", r#""default_ttl":"1h""#);
     let (code, creds) = vault(&s, "GET", "/v1/database/creds/app", None);
     assert_eq!(code, 200, "{creds}");
     let name = creds["data"]["username"].as_str().unwrap().to_owned();
     let lease = creds["lease_id"].as_str().unwrap().to_owned();
-    let exists = || {
-        psql(
-            &base,
-            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"),
-        ) == "1"
-    };
+    let exists = || pg_role_exists(&base, &name);
     assert!(exists());
     // The database goes down; the revocation is accepted, not done.
     fwd.set_up(false);
@@ -388,25 +376,14 @@ fn mass_expiry_never_stalls_the_api() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::dev(tmp.path(), "mass.test");
-    let (code, body) = vault(
-        &s,
-        "POST",
-        "/v1/database/config/pg",
-        Some(&format!(
-            r#"{{"plugin_name":"postgresql","connection_url":"{base}","allowed_roles":["*"]}}"#
-        )),
-    );
-    assert_eq!(code, 204, "{body}");
     // Cheap statements: the test is about the server's expiry, not the database.
-    let (code, body) = vault(
+    pg_role(
         &s,
-        "POST",
-        "/v1/database/roles/bulk",
-        Some(
-            r#"{"db_name":"pg","default_ttl":2,"max_ttl":2,"creation_statements":"SELECT '{{name}}'","revocation_statements":"SELECT '{{name}}'"}"#,
-        ),
+        &base,
+        "*",
+        "bulk",
+        r#""default_ttl":2,"max_ttl":2,"creation_statements":"SELECT '{{name}}'","revocation_statements":"SELECT '{{name}}'""#,
     );
-    assert_eq!(code, 204, "{body}");
     let count = 10_000;
     // Issue from a few parallel curl loops (one process each, HTTP keep-alive).
     let url = format!("{}/v1/database/creds/bulk", s.addr());
@@ -499,30 +476,10 @@ fn one_replica_runs_expiry_and_another_takes_over_when_it_dies() {
     let other = 1 - leader;
     // Leases issued on the other replica expire through the leader.
     let s = &r.servers[other];
-    let (code, body) = vault(
-        s,
-        "POST",
-        "/v1/database/config/pg",
-        Some(&format!(
-            r#"{{"plugin_name":"postgresql","connection_url":"{base}","allowed_roles":["app"]}}"#
-        )),
-    );
-    assert_eq!(code, 204, "{body}");
-    let (code, _) = vault(
-        s,
-        "POST",
-        "/v1/database/roles/app",
-        Some(r#"{"db_name":"pg","default_ttl":2,"max_ttl":2}"#),
-    );
-    assert_eq!(code, 204);
+    pg_role(s, &base, "app", "app", r#""default_ttl":2,"max_ttl":2"#);
     let (_, c1) = vault(s, "GET", "/v1/database/creds/app", None);
     let u1 = c1["data"]["username"].as_str().unwrap().to_owned();
-    let exists = |u: &str| {
-        psql(
-            &base,
-            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{u}'"),
-        ) == "1"
-    };
+    let exists = |u: &str| pg_role_exists(&base, u);
     assert!(exists(&u1));
     assert!(
         wait_for(Duration::from_secs(30), || !exists(&u1)),
@@ -559,31 +516,11 @@ fn a_credential_whose_lease_lapsed_while_the_server_was_down_is_dropped_when_it_
     };
     let tmp = tempfile::tempdir().unwrap();
     let mut s = Server::dev(tmp.path(), "lapse.test");
-    let (code, body) = vault(
-        &s,
-        "POST",
-        "/v1/database/config/pg",
-        Some(&format!(
-            r#"{{"plugin_name":"postgresql","connection_url":"{base}","allowed_roles":["app"]}}"#
-        )),
-    );
-    assert_eq!(code, 204, "{body}");
-    let (code, _) = vault(
-        &s,
-        "POST",
-        "/v1/database/roles/app",
-        Some(r#"{"db_name":"pg","default_ttl":3,"max_ttl":3}"#),
-    );
-    assert_eq!(code, 204);
+    pg_role(&s, &base, "app", "app", r#""default_ttl":3,"max_ttl":3"#);
     let (code, creds) = vault(&s, "GET", "/v1/database/creds/app", None);
     assert_eq!(code, 200, "{creds}");
     let user = creds["data"]["username"].as_str().unwrap().to_owned();
-    let exists = || {
-        psql(
-            &base,
-            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'"),
-        ) == "1"
-    };
+    let exists = || pg_role_exists(&base, &user);
     assert!(exists());
     // Down before the lease ends, back after it.
     s.kill9();

@@ -30,7 +30,10 @@ use zeroize::Zeroizing;
 
 use super::access::{Access, VaultCaller, authorize, caller};
 use super::paths::name as check_name;
-use super::{data, no_content, open_json, parse_body, random_hex, rfc3339, seal_json, vault_json};
+use super::{
+    data, load_record, no_content, open_json, parse_body, random_hex, rfc3339, seal_json,
+    store_record, vault_json,
+};
 use crate::error::ApiError;
 use crate::state::Server;
 
@@ -144,17 +147,6 @@ fn lease_name(id: &str) -> String {
     format!("lease/{id}")
 }
 
-async fn load<T: serde::de::DeserializeOwned>(
-    s: &Server,
-    master: &MasterKey,
-    key: &str,
-) -> Result<Option<T>, ApiError> {
-    match s.store.vault_get(key).await? {
-        Some(sealed) => Ok(Some(open_json(master, key, &sealed)?)),
-        None => Ok(None),
-    }
-}
-
 fn strings(field: &str, v: &Option<Value>) -> Result<Option<String>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(None),
@@ -247,15 +239,12 @@ async fn write_config(
         allowed_roles,
     };
     let key = config_key(&name);
-    let mut tx = s.store.vault_begin(&key).await?;
-    tx.put(&key, &seal_json(&access.master, &key, &stored)?)
-        .await?;
-    tx.commit(&[access.event(
+    let event = access.event(
         "database.config.write",
         &target,
         json!({"plugin": stored.plugin, "url": ward_dbcreds::redact(&stored.url), "outcome": "ok"}),
-    )])
-    .await?;
+    );
+    store_record(&s, &access, &key, Some(&stored), event).await?;
     s.databases.forget(&name);
     no_content()
 }
@@ -267,7 +256,7 @@ async fn read_config(
 ) -> Result<Response, ApiError> {
     let name = path_name(&uri, "/v1/database/config/")?;
     let access = authorize(&s, &headers, "read", &format!("database/config/{name}")).await?;
-    let c: StoredConfig = load(&s, &access.master, &config_key(&name))
+    let c: StoredConfig = load_record(&s, &access.master, &config_key(&name))
         .await?
         .ok_or(ApiError::VaultNotFound)?;
     let plugin = Plugin::parse(&c.plugin).map_err(db_error)?;
@@ -321,10 +310,8 @@ async fn delete_config(
     let target = format!("database/config/{name}");
     let access = authorize(&s, &headers, "delete", &target).await?;
     let key = config_key(&name);
-    let mut tx = s.store.vault_begin(&key).await?;
-    tx.delete(&key).await?;
-    tx.commit(&[access.event("database.config.delete", &target, json!({"outcome": "ok"}))])
-        .await?;
+    let event = access.event("database.config.delete", &target, json!({"outcome": "ok"}));
+    store_record::<StoredConfig>(&s, &access, &key, None, event).await?;
     s.databases.forget(&name);
     no_content()
 }
@@ -342,7 +329,7 @@ async fn rotate_root(
     // transaction: the database round trips must not hold the store's
     // write lock.
     let _one = s.vault.rotation.lock().await;
-    let mut c: StoredConfig = load(&s, &access.master, &key)
+    let mut c: StoredConfig = load_record(&s, &access.master, &key)
         .await?
         .ok_or(ApiError::VaultNotFound)?;
     let old_url = c.url.clone();
@@ -406,7 +393,7 @@ async fn write_role(
     let access = authorize(&s, &headers, "update", &target).await?;
     let req: RoleBody = crate::error::parse_json(&body)?;
     check_name("connection", &req.db_name)?;
-    let c: StoredConfig = load(&s, &access.master, &config_key(&req.db_name))
+    let c: StoredConfig = load_record(&s, &access.master, &config_key(&req.db_name))
         .await?
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
@@ -455,15 +442,12 @@ async fn write_role(
         max_ttl,
     };
     let key = role_key(&name);
-    let mut tx = s.store.vault_begin(&key).await?;
-    tx.put(&key, &seal_json(&access.master, &key, &role)?)
-        .await?;
-    tx.commit(&[access.event(
+    let event = access.event(
         "database.role.write",
         &target,
         json!({"db_name": role.db_name, "outcome": "ok"}),
-    )])
-    .await?;
+    );
+    store_record(&s, &access, &key, Some(&role), event).await?;
     no_content()
 }
 
@@ -474,7 +458,7 @@ async fn read_role(
 ) -> Result<Response, ApiError> {
     let name = path_name(&uri, "/v1/database/roles/")?;
     let access = authorize(&s, &headers, "read", &format!("database/roles/{name}")).await?;
-    let r: StoredRole = load(&s, &access.master, &role_key(&name))
+    let r: StoredRole = load_record(&s, &access.master, &role_key(&name))
         .await?
         .ok_or(ApiError::VaultNotFound)?;
     data(json!({
@@ -496,10 +480,8 @@ async fn delete_role(
     let target = format!("database/roles/{name}");
     let access = authorize(&s, &headers, "delete", &target).await?;
     let key = role_key(&name);
-    let mut tx = s.store.vault_begin(&key).await?;
-    tx.delete(&key).await?;
-    tx.commit(&[access.event("database.role.delete", &target, json!({"outcome": "ok"}))])
-        .await?;
+    let event = access.event("database.role.delete", &target, json!({"outcome": "ok"}));
+    store_record::<StoredRole>(&s, &access, &key, None, event).await?;
     no_content()
 }
 
@@ -511,10 +493,10 @@ async fn creds(
     let name = path_name(&uri, "/v1/database/creds/")?;
     let target = format!("database/creds/{name}");
     let access = authorize(&s, &headers, "read", &target).await?;
-    let role: StoredRole = load(&s, &access.master, &role_key(&name))
+    let role: StoredRole = load_record(&s, &access.master, &role_key(&name))
         .await?
         .ok_or_else(|| ApiError::BadRequest(format!("unknown role: {name}")))?;
-    let config: StoredConfig = load(&s, &access.master, &config_key(&role.db_name))
+    let config: StoredConfig = load_record(&s, &access.master, &config_key(&role.db_name))
         .await?
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
@@ -795,7 +777,7 @@ async fn renew(
         increment
     };
     let expires_at = (now + ttl as i64).min(d.max_expires_at);
-    let config: StoredConfig = load(&s, &access.master, &config_key(&d.db_name))
+    let config: StoredConfig = load_record(&s, &access.master, &config_key(&d.db_name))
         .await?
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
@@ -964,7 +946,7 @@ async fn revoke_one(s: &Server, master: &MasterKey, row: LeaseRow) -> Result<(),
     let detail: Result<LeaseDetail, _> = open_json(master, &lease_name(&row.id), &row.sealed);
     let attempt = async {
         let d = detail.map_err(|e| e.to_string())?;
-        let config: StoredConfig = load(s, master, &config_key(&d.db_name))
+        let config: StoredConfig = load_record(s, master, &config_key(&d.db_name))
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| {

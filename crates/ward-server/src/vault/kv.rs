@@ -221,8 +221,8 @@ async fn load_mount_config(
     s: &Server,
     master: &ward_store::seal::MasterKey,
 ) -> Result<MountConfig, ApiError> {
-    Ok(match s.store.vault_get(CONFIG_KEY).await? {
-        Some(sealed) => open_json(master, CONFIG_KEY, &sealed)?,
+    Ok(match super::load_record(s, master, CONFIG_KEY).await? {
+        Some(cfg) => cfg,
         None => MountConfig {
             max_versions: s.config.vault.kv_max_versions,
             cas_required: false,
@@ -232,11 +232,7 @@ async fn load_mount_config(
 }
 
 async fn load_meta(s: &Server, access: &Access, path: &str) -> Result<Option<Meta>, ApiError> {
-    let key = meta_key(path);
-    match s.store.vault_get(&key).await? {
-        Some(sealed) => Ok(Some(open_json(&access.master, &key, &sealed)?)),
-        None => Ok(None),
-    }
+    super::load_record(s, &access.master, &meta_key(path)).await
 }
 
 /// Audits a read durably before its answer goes out (fail closed).
@@ -1085,15 +1081,12 @@ async fn write_config(
     if let Some(d) = &req.delete_version_after {
         cfg.delete_version_after = delete_after(d)?;
     }
-    let mut tx = s.store.vault_begin(CONFIG_KEY).await?;
-    tx.put(CONFIG_KEY, &seal_json(&access.master, CONFIG_KEY, &cfg)?)
-        .await?;
-    tx.commit(&[access.event(
+    let event = access.event(
         "secret.config.write",
         "secret/config",
         json!({"outcome": "ok"}),
-    )])
-    .await?;
+    );
+    super::store_record(&s, &access, CONFIG_KEY, Some(&cfg), event).await?;
     s.vault.kv_config.put(None);
     no_content()
 }

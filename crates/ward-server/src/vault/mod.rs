@@ -205,6 +205,36 @@ pub(crate) fn open_json<T: DeserializeOwned>(
     serde_json::from_slice(&plain).map_err(|_| integrity(key))
 }
 
+/// The record `key`, opened, if there is one.
+pub(crate) async fn load_record<T: DeserializeOwned>(
+    s: &Server,
+    master: &MasterKey,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    match s.store.vault_get(key).await? {
+        Some(sealed) => Ok(Some(open_json(master, key, &sealed)?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes the record `key` (sealed), or with `None` deletes it, in one
+/// transaction with its audit record.
+pub(crate) async fn store_record<T: Serialize>(
+    s: &Server,
+    access: &access::Access,
+    key: &str,
+    value: Option<&T>,
+    event: ward_store::AuditEvent,
+) -> Result<(), ApiError> {
+    let mut tx = s.store.vault_begin(key).await?;
+    match value {
+        Some(v) => tx.put(key, &seal_json(&access.master, key, v)?).await?,
+        None => tx.delete(key).await?,
+    }
+    tx.commit(&[event]).await?;
+    Ok(())
+}
+
 pub(crate) fn integrity(key: &str) -> ApiError {
     tracing::error!(
         record = key,

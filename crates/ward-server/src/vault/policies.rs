@@ -83,10 +83,9 @@ pub(super) async fn load_all(
     // The rows must be exactly the set the manifest names: a writer who
     // deletes a `forbid` policy's row (or brings back an older text)
     // would otherwise widen access without a trace.
-    let manifest: Manifest = match s.store.vault_get(MANIFEST).await? {
-        Some(sealed) => open_json(master, MANIFEST, &sealed)?,
-        None => Manifest::default(),
-    };
+    let manifest: Manifest = super::load_record(s, master, MANIFEST)
+        .await?
+        .unwrap_or_default();
     let found: BTreeMap<String, String> = out.iter().map(|(n, t)| (n.clone(), sha256(t))).collect();
     if found != manifest.policies {
         tracing::error!(
@@ -148,12 +147,9 @@ async fn read(
     check_name(&name)?;
     let (_, master) = admin(&s, &headers).await?;
     let key = record_key(&name);
-    let sealed = s
-        .store
-        .vault_get(&key)
+    let stored: Stored = super::load_record(&s, &master, &key)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no vault policy {name}")))?;
-    let stored: Stored = open_json(&master, &key, &sealed)?;
     data(serde_json::json!({
         "name": name,
         "policy": stored.text,

@@ -130,12 +130,13 @@ async fn ring(s: &Server, access: &Access, name: &str) -> Result<Arc<KeyRing>, A
         return Ok(r);
     }
     let key = record_key(name);
-    let sealed = s.store.vault_get(&key).await?.ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "encryption key not found: create it with transit/keys/{name}"
-        ))
-    })?;
-    let ring: KeyRing = open_json(&access.master, &key, &sealed)?;
+    let ring: KeyRing = super::load_record(s, &access.master, &key)
+        .await?
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "encryption key not found: create it with transit/keys/{name}"
+            ))
+        })?;
     let ring = Arc::new(ring);
     s.vault.transit.put(name, ring.clone());
     Ok(ring)
@@ -253,10 +254,9 @@ async fn read_key(
     let name = segments(&uri, "keys")?[0].to_owned();
     let access = authorize(&s, &headers, "read", &format!("transit/keys/{name}")).await?;
     let key = record_key(&name);
-    let Some(sealed) = s.store.vault_get(&key).await? else {
-        return Err(ApiError::VaultNotFound);
-    };
-    let ring: KeyRing = open_json(&access.master, &key, &sealed)?;
+    let ring: KeyRing = super::load_record(&s, &access.master, &key)
+        .await?
+        .ok_or(ApiError::VaultNotFound)?;
     data(ring.describe(&name).map_err(transit_error)?)
 }
 

@@ -325,6 +325,29 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// Runs one SQL statement with `psql` against `url`, asserting success;
+/// its output, unaligned and trimmed.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-Atq", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Whether the database user `name` exists (in `pg_roles`).
+pub fn pg_role_exists(url: &str, name: &str) -> bool {
+    psql(
+        url,
+        &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"),
+    ) == "1"
+}
+
 /// A free loopback port (bound, read back, released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
