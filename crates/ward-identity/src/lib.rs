@@ -5,6 +5,7 @@
 //! CA generation signs and where keys live; this crate does the cryptography
 //! and enforces the SPIFFE profiles.
 
+pub mod access_token;
 pub mod bundle;
 pub mod ca;
 pub mod csr;

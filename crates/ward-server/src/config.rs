@@ -62,6 +62,48 @@ struct RawConfig {
     telemetry: RawTelemetry,
     #[serde(default)]
     vault: RawVault,
+    #[serde(default)]
+    oauth: RawOAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    issuer: Option<String>,
+    signing_alg: Option<String>,
+    token_ttl: Option<String>,
+    event_max_ttl: Option<String>,
+    key_publish_delay: Option<String>,
+}
+
+/// The token service (`[oauth]`).
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    /// The issuer URL (`iss`); default `https://` and the listen address.
+    pub issuer: Option<String>,
+    /// How tokens are signed: ES256 (default) or EdDSA.
+    pub signing_alg: crate::oauth::keys::Alg,
+    /// An access token's lifetime (default 10 min; at most 15 min).
+    pub token_ttl: std::time::Duration,
+    /// The longest lifetime a token may have (15 min).
+    pub token_max_ttl: std::time::Duration,
+    /// The longest an event token for queued work may live (default 24 h).
+    pub event_max_ttl: std::time::Duration,
+    /// How long a new signing key is published before it signs (default 60 s).
+    pub key_publish_delay: std::time::Duration,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            signing_alg: crate::oauth::keys::Alg::ES256,
+            token_ttl: Duration::from_secs(600),
+            token_max_ttl: Duration::from_secs(900),
+            event_max_ttl: Duration::from_secs(24 * 3600),
+            key_publish_delay: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,6 +323,8 @@ pub struct ServerConfig {
     pub telemetry: TelemetryConfig,
     /// The secrets vault.
     pub vault: VaultConfig,
+    /// The token service.
+    pub oauth: OAuthConfig,
     /// Authenticate a store from before the barrier on the next unseal
     /// (`ward server --upgrade-store`; dev mode always may).
     pub upgrade_store: bool,
@@ -324,6 +368,7 @@ impl ServerConfig {
             audit: RawAudit::default(),
             telemetry: RawTelemetry::default(),
             vault: RawVault::default(),
+            oauth: RawOAuth::default(),
         };
         Self::validate(raw, "--dev flags", true)
     }
@@ -559,8 +604,53 @@ impl ServerConfig {
                 "is longer than vault.lease_max_ttl".into(),
             ));
         }
+        let od = OAuthConfig::default();
+        let oauth = OAuthConfig {
+            issuer: match raw.oauth.issuer {
+                Some(i) => {
+                    let ok = i.starts_with("https://")
+                        && !i.ends_with('/')
+                        && !i.contains(['?', '#', ' '])
+                        && i.len() <= 512;
+                    if !ok {
+                        return Err(invalid(
+                            "oauth.issuer",
+                            format!(
+                                "{i:?} must be an https:// URL without a trailing slash, query or fragment"
+                            ),
+                        ));
+                    }
+                    Some(i)
+                }
+                None => None,
+            },
+            signing_alg: match raw.oauth.signing_alg.as_deref() {
+                None => od.signing_alg,
+                Some(a) => crate::oauth::keys::Alg::parse(a).ok_or_else(|| {
+                    invalid("oauth.signing_alg", format!("{a:?} is not ES256 or EdDSA"))
+                })?,
+            },
+            token_ttl: dur("oauth.token_ttl", raw.oauth.token_ttl, od.token_ttl)?,
+            token_max_ttl: od.token_max_ttl,
+            event_max_ttl: dur(
+                "oauth.event_max_ttl",
+                raw.oauth.event_max_ttl,
+                od.event_max_ttl,
+            )?,
+            key_publish_delay: match raw.oauth.key_publish_delay {
+                Some(d) if d.trim() == "0s" => Duration::ZERO,
+                d => dur("oauth.key_publish_delay", d, od.key_publish_delay)?,
+            },
+        };
+        if oauth.token_ttl > oauth.token_max_ttl {
+            return Err(invalid(
+                "oauth.token_ttl",
+                "is longer than 15 minutes, the longest an access token may live".into(),
+            ));
+        }
         Ok(Self {
             vault,
+            oauth,
             trust_domain,
             listen,
             data_dir,

@@ -14,6 +14,7 @@ pub mod init;
 mod issuance;
 pub mod limits;
 mod long_poll;
+pub mod oauth;
 pub mod peer;
 mod seal_state;
 mod serve;
@@ -120,6 +121,14 @@ impl ReadyServer {
 
     /// Serves until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let issuer = self
+            .state
+            .config
+            .oauth
+            .issuer
+            .clone()
+            .unwrap_or_else(|| self.url());
+        let _ = self.state.oauth.issuer.set(issuer);
         let state = self.state.clone();
         let refresher = tokio::spawn(async move {
             let mut tick = tokio::time::interval(AUTHORITY_REFRESH);
@@ -137,6 +146,10 @@ impl ReadyServer {
                     // Expired workload tokens (they are refused anyway).
                     if let Err(e) = state.store.prune_tokens(ward_store::now_secs()).await {
                         tracing::warn!(error = %e, "pruning expired tokens failed");
+                    }
+                    // Revocations and spent assertions of expired tokens.
+                    if let Err(e) = oauth::prune(&state).await {
+                        tracing::warn!(error = %e, "pruning expired revocations failed");
                     }
                 }
                 if let Err(e) = state.refresh_authority_if_stale().await {

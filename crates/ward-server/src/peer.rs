@@ -32,6 +32,8 @@ pub struct PeerId {
     pub not_after: i64,
     /// The verifier's trust generation when the connection was verified.
     pub trust_generation: u64,
+    /// SHA-256 of the certificate's DER, base64url (RFC 8705 `x5t#S256`).
+    pub x5t_s256: String,
 }
 
 /// The trust the API accepts client certificates under: the current CA

@@ -126,6 +126,14 @@ pub async fn serve_tls(
                 not_after: cert.as_ref().map_or(0, |c| c.not_after),
                 id: cert.map(|c| c.id),
                 trust_generation,
+                x5t_s256: leaf
+                    .map(|l| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+                            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, l.as_ref()),
+                        )
+                    })
+                    .unwrap_or_default(),
             };
             let activity = Activity::default();
             let tracked = activity.clone();

@@ -36,6 +36,8 @@ pub struct Server {
     pub limits: Arc<crate::limits::Limits>,
     /// The vault's caches.
     pub vault: crate::vault::VaultState,
+    /// The token service's caches.
+    pub oauth: crate::oauth::OAuthState,
     /// Pools to the databases the vault makes credentials in.
     pub databases: ward_dbcreds::Databases,
     /// Wakes the lease expiry worker (after a revocation request).
@@ -161,6 +163,7 @@ impl Server {
             labels_cache: std::sync::Mutex::new(None),
             limits,
             vault: Default::default(),
+            oauth: Default::default(),
             databases: Default::default(),
             lease_wake: tokio::sync::Notify::new(),
         }))

@@ -6,6 +6,7 @@ mod audit;
 mod ca;
 mod client;
 mod entry;
+mod oauth;
 mod operator;
 mod policy;
 mod proxy;
@@ -70,6 +71,12 @@ enum Command {
     /// Secrets: versioned KV, vault policies, dynamic database credentials, leases, transit encryption
     #[command(subcommand)]
     Secret(secret::SecretCommand),
+    /// OAuth clients of the token service: create, list, show, rotate-secret, delete
+    #[command(subcommand)]
+    Client(oauth::ClientCommand),
+    /// Mint tokens for tests and drills (admin), verify a token offline against the issuer's JWKS
+    #[command(subcommand)]
+    Token(oauth::TokenCommand),
     /// Read the call edges proxies report (the service graph's raw data)
     #[command(subcommand)]
     Telemetry(policy::TelemetryCommand),
@@ -120,6 +127,8 @@ fn main() -> std::process::ExitCode {
             Command::Policy(c) => policy::run(c).await,
             Command::Secret(c) => secret::run(c).await,
             Command::Telemetry(c) => policy::run_telemetry(c).await,
+            Command::Client(c) => oauth::run_client(c).await,
+            Command::Token(c) => oauth::run_token(c).await,
             Command::DemoApp(a) => proxy::run_demo_app(a).await,
             Command::Scan(_) => Ok(()),
         }

@@ -56,6 +56,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // Secrets and transit inputs may be larger than an entry or a CSR.
         .merge(crate::vault::routes().layer(DefaultBodyLimit::max(MAX_VAULT_BODY)))
+        .merge(crate::oauth::routes().layer(DefaultBodyLimit::max(MAX_BODY)))
         // Policy texts and telemetry batches are larger than any other body: they get their own limit.
         .merge(
             policy::routes()
