@@ -206,7 +206,8 @@ impl Ca {
         std::fs::write(db.join("index.txt"), "").unwrap();
         std::fs::write(
             db.join("serial"),
-            format!("{:X}\n", 0x1000 + now_epoch() % 0xffff),
+            // openssl reads the serial as hex bytes: an even number of digits.
+            format!("{:08X}\n", 0x1000 + now_epoch() % 0xffff),
         )
         .unwrap();
         let cnf = db.join("ca.cnf");
