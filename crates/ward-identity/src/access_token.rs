@@ -25,7 +25,7 @@ pub struct Expect<'a> {
 
 /// Why a token was refused. The text names the check that failed and
 /// never carries the token.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     #[error("the token is not a JWS compact serialization")]
     Malformed,

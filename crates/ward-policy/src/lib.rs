@@ -9,6 +9,7 @@
 //! parent is the service being called, context = source address, time,
 //! protocol and selected headers. See `ward.cedarschema`.
 
+pub mod edge;
 mod engine;
 pub mod vault;
 

@@ -262,7 +262,7 @@ impl Default for TelemetryConfig {
 }
 
 /// Durations as humantime strings ("10s", "1m 30s").
-mod humantime_serde_compat {
+pub mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

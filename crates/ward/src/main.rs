@@ -6,6 +6,7 @@ mod audit;
 mod ca;
 mod client;
 mod entry;
+mod gateway;
 mod oauth;
 mod operator;
 mod policy;
@@ -27,7 +28,7 @@ use clap::{Parser, Subcommand};
     version,
     about = "Zero-trust security for microservices: workload identity (SPIFFE), mTLS sidecars that authorize every call with Cedar, a certificate authority and a tamper-evident audit log, in one binary",
     long_about = None,
-    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  proxy     the sidecar: mTLS between services, Cedar authorization per request\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit, policy, telemetry, secret\n\nCI:\n  scan      misconfigured manifests, Dockerfiles and Ward configs, secrets, vulnerable dependencies\n\nStart here: `ward up`, then follow what it prints."
+    after_help = "Roles:\n  server    the control plane (CA, registrations, issuance, seal, audit)\n  agent     the node agent: attests workloads, serves the SPIFFE Workload API\n  proxy     the sidecar: mTLS between services, Cedar authorization per request\n  gateway   the edge: HTTPS for clients, tokens and API keys checked, Cedar per route, rate limits\n  up        the whole platform locally in dev mode, with a walk-through\n\nOperator commands (talk to a server; read WARD_ADDR, WARD_TOKEN, WARD_CACERT):\n  operator, entry, agent token, x509, jwt, ca, bundle, audit, policy, telemetry, secret, client, token\n\nCI:\n  scan      misconfigured manifests, Dockerfiles and Ward configs, secrets, vulnerable dependencies\n\nStart here: `ward up`, then follow what it prints."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -65,6 +66,8 @@ enum Command {
     Audit(audit::AuditCommand),
     /// Run the sidecar proxy: mutual TLS between services, Cedar authorization of every call
     Proxy(proxy::ProxyArgs),
+    /// Run the edge gateway: HTTPS for clients, JWT/API-key/certificate authentication, Cedar per route, rate limits, upstream mTLS
+    Gateway(gateway::GatewayArgs),
     /// Validate, push and show Cedar policies (who may call what)
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -124,6 +127,7 @@ fn main() -> std::process::ExitCode {
             Command::Bundle(c) => ca::run_bundle(c).await,
             Command::Audit(c) => audit::run(c).await,
             Command::Proxy(a) => proxy::run(a).await,
+            Command::Gateway(a) => gateway::run(a).await,
             Command::Policy(c) => policy::run(c).await,
             Command::Secret(c) => secret::run(c).await,
             Command::Telemetry(c) => policy::run_telemetry(c).await,

@@ -154,6 +154,45 @@ impl Ca {
         }
     }
 
+    /// A server certificate valid for a day with the given subjectAltName
+    /// (`IP:127.0.0.1,DNS:localhost`), for HTTPS listeners.
+    pub fn server_leaf(&self, leaf: &str, san: &str) -> Leaf {
+        let (key, csr) = self.csr(leaf);
+        let ext = self.dir.join(format!("{}-{leaf}.ext", self.name));
+        std::fs::write(
+            &ext,
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
+            ),
+        )
+        .unwrap();
+        let cert = self.dir.join(format!("{}-{leaf}.pem", self.name));
+        let (ok, text) = openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            self.cert.to_str().unwrap(),
+            "-CAkey",
+            self.key.to_str().unwrap(),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ]);
+        assert!(ok, "openssl server leaf {leaf}: {text}");
+        Leaf {
+            id: san.to_owned(),
+            cert: cert.display().to_string(),
+            key: key.display().to_string(),
+        }
+    }
+
     /// A leaf whose notAfter is `secs` seconds from now (`openssl ca`
     /// takes exact dates, `openssl x509` of OpenSSL 3.0 only days).
     /// Returns the leaf and its notAfter (Unix seconds).
