@@ -229,8 +229,11 @@ impl RoutePolicy {
             ("method".to_string(), s(call.method)),
         ])
         .map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities([principal.clone(), resource.clone()], None)
-            .map_err(|e| e.to_string())?;
+        // With the schema: the entities are checked against it, and the
+        // action groups (`read`, `write`) come with it.
+        let entities =
+            Entities::from_entities([principal.clone(), resource.clone()], Some(schema()))
+                .map_err(|e| e.to_string())?;
         let request = Request::new(
             principal.uid(),
             uid(&action_t, call.method),
