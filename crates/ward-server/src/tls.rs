@@ -77,14 +77,23 @@ pub fn ensure_ca(data_dir: &Path) -> Result<(String, KeyPair), String> {
     Ok((ca_pem, ca_key))
 }
 
-/// Loads or creates the TLS CA and issues a server certificate covering
-/// `listen`, loopback and `extra_names`; returns a rustls server config.
-pub fn server_tls(
+/// A server certificate from the API's TLS CA for loopback and `names`
+/// (DNS names or IP addresses), valid for a year: the leaf, its CA, and
+/// the leaf's key, all PEM. `ward up` gives its gateway one, so that
+/// clients verify the gateway with the same CA file as the server.
+pub fn issue_server_cert(
     data_dir: &Path,
-    listen: SocketAddr,
+    names: &[String],
+) -> Result<(String, String, String), String> {
+    let (ca_pem, leaf, leaf_key) = issue(data_dir, None, names)?;
+    Ok((leaf.pem(), ca_pem, leaf_key.serialize_pem()))
+}
+
+fn issue(
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
     extra_names: &[String],
-    client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-) -> Result<Arc<rustls::ServerConfig>, String> {
+) -> Result<(String, rcgen::Certificate, KeyPair), String> {
     let (ca_pem, ca_key) = ensure_ca(data_dir)?;
     let ca_path = ca_cert_path(data_dir);
     let now = OffsetDateTime::now_utc();
@@ -100,7 +109,10 @@ pub fn server_tls(
         SanType::IpAddress(IpAddr::from([127, 0, 0, 1])),
         SanType::IpAddress("::1".parse().map_err(|_| "::1")?),
     ];
-    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+    if let Some(listen) = listen
+        && !listen.ip().is_unspecified()
+        && !listen.ip().is_loopback()
+    {
         sans.push(SanType::IpAddress(listen.ip()));
     }
     for name in extra_names {
@@ -129,6 +141,18 @@ pub fn server_tls(
     let leaf = params
         .signed_by(&leaf_key, &issuer)
         .map_err(|e| e.to_string())?;
+    Ok((ca_pem, leaf, leaf_key))
+}
+
+/// Loads or creates the TLS CA and issues a server certificate covering
+/// `listen`, loopback and `extra_names`; returns a rustls server config.
+pub fn server_tls(
+    data_dir: &Path,
+    listen: SocketAddr,
+    extra_names: &[String],
+    client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (ca_pem, leaf, leaf_key) = issue(data_dir, Some(listen), extra_names)?;
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(

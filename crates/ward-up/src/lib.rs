@@ -7,6 +7,7 @@
 //! that allows frontend → orders → payments and nothing else, shows one
 //! allowed and one denied call, and prints what to try.
 
+mod edge;
 mod mesh;
 pub mod vault;
 
@@ -129,6 +130,23 @@ pub async fn run(
     })
     .await
     .context("starting the demo services and their proxies")?;
+    let frontend = mesh
+        .inbound_of("frontend")
+        .context("the mesh has no frontend")?;
+    let edge = crate::edge::start(crate::edge::EdgeSetup {
+        client: &client,
+        td: &td.to_string(),
+        data_dir: &data_dir,
+        server_data_dir: &data_dir.join("server"),
+        parent: &parent,
+        uid,
+        server_url: &url,
+        server_ca: &cacert,
+        socket: &socket,
+        frontend,
+    })
+    .await
+    .context("starting the gateway")?;
     let vault_tour = crate::vault::tour(
         &mesh.app_of("orders").unwrap_or_default(),
         &mesh.app_of("payments").unwrap_or_default(),
@@ -141,6 +159,7 @@ pub async fn run(
         "server": {"addr": url, "token": token, "cacert": cacert},
         "agent": {"socket": socket, "spiffe_id": parent},
         "services": mesh.services_json(),
+        "gateway": edge.json(&cacert),
         "vault": {
             "addr": url,
             "cacert": cacert,
@@ -177,7 +196,8 @@ Try it, in another shell:
   {exe} ca prepare && {exe} ca activate      # rotate the CA; old SVIDs keep verifying
   {exe} audit verify                        # the tamper-evident log of all of the above
 
-{mesh}{vault_tour}
+{mesh}
+{edge}{vault_tour}
 Try the vault (hvac, the Vault CLI and VAULT_ADDR=$WARD_ADDR work too):
   {exe} secret get {orders_secret}          # as the operator
   {exe} secret policy read demo             # who may read what (Cedar)
@@ -186,6 +206,7 @@ Try the vault (hvac, the Vault CLI and VAULT_ADDR=$WARD_ADDR work too):
 
 Press Ctrl-C to stop (it stops everything it started)."#,
         mesh = mesh.walkthrough(&exe),
+        edge = edge.walkthrough(&cacert, &data_dir.join("up.json")),
         orders_secret = crate::vault::secret_path("orders"),
         sock = socket.display(),
         data = data_dir.display(),
@@ -193,6 +214,7 @@ Press Ctrl-C to stop (it stops everything it started)."#,
         env = env.display(),
     );
     stopped(stop_rx.clone()).await;
+    edge.stop().await;
     mesh.stop().await;
     let _ = agent.await?;
     server.await?;

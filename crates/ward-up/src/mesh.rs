@@ -55,10 +55,17 @@ pub struct Mesh {
     logs: PathBuf,
 }
 
-/// The demo policy: frontend → orders → payments, nothing else.
+/// The demo policy: the gateway → frontend → orders → payments, nothing else.
 pub fn demo_policy(td: &str) -> String {
     format!(
         r#"// ward up's demo policy. Anything not permitted here is denied.
+@id("gateway-calls-frontend")
+permit(
+  principal == Ward::Service::"spiffe://{td}/ns/edge/sa/gateway",
+  action in [Ward::Action::"read", Ward::Action::"write"],
+  resource in Ward::Service::"spiffe://{td}/ns/demo/sa/frontend"
+);
+
 @id("frontend-calls-orders")
 permit(
   principal == Ward::Service::"spiffe://{td}/ns/demo/sa/frontend",
@@ -76,14 +83,14 @@ permit(
     )
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_addr() -> anyhow::Result<SocketAddr> {
     // Bound and released: another process could take it in between, which
     // a local demo can live with.
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// A hard link of the running binary (a copy across file systems).
-fn link_exe(dst: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn link_exe(dst: &Path) -> anyhow::Result<PathBuf> {
     let src = std::env::current_exe().context("cannot find the ward binary")?;
     let _ = std::fs::remove_file(dst);
     if std::fs::hard_link(&src, dst).is_err() {
@@ -93,7 +100,11 @@ fn link_exe(dst: &Path) -> anyhow::Result<PathBuf> {
     Ok(std::fs::canonicalize(dst)?)
 }
 
-fn spawn(exe: &Path, args: &[String], log: &Path) -> anyhow::Result<tokio::process::Child> {
+pub(crate) fn spawn(
+    exe: &Path,
+    args: &[String],
+    log: &Path,
+) -> anyhow::Result<tokio::process::Child> {
     let log =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut cmd = tokio::process::Command::new(exe);
@@ -171,7 +182,10 @@ fn proxy_config(
 
 pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
     let client = setup.client;
-    if client.current_policy().await?.version == 0 {
+    // Pushed on the first run, and again when an older `ward up` left a
+    // policy without the gateway in it.
+    let current = client.current_policy().await?;
+    if current.version == 0 || !current.text.contains("@id(\"gateway-calls-frontend\")") {
         client.push_policy(&demo_policy(setup.td)).await?;
     }
     let bin = setup.data_dir.join("bin");
@@ -360,6 +374,14 @@ impl Mesh {
             };
             self.tried.push((from.to_string(), to.to_string(), line));
         }
+    }
+
+    /// A service's SPIFFE ID and mTLS inbound address.
+    pub fn inbound_of(&self, name: &str) -> Option<(String, SocketAddr)> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| (s.spiffe_id.clone(), s.inbound))
     }
 
     /// A demo app's address (`HOST:PORT`).

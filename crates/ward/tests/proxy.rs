@@ -1118,6 +1118,55 @@ fn ward_up_runs_three_services_behind_agent_attested_proxies() {
         200,
         "{body}"
     );
+    // The gateway in front of the frontend: a client-credentials token gets
+    // through, verified with --cacert for the address it listens on (no -k).
+    let gw = &v["gateway"];
+    let ca = gw["cacert"].as_str().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--cacert", ca, "-u"])
+        .arg(format!(
+            "{}:{}",
+            gw["client_id"].as_str().unwrap(),
+            gw["client_secret"].as_str().unwrap()
+        ))
+        .args(["-d", "grant_type=client_credentials"])
+        .arg(gw["token_endpoint"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let tok: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tok = tok["access_token"].as_str().expect("a token").to_owned();
+    let gw_code = |url: &str, token: Option<&str>| -> String {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            ca,
+        ]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        String::from_utf8_lossy(&cmd.arg(url).output().unwrap().stdout).to_string()
+    };
+    let protected = gw["protected_url"].as_str().unwrap();
+    assert_eq!(gw_code(protected, Some(&tok)), "200");
+    assert_eq!(gw_code(protected, None), "401");
+    assert_eq!(
+        gw_code(gw["admin_url"].as_str().unwrap(), Some(&tok)),
+        "403"
+    );
+    let routes = gw["routes"].as_array().unwrap();
+    assert!(routes.iter().any(|r| r["auth"] == "public"), "{routes:?}");
+    let public = routes.iter().find(|r| r["auth"] == "public").unwrap();
+    let public_url = format!(
+        "{}{}/hello",
+        gw["url"].as_str().unwrap(),
+        public["path"].as_str().unwrap()
+    );
+    assert_eq!(gw_code(&public_url, None), "200");
     // Ctrl-C (SIGTERM) stops everything ward up started.
     let admin = svc("payments", "admin");
     assert_eq!(http_get(&admin, "/readyz").0, 200);
