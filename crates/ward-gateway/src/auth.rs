@@ -5,16 +5,14 @@
 //! at a bounded rate) and its revoked list (polled; fail closed when it
 //! goes stale), API keys by hash, client certificates from the handshake.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
 
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE};
-use ward_identity::access_token::{Algorithm, Expect, TokenError};
+use ward_identity::access_token::TokenError;
 use ward_policy::edge::Subject;
 
-use crate::config::{ApiKeyConfig, IssuerConfig};
+use crate::config::ApiKeyConfig;
 
 /// Why a request was not authenticated. Only the status reaches the
 /// client; the label goes to the log, `/metrics` and the audit.
@@ -38,6 +36,16 @@ pub enum AuthError {
     UnknownApiKey,
     #[error("no client certificate")]
     NoClientCertificate,
+}
+
+impl From<ward_oidc::VerifyError> for AuthError {
+    fn from(e: ward_oidc::VerifyError) -> Self {
+        match e {
+            ward_oidc::VerifyError::Token(t) => Self::Token(t),
+            ward_oidc::VerifyError::Revoked => Self::Revoked,
+            ward_oidc::VerifyError::RevocationStale => Self::RevocationStale,
+        }
+    }
 }
 
 impl AuthError {
@@ -198,309 +206,7 @@ impl ApiKeys {
     }
 }
 
-/// What the gateway knows of one issuer: its keys and revoked tokens.
-pub struct Issuer {
-    pub config: IssuerConfig,
-    algorithms: Vec<Algorithm>,
-    http: reqwest::Client,
-    jwks_uri: RwLock<Option<String>>,
-    revoked_uri: RwLock<Option<String>>,
-    jwks: RwLock<Arc<serde_json::Value>>,
-    /// When the JWKS was last fetched (refreshes on an unknown kid are
-    /// at most one per `KID_REFRESH`).
-    jwks_at: RwLock<Option<Instant>>,
-    refresh: tokio::sync::Mutex<()>,
-    revoked: RwLock<(Option<Instant>, Arc<HashSet<String>>)>,
-}
-
-/// The least time between two JWKS fetches caused by unknown `kid`s.
-const KID_REFRESH: Duration = Duration::from_secs(10);
-/// How often the JWKS is read anyway.
-const JWKS_REFRESH: Duration = Duration::from_secs(300);
-
-/// Why an issuer's metadata could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("{0}")]
-    Http(String),
-    #[error("{url}: {message}")]
-    Body { url: String, message: String },
-}
-
-impl Issuer {
-    pub fn new(config: IssuerConfig) -> Result<Self, String> {
-        let pem = std::fs::read(&config.ca).map_err(|e| {
-            format!(
-                "issuer {}: cannot read {}: {e}",
-                config.name,
-                config.ca.display()
-            )
-        })?;
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls_pki_types::pem::PemObject;
-        for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let c =
-                c.map_err(|e| format!("issuer {}: {}: {e}", config.name, config.ca.display()))?;
-            roots
-                .add(c)
-                .map_err(|e| format!("issuer {}: {}: {e}", config.name, config.ca.display()))?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(Duration::from_secs(5))
-            // Metadata comes from the issuer itself, never from where a redirect points.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
-        let algorithms = config
-            .algorithms
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
-        let revoked_uri = match config.revoked_uri.as_deref() {
-            Some("none") => None,
-            Some(u) => Some(u.to_owned()),
-            None => Some(format!(
-                "{}/oauth/revoked",
-                config.issuer.trim_end_matches('/')
-            )),
-        };
-        Ok(Self {
-            jwks_uri: RwLock::new(config.jwks_uri.clone()),
-            revoked_uri: RwLock::new(revoked_uri),
-            config,
-            algorithms,
-            http,
-            jwks: RwLock::new(Arc::new(serde_json::json!({"keys": []}))),
-            jwks_at: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(()),
-            revoked: RwLock::new((None, Arc::new(HashSet::new()))),
-        })
-    }
-
-    async fn get_json(&self, url: &str) -> Result<serde_json::Value, FetchError> {
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| FetchError::Http(format!("{url}: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(FetchError::Body {
-                url: url.into(),
-                message: format!("answered {}", resp.status()),
-            });
-        }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| FetchError::Http(format!("{url}: {e}")))?;
-        if bytes.len() > 4 << 20 {
-            return Err(FetchError::Body {
-                url: url.into(),
-                message: "larger than 4 MiB".into(),
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| FetchError::Body {
-            url: url.into(),
-            message: format!("not JSON: {e}"),
-        })
-    }
-
-    /// Reads discovery (when no `jwks_uri` is configured) and the JWKS.
-    pub async fn refresh_keys(&self) -> Result<(), FetchError> {
-        let configured = self
-            .jwks_uri
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let uri = match configured {
-            Some(u) => u,
-            None => {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.config.issuer.trim_end_matches('/')
-                );
-                let d = self.get_json(&url).await?;
-                if d["issuer"].as_str() != Some(self.config.issuer.as_str()) {
-                    return Err(FetchError::Body {
-                        url,
-                        message: "its issuer is not the configured issuer".into(),
-                    });
-                }
-                let u = d["jwks_uri"].as_str().ok_or_else(|| FetchError::Body {
-                    url: url.clone(),
-                    message: "no jwks_uri".into(),
-                })?;
-                if !u.starts_with("https://") {
-                    return Err(FetchError::Body {
-                        url,
-                        message: "jwks_uri is not https".into(),
-                    });
-                }
-                *self.jwks_uri.write().unwrap_or_else(|p| p.into_inner()) = Some(u.to_owned());
-                u.to_owned()
-            }
-        };
-        let jwks = self.get_json(&uri).await?;
-        if !jwks["keys"].is_array() {
-            return Err(FetchError::Body {
-                url: uri,
-                message: "no keys array".into(),
-            });
-        }
-        *self.jwks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(jwks);
-        *self.jwks_at.write().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        Ok(())
-    }
-
-    /// Reads the revoked list.
-    pub async fn refresh_revoked(&self) -> Result<(), FetchError> {
-        let Some(uri) = self
-            .revoked_uri
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
-            return Ok(());
-        };
-        let body = self.get_json(&uri).await?;
-        let list = body["revoked"].as_array().ok_or_else(|| FetchError::Body {
-            url: uri.clone(),
-            message: "no revoked array".into(),
-        })?;
-        let set: HashSet<String> = list
-            .iter()
-            .filter_map(|e| e["jti"].as_str().map(str::to_owned))
-            .collect();
-        *self.revoked.write().unwrap_or_else(|p| p.into_inner()) =
-            (Some(Instant::now()), Arc::new(set));
-        Ok(())
-    }
-
-    /// Whether the JWKS has been read at least once.
-    pub fn has_keys(&self) -> bool {
-        self.jwks_at
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }
-
-    fn has_revoked_list(&self) -> bool {
-        self.revoked_uri
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }
-
-    /// Keeps the keys and the revoked list current, until the process ends.
-    pub async fn watch(self: Arc<Self>) {
-        let mut last_keys = Instant::now();
-        loop {
-            if last_keys.elapsed() >= JWKS_REFRESH
-                || self
-                    .jwks_at
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_none()
-            {
-                match self.refresh_keys().await {
-                    Ok(()) => last_keys = Instant::now(),
-                    Err(e) => {
-                        tracing::warn!(issuer = %self.config.name, error = %e, "cannot read the issuer's keys; keeping the last ones")
-                    }
-                }
-            }
-            if self.has_revoked_list() {
-                if let Err(e) = self.refresh_revoked().await {
-                    tracing::warn!(issuer = %self.config.name, error = %e, "cannot read the issuer's revoked list");
-                }
-            }
-            tokio::time::sleep(self.config.revoked_poll).await;
-        }
-    }
-
-    fn expect(&self) -> Expect<'_> {
-        Expect {
-            issuer: &self.config.issuer,
-            audiences: &self.config.audiences,
-            algorithms: &self.algorithms,
-            leeway: self.config.leeway.as_secs(),
-        }
-    }
-
-    /// Verifies `token`: signature by one of the issuer's keys, claims,
-    /// then the revoked list.
-    pub async fn verify(&self, token: &str) -> Result<serde_json::Value, AuthError> {
-        let jwks = self.jwks.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let claims = match ward_identity::access_token::verify(token, &jwks, &self.expect()) {
-            Err(TokenError::UnknownKid(kid)) => {
-                // A key published since the last fetch: fetch again, at a
-                // bounded rate (an attacker's made-up kids cost one fetch
-                // per KID_REFRESH, not one per request).
-                let _one = self.refresh.lock().await;
-                let recent = self
-                    .jwks_at
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_some_and(|t| t.elapsed() < KID_REFRESH);
-                if !recent {
-                    if let Err(e) = self.refresh_keys().await {
-                        tracing::warn!(issuer = %self.config.name, error = %e, "cannot read the issuer's keys");
-                    }
-                }
-                let jwks = self.jwks.read().unwrap_or_else(|p| p.into_inner()).clone();
-                ward_identity::access_token::verify(token, &jwks, &self.expect()).map_err(|e| {
-                    match e {
-                        TokenError::UnknownKid(_) => AuthError::Token(TokenError::UnknownKid(kid)),
-                        e => AuthError::Token(e),
-                    }
-                })?
-            }
-            r => r.map_err(AuthError::Token)?,
-        };
-        if self.has_revoked_list() {
-            let (at, set) = self
-                .revoked
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            if at.is_none_or(|t| t.elapsed() > self.config.revoked_max_stale) {
-                return Err(AuthError::RevocationStale);
-            }
-            match claims["jti"].as_str() {
-                Some(jti) if set.contains(jti) => return Err(AuthError::Revoked),
-                Some(_) => {}
-                // Without a jti a token cannot be revoked: refused where
-                // revocation is in force.
-                None => return Err(AuthError::Token(TokenError::Missing("jti"))),
-            }
-        }
-        Ok(claims)
-    }
-}
-
-/// The `iss` of a token, read without trusting it, to pick the issuer
-/// whose keys then verify it.
-pub fn unverified_issuer(token: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    if payload.len() > 16 * 1024 {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v["iss"].as_str().map(str::to_owned)
-}
+pub use ward_oidc::{Issuer, unverified_issuer};
 
 #[cfg(test)]
 mod tests {

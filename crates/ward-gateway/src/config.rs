@@ -91,47 +91,7 @@ pub struct AdminConfig {
 }
 
 /// A token issuer the gateway trusts.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    pub name: String,
-    /// `iss`, exactly; discovery is read from `ISSUER/.well-known/openid-configuration`.
-    pub issuer: String,
-    /// CA certificates for the issuer's HTTPS endpoints.
-    pub ca: PathBuf,
-    /// The JWKS (default: discovery's `jwks_uri`).
-    pub jwks_uri: Option<String>,
-    /// Revoked token IDs (default: `ISSUER/oauth/revoked` for a Ward
-    /// issuer; `none` for an issuer without one).
-    pub revoked_uri: Option<String>,
-    #[serde(default = "default_algorithms")]
-    pub algorithms: Vec<String>,
-    /// One of these must be in `aud`.
-    pub audiences: Vec<String>,
-    #[serde(default = "default_leeway", with = "hts")]
-    pub leeway: Duration,
-    /// How often the revoked list is read (a revoked token is refused
-    /// within this, plus a request).
-    #[serde(default = "default_revoked_poll", with = "hts")]
-    pub revoked_poll: Duration,
-    /// Tokens of this issuer are refused (503) when the revoked list could
-    /// not be read for this long: fail closed.
-    #[serde(default = "default_revoked_stale", with = "hts")]
-    pub revoked_max_stale: Duration,
-}
-
-fn default_algorithms() -> Vec<String> {
-    vec!["ES256".into()]
-}
-fn default_leeway() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_revoked_poll() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_revoked_stale() -> Duration {
-    Duration::from_secs(30)
-}
+pub use ward_oidc::Settings as IssuerConfig;
 
 /// An API key, kept only as the SHA-256 of the key (keys are random, so
 /// no slow hash is needed).
@@ -388,28 +348,7 @@ impl GatewayConfig {
             if !names.insert(i.name.clone()) {
                 return Err(format!("two [[issuer]] are named {:?}", i.name));
             }
-            if !i.issuer.starts_with("https://") {
-                return Err(format!(
-                    "[[issuer]] {}: issuer {:?} must be an https:// URL",
-                    i.name, i.issuer
-                ));
-            }
-            if i.audiences.is_empty() {
-                return Err(format!(
-                    "[[issuer]] {}: audiences is empty (a token for any audience would pass)",
-                    i.name
-                ));
-            }
-            for a in &i.algorithms {
-                a.parse::<ward_identity::access_token::Algorithm>()
-                    .map_err(|_| format!("[[issuer]] {}: unknown algorithm {a:?}", i.name))?;
-                if a.starts_with("HS") {
-                    return Err(format!(
-                        "[[issuer]] {}: {a} is refused: a gateway must not hold the key that signs tokens",
-                        i.name
-                    ));
-                }
-            }
+            i.check().map_err(|e| format!("[[issuer]]: {e}"))?;
         }
         let mut keys = std::collections::BTreeSet::new();
         for k in &mut self.api_keys {

@@ -11,6 +11,7 @@
 
 pub mod edge;
 mod engine;
+pub mod exchange;
 pub mod vault;
 
 use std::sync::OnceLock;

@@ -74,6 +74,8 @@ struct RawOAuth {
     token_ttl: Option<String>,
     event_max_ttl: Option<String>,
     key_publish_delay: Option<String>,
+    #[serde(default, rename = "trusted_issuer")]
+    trusted_issuers: Vec<ward_oidc::Settings>,
 }
 
 /// The token service (`[oauth]`).
@@ -91,6 +93,8 @@ pub struct OAuthConfig {
     pub event_max_ttl: std::time::Duration,
     /// How long a new signing key is published before it signs (default 60 s).
     pub key_publish_delay: std::time::Duration,
+    /// OIDC issuers whose users' tokens may be exchanged (RFC 8693).
+    pub trusted_issuers: Vec<ward_oidc::Settings>,
 }
 
 impl Default for OAuthConfig {
@@ -102,6 +106,7 @@ impl Default for OAuthConfig {
             token_max_ttl: Duration::from_secs(900),
             event_max_ttl: Duration::from_secs(24 * 3600),
             key_publish_delay: Duration::from_secs(60),
+            trusted_issuers: Vec::new(),
         }
     }
 }
@@ -641,7 +646,11 @@ impl ServerConfig {
                 Some(d) if d.trim() == "0s" => Duration::ZERO,
                 d => dur("oauth.key_publish_delay", d, od.key_publish_delay)?,
             },
+            trusted_issuers: raw.oauth.trusted_issuers,
         };
+        for t in &oauth.trusted_issuers {
+            t.check().map_err(|e| invalid("oauth.trusted_issuer", e))?;
+        }
         if oauth.token_ttl > oauth.token_max_ttl {
             return Err(invalid(
                 "oauth.token_ttl",

@@ -129,6 +129,13 @@ impl ReadyServer {
             .clone()
             .unwrap_or_else(|| self.url());
         let _ = self.state.oauth.issuer.set(issuer);
+        if let Err(e) = self
+            .state
+            .oauth
+            .watch_trusted(&self.state.config.oauth.trusted_issuers)
+        {
+            tracing::error!(error = %e, "a trusted issuer cannot be used; its tokens are refused");
+        }
         let state = self.state.clone();
         let refresher = tokio::spawn(async move {
             let mut tick = tokio::time::interval(AUTHORITY_REFRESH);

@@ -112,6 +112,29 @@ pub enum TokenCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// The exchange policy (RFC 8693): which client may exchange which token for which audience (Cedar)
+    #[command(subcommand)]
+    Policy(ExchangePolicyCommand),
+}
+
+/// `ward token policy`.
+#[derive(Subcommand)]
+pub enum ExchangePolicyCommand {
+    /// Validate and put a policy in force (FILE, or `-` for stdin)
+    #[command(
+        after_help = "The schema: principal Token::Client (client_id, spiffe_id), action Token::Action::\"exchange\",\nresource Token::Audience (the new token's audience), context { subject: {sub, issuer, client_id, scopes,\nactors, tenant}, scopes, lifetime (seconds), kind (\"access\" or \"event\") }. No policy: no exchange.\n\nExample:\n  permit(principal == Token::Client::\"gateway\", action, resource == Token::Audience::\"spiffe://example.org/ns/shop/sa/orders\")\n  when { context.kind == \"access\" };\n  permit(principal == Token::Client::\"producer\", action, resource == Token::Audience::\"billing\")\n  when { context.kind == \"event\" && context.lifetime <= 7200 };"
+    )]
+    Write {
+        #[arg(value_name = "FILE|-")]
+        file: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the policy in force
+    Read {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 fn read_arg(v: &str) -> anyhow::Result<String> {
@@ -355,6 +378,43 @@ pub async fn run_token(cmd: TokenCommand) -> anyhow::Result<()> {
                 }),
                 Err(e) => bail!("the token is refused: {e}"),
             }
+        }
+        TokenCommand::Policy(ExchangePolicyCommand::Write { file, client }) => {
+            let text = if file == "-" {
+                read_arg("-")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
+            };
+            let (_, v) = client
+                .client()?
+                .vault(
+                    "PUT",
+                    "/v1/oauth/exchange-policy",
+                    Some(&json!({"policy": text})),
+                )
+                .await?;
+            client.print(&v, |v| {
+                println!(
+                    "exchange policy version {} in force (sha256 {})",
+                    v["version"],
+                    v["sha256"].as_str().unwrap_or("")
+                )
+            });
+        }
+        TokenCommand::Policy(ExchangePolicyCommand::Read { client }) => {
+            let (_, v) = client
+                .client()?
+                .vault("GET", "/v1/oauth/exchange-policy", None)
+                .await?;
+            client.print(&v, |v| {
+                if v["version"] == 0 {
+                    println!(
+                        "no exchange policy: nothing is exchanged (`ward token policy write FILE`)"
+                    );
+                } else {
+                    println!("{}", v["policy"].as_str().unwrap_or(""));
+                }
+            });
         }
     }
     Ok(())

@@ -13,13 +13,13 @@ use crate::client::Output;
 /// Arguments of `ward server`.
 #[derive(Args)]
 #[command(
-    after_help = "Production: `ward server init --config server.toml` once (prints unseal shares and an admin token), then `ward server --config server.toml` and `ward operator unseal SHARE` until the threshold.\nDevelopment: `ward server --dev --data-dir DIR` initializes and unseals itself and writes DIR/dev.env."
+    after_help = "Production: `ward server init --config server.toml` once (prints unseal shares and an admin token), then `ward server --config server.toml` and `ward operator unseal SHARE` until the threshold.\nDevelopment: `ward server --dev --data-dir DIR` initializes and unseals itself and writes DIR/dev.env; `ward server --dev --config server.toml` does the same with a full configuration (its data_dir, storage, listen, [oauth] trusted issuers…)."
 )]
 pub struct ServerArgs {
     #[command(subcommand)]
     action: Option<ServerAction>,
-    /// Configuration file (TOML; see the README's configuration reference)
-    #[arg(long, conflicts_with = "dev")]
+    /// Configuration file (TOML; see the README's configuration reference); with --dev, dev mode on that configuration
+    #[arg(long, conflicts_with_all = ["data_dir", "listen"])]
     config: Option<PathBuf>,
     /// Development mode: self-initializing, self-unsealing (key file in --data-dir), never for production
     #[arg(long)]
@@ -72,10 +72,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         return run_init(init_args).await;
     }
     if args.dev {
-        let Some(dir) = args.data_dir else {
-            bail!("--dev needs --data-dir DIR");
+        let config = match (&args.config, &args.data_dir) {
+            (Some(path), _) => ServerConfig::from_file(path)?,
+            (None, Some(dir)) => {
+                ServerConfig::dev(dir, args.listen.as_deref(), &args.trust_domain)?
+            }
+            (None, None) => bail!("--dev needs --data-dir DIR (or --config FILE)"),
         };
-        let config = ServerConfig::dev(&dir, args.listen.as_deref(), &args.trust_domain)?;
         let devsrv = dev::start(config).await.map_err(anyhow::Error::msg)?;
         eprintln!("{}", dev::WARNING);
         let env = devsrv.write_env_file().map_err(anyhow::Error::msg)?;

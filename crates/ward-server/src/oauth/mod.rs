@@ -11,6 +11,7 @@
 //! token is answered.
 
 mod clients;
+mod exchange;
 pub(crate) mod keys;
 mod token;
 
@@ -58,6 +59,10 @@ pub(crate) fn routes() -> Router<Arc<Server>> {
         .route(REVOKE_PATH, post(token::revoke))
         .route(REVOKED_PATH, get(revoked_list))
         .route(
+            "/v1/oauth/exchange-policy",
+            get(exchange::read_policy).put(exchange::write_policy),
+        )
+        .route(
             "/v1/oauth/clients",
             get(clients::list).post(clients::create),
         )
@@ -81,6 +86,31 @@ pub struct OAuthState {
     pub(crate) ring: RingCache,
     pub(crate) clients: ClientCache,
     revoked: RwLock<Option<(Instant, RevokedSet)>>,
+    pub(crate) exchange_policy: exchange::PolicyCache,
+    /// The OIDC issuers whose tokens may be exchanged (`oauth.trusted_issuer`).
+    trusted: RwLock<Vec<Arc<ward_oidc::Issuer>>>,
+}
+
+impl OAuthState {
+    /// The trusted issuers (their keys are kept current in the background).
+    pub(crate) fn trusted(&self) -> Vec<Arc<ward_oidc::Issuer>> {
+        self.trusted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Starts watching the configured trusted issuers.
+    pub fn watch_trusted(&self, settings: &[ward_oidc::Settings]) -> Result<(), String> {
+        let mut list = Vec::new();
+        for t in settings {
+            let issuer = Arc::new(ward_oidc::Issuer::new(t.clone())?);
+            tokio::spawn(issuer.clone().watch());
+            list.push(issuer);
+        }
+        *self.trusted.write().unwrap_or_else(|p| p.into_inner()) = list;
+        Ok(())
+    }
 }
 
 impl Server {
@@ -117,7 +147,7 @@ async fn discovery(State(s): State<Arc<Server>>) -> Response {
             "jwks_uri": format!("{iss}{JWKS_PATH}"),
             "introspection_endpoint": format!("{iss}{INTROSPECT_PATH}"),
             "revocation_endpoint": format!("{iss}{REVOKE_PATH}"),
-            "grant_types_supported": ["client_credentials"],
+            "grant_types_supported": ["client_credentials", exchange::GRANT],
             "response_types_supported": ["token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256", "EdDSA"],

@@ -39,14 +39,18 @@ pub(crate) struct OAuthError {
 }
 
 impl OAuthError {
-    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             code,
             description: description.into(),
         }
     }
-    fn request(d: impl Into<String>) -> Self {
+    pub(crate) fn request(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
     }
     fn client(d: impl Into<String>) -> Self {
@@ -96,7 +100,7 @@ impl IntoResponse for OAuthError {
     }
 }
 
-type Form = HashMap<String, String>;
+pub(crate) type Form = HashMap<String, String>;
 
 /// Parses an `application/x-www-form-urlencoded` body; a parameter sent
 /// twice is refused (RFC 6749 §3.1).
@@ -470,11 +474,17 @@ pub(crate) async fn token(
             return Err(e);
         }
     };
+    if grant == super::exchange::GRANT {
+        return super::exchange::exchange(&s, &authed, &form).await;
+    }
     if grant != "client_credentials" {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            format!("grant_type {grant:?} is not supported (client_credentials is)"),
+            format!(
+                "grant_type {grant:?} is not supported (client_credentials, or {})",
+                super::exchange::GRANT
+            ),
         ));
     }
     let c = &authed.client;

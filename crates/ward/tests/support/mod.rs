@@ -75,6 +75,25 @@ impl Server {
         s
     }
 
+    /// `ward server --dev --config FILE`: dev mode on a full configuration
+    /// whose data_dir is `data_dir`.
+    pub fn dev_config(parent: &Path, data_dir: &Path, config: &Path) -> Self {
+        let mut s = Self {
+            child: None,
+            log: parent.join("server-dev-config.log"),
+            dir: data_dir.to_owned(),
+            env: HashMap::new(),
+            args: vec![
+                "server".into(),
+                "--dev".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+        };
+        s.start();
+        s
+    }
+
     /// Starts (or restarts) the process and waits for dev.env.
     pub fn start(&mut self) {
         // A restart keeps its address, as a real server's does.
