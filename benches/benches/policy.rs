@@ -50,6 +50,7 @@ fn call(route: &str) -> Call<'_> {
             ("content-type", "application/json"),
             ("user-agent", "bench"),
         ],
+        token: None,
     }
 }
 

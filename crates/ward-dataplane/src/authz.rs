@@ -128,6 +128,8 @@ pub enum DenyReason {
     ExpiredCaller,
     /// The caller's trust domain is not (or no longer) accepted.
     WrongTrustDomain,
+    /// An internal token came and was refused (why, for the log).
+    InvalidToken(String),
 }
 
 impl DenyReason {
@@ -141,6 +143,7 @@ impl DenyReason {
             Self::UnknownMethod => "unknown_method",
             Self::ExpiredCaller => "expired_caller",
             Self::WrongTrustDomain => "wrong_trust_domain",
+            Self::InvalidToken(_) => "invalid_token",
         }
     }
 }
@@ -181,7 +184,7 @@ impl Denial {
         }
     }
 
-    fn new(reason: DenyReason) -> Self {
+    pub fn new(reason: DenyReason) -> Self {
         Self { reason, path: None }
     }
 }
@@ -209,6 +212,8 @@ pub struct CallFacts<'a> {
     pub protocol: &'a str,
     /// The headers the Cedar context reads, at most one value each.
     pub headers: &'a [(&'a str, &'a str)],
+    /// The verified internal token's claims, if one came.
+    pub token: Option<&'a ward_policy::TokenClaims>,
 }
 
 /// The verified caller of one connection.
@@ -291,6 +296,7 @@ impl Authorizer {
             method: "connect",
             raw_path: route,
             protocol: "tcp",
+            token: None,
             headers: &[],
         };
         let policies = self.decide(caller, own_id, peers, "connect", "connect", route, &facts)?;
@@ -339,6 +345,7 @@ impl Authorizer {
             time: now,
             protocol: facts.protocol,
             headers: facts.headers,
+            token: facts.token,
         };
         let d = policy.engine.decide(&call);
         if d.allowed {
@@ -390,6 +397,7 @@ mod tests {
             raw_path: path,
             protocol: "http/1.1",
             headers: &[],
+            token: None,
         }
     }
 

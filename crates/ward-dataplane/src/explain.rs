@@ -147,6 +147,7 @@ pub fn explain(engine: Engine, q: &Question) -> Result<Explanation, ExplainError
         raw_path: parts.uri.path(),
         protocol: if q.protocol == "h2" { "h2" } else { "http/1.1" },
         headers: &headers,
+        token: None,
     };
     let own_id = service.map(|s| s.to_string()).unwrap_or_default();
     Ok(

@@ -25,6 +25,12 @@ use crate::connect::UpstreamId;
 /// What the data plane answers with: the app's body, or one of its own.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
 
+/// The internal token: set by the gateway (the user behind a call,
+/// exchanged for this service), checked by the receiving proxy, and given
+/// to the app only by its own proxy, after checking (it is an identity
+/// header: anything else a caller sends under it is dropped).
+pub const INTERNAL_TOKEN: HeaderName = HeaderName::from_static("x-ward-internal-token");
+
 /// `x-forwarded-client-cert`, in Envoy's format.
 pub const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
@@ -381,6 +387,7 @@ impl AppClient {
         &self,
         permit: Permit,
         xfcc: HeaderValue,
+        internal_token: Option<HeaderValue>,
         mut parts: http::request::Parts,
         body: RequestBody,
         dedicated: &Dedicated,
@@ -390,6 +397,9 @@ impl AppClient {
         strip_hop_by_hop(&mut parts.headers);
         strip_identity_headers(&mut parts.headers);
         parts.headers.insert(XFCC, xfcc);
+        if let Some(t) = internal_token {
+            parts.headers.insert(INTERNAL_TOKEN, t);
+        }
         let mut target = String::with_capacity(self.base.len() + permit.path.len() + 64);
         target.push_str(&self.base);
         target.push_str(&permit.path);

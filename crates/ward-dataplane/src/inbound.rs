@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::authz::{Authorizer, CallFacts, Caller, DenyReason, OwnId};
+use crate::authz::{Authorizer, CallFacts, Caller, Denial, DenyReason, OwnId};
 use crate::body::{Prepared, RequestBody};
 use crate::forward::{
     AppClient, Dedicated, ResponseBody, SendError, plain, plain_and_close, xfcc_value,
@@ -96,6 +96,47 @@ pub struct InboundHttp {
     /// longest pause in the rest (a caller that sends a head, or part of a
     /// body, and then nothing must not hold a request open).
     pub body_timeout: std::time::Duration,
+    /// The issuer of internal tokens, when this listener checks them.
+    pub tokens: Option<Arc<ward_oidc::Issuer>>,
+}
+
+/// The internal token of a request, checked: `Ok(None)` when none came
+/// (or this listener does not check them: then it is dropped unread).
+async fn internal_token(
+    tokens: Option<&ward_oidc::Issuer>,
+    headers: &http::HeaderMap,
+    caller: &Caller,
+) -> Result<Option<(ward_policy::TokenClaims, HeaderValue)>, String> {
+    let mut values = headers.get_all(crate::forward::INTERNAL_TOKEN).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let Some(tokens) = tokens else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("two internal tokens".into());
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| "not visible ASCII".to_string())?;
+    let claims = tokens.verify(text).await.map_err(|e| e.to_string())?;
+    // Bound to a certificate (RFC 8705): only the workload it was issued
+    // to may present it.
+    if let Some(bound) = claims["cnf"]["x5t#S256"].as_str() {
+        use base64::Engine;
+        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(bound)
+            .map_err(|_| "cnf is not base64url".to_string())?;
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        if hex != caller.cert_hash {
+            return Err("the token is bound to another certificate than the caller's".into());
+        }
+    }
+    Ok(Some((
+        ward_policy::TokenClaims::from_claims(&claims),
+        value.clone(),
+    )))
 }
 
 impl InboundHttp {
@@ -136,17 +177,27 @@ impl InboundHttp {
             "http/1.1"
         };
         let trust = self.trust.borrow().clone();
-        let decision = {
-            let headers = strict::context_headers(&parts.headers);
-            let facts = CallFacts {
-                method: parts.method.as_str(),
-                raw_path: parts.uri.path(),
-                protocol,
-                headers: &headers,
-            };
-            self.authorizer
-                .authorize(caller, &own_id, trust.as_ref().map(|t| &*t.peers), &facts)
+        let token = internal_token(self.tokens.as_deref(), &parts.headers, caller).await;
+        let decision = match &token {
+            Err(why) => Err(Denial::new(DenyReason::InvalidToken(why.clone()))),
+            Ok(token) => {
+                let headers = strict::context_headers(&parts.headers);
+                let facts = CallFacts {
+                    method: parts.method.as_str(),
+                    raw_path: parts.uri.path(),
+                    protocol,
+                    headers: &headers,
+                    token: token.as_ref().map(|(c, _)| c),
+                };
+                self.authorizer.authorize(
+                    caller,
+                    &own_id,
+                    trust.as_ref().map(|t| &*t.peers),
+                    &facts,
+                )
+            }
         };
+        let token_header = token.ok().flatten().map(|(_, v)| v);
         let permit = match decision {
             Ok(p) => p,
             Err(denial) => {
@@ -159,6 +210,9 @@ impl InboundHttp {
                         tracing::warn!(caller = %caller.id_text, method = %parts.method, route = %record.edge.route, listener = %self.listener, reason = denial.reason.label(), ?errors, "denied")
                     }
                     DenyReason::InvalidPath(e) => {
+                        tracing::info!(caller = %caller.id_text, method = %parts.method, listener = %self.listener, reason = denial.reason.label(), error = %e, "denied")
+                    }
+                    DenyReason::InvalidToken(e) => {
                         tracing::info!(caller = %caller.id_text, method = %parts.method, listener = %self.listener, reason = denial.reason.label(), error = %e, "denied")
                     }
                     _ => {
@@ -213,7 +267,14 @@ impl InboundHttp {
 
         let response = match self
             .app
-            .forward(permit, conn.xfcc(&own_id), parts, body, upstream)
+            .forward(
+                permit,
+                conn.xfcc(&own_id),
+                token_header,
+                parts,
+                body,
+                upstream,
+            )
             .await
         {
             Ok(r) => r,

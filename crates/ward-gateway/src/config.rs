@@ -71,6 +71,9 @@ pub struct GatewayConfig {
     pub network: NetworkConfig,
     pub cors: Option<CorsConfig>,
     pub redis: Option<RedisConfig>,
+    /// Identity propagation: where users' tokens are exchanged for
+    /// internal tokens (needs [identity]: the gateway authenticates with its SVID).
+    pub exchange: Option<ExchangeConfig>,
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
@@ -232,6 +235,25 @@ fn default_redis_timeout() -> Duration {
     Duration::from_millis(50)
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// Ward's token endpoint, `https://…/oauth/token`.
+    pub token_endpoint: String,
+    /// Its HTTPS CA certificate.
+    pub ca: PathBuf,
+    /// The gateway's OAuth client, registered with the gateway's SPIFFE ID
+    /// (`ward client create gateway --spiffe-id …`).
+    pub client_id: String,
+    /// An internal token is exchanged again this long before it expires.
+    #[serde(default = "default_refresh_before", with = "hts")]
+    pub refresh_before: Duration,
+}
+
+fn default_refresh_before() -> Duration {
+    Duration::from_secs(30)
+}
+
 /// How a route authenticates its callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -316,6 +338,18 @@ pub struct RouteConfig {
     pub policy: Option<String>,
     pub policy_file: Option<PathBuf>,
     pub rate_limit: Option<RateLimitConfig>,
+    /// Exchange the user's token for an internal token for the upstream
+    /// and send it on (default: on for `jwt` routes with an
+    /// `upstream_spiffe_id` when `[exchange]` is set).
+    pub internal_token: Option<bool>,
+}
+
+impl RouteConfig {
+    /// Whether requests of this route carry an internal token upstream.
+    pub fn sends_internal_token(&self, exchange: bool) -> bool {
+        self.internal_token
+            .unwrap_or(exchange && self.auth == Auth::Jwt && self.upstream_spiffe_id.is_some())
+    }
 }
 
 impl GatewayConfig {
@@ -361,6 +395,16 @@ impl GatewayConfig {
             k.sha256.make_ascii_lowercase();
             if !keys.insert(k.sha256.clone()) {
                 return Err(format!("[[api_key]] {}: the same key twice", k.name));
+            }
+        }
+        if let Some(x) = &self.exchange {
+            if !x.token_endpoint.starts_with("https://") {
+                return Err("[exchange] token_endpoint must be an https:// URL".into());
+            }
+            if self.identity.is_none() {
+                return Err(
+                    "[exchange] needs [identity]: the gateway authenticates with its SVID".into(),
+                );
             }
         }
         if let Some(c) = &self.cors {
@@ -432,6 +476,15 @@ impl GatewayConfig {
                     ));
                 }
                 None => {}
+            }
+            if r.internal_token == Some(true)
+                && (self.exchange.is_none()
+                    || r.auth != Auth::Jwt
+                    || r.upstream_spiffe_id.is_none())
+            {
+                return Err(format!(
+                    "{at}: internal_token needs [exchange], auth = \"jwt\" and upstream_spiffe_id"
+                ));
             }
             if r.policy.is_some() && r.policy_file.is_some() {
                 return Err(format!("{at}: set policy or policy_file, not both"));

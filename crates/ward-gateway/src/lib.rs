@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod exchange;
 pub mod limit;
 pub mod metrics;
 pub mod serve;
@@ -277,8 +278,21 @@ pub async fn run(
                 .as_ref()
                 .map(|c| RouteLimit::new(&r.name, c, global.clone())),
             upstream,
+            internal_token: r.sends_internal_token(config.exchange.is_some()),
         });
     }
+    let exchanger = match &config.exchange {
+        Some(x) => Some(
+            crate::exchange::Exchanger::new(
+                x,
+                identity.clone(),
+                provider.clone(),
+                generation.clone(),
+            )
+            .map_err(GatewayError::Setup)?,
+        ),
+        None => None,
+    };
     let gateway = Arc::new(Gateway {
         routes,
         api_keys: ApiKeys::new(&config.api_keys),
@@ -289,6 +303,7 @@ pub async fn run(
         max_uri_bytes: l.max_uri_bytes,
         max_body: l.max_body_bytes,
         body_timeout: l.header_timeout,
+        exchanger,
     });
     {
         let g = gateway.clone();

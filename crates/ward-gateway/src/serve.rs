@@ -43,6 +43,8 @@ pub struct Route {
     pub policy: Option<RoutePolicy>,
     pub limit: Option<RouteLimit>,
     pub upstream: Upstream,
+    /// Whether an internal token goes upstream (see [`crate::exchange`]).
+    pub internal_token: bool,
 }
 
 /// What every request shares.
@@ -56,6 +58,13 @@ pub struct Gateway {
     pub max_uri_bytes: usize,
     pub max_body: u64,
     pub body_timeout: Duration,
+    pub exchanger: Option<crate::exchange::Exchanger>,
+}
+
+/// A verified bearer token: the text and its `jti`.
+pub struct Bearer {
+    token: String,
+    jti: String,
 }
 
 /// What the gateway knows of one client connection.
@@ -364,7 +373,7 @@ impl Gateway {
         }
 
         let query = parts.uri.query().map(str::to_owned);
-        let subject = match self
+        let (subject, bearer) = match self
             .authenticate(route, conn, &parts.headers, query.as_deref())
             .await
         {
@@ -440,6 +449,40 @@ impl Gateway {
             limit_headers = Some(v);
         }
 
+        // The user's identity inward: an internal token for the upstream.
+        let mut internal = None;
+        if route.internal_token
+            && let (Some(x), Some(b), Some(aud)) = (
+                &self.exchanger,
+                &bearer,
+                route.config.upstream_spiffe_id.as_deref(),
+            )
+        {
+            match x.internal_token(&b.token, &b.jti, aud).await {
+                Ok(t) => internal = HeaderValue::from_str(&t).ok(),
+                Err(crate::exchange::ExchangeError::Refused(why)) => {
+                    tracing::info!(route = %label, sub = %subject.sub, error = %why, "no internal token");
+                    return self.deny(
+                        label,
+                        "exchange_refused",
+                        client,
+                        parts,
+                        StatusCode::FORBIDDEN,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(route = %label, error = %e, "no internal token");
+                    return self.deny(
+                        label,
+                        "exchange_unavailable",
+                        client,
+                        parts,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    );
+                }
+            }
+        }
+
         // Forward: the canonical path (less the prefix, if asked), the
         // query without credentials, no credential or identity headers.
         let failed = Arc::new(AtomicBool::new(false));
@@ -495,6 +538,10 @@ impl Gateway {
         out.headers.remove(header::AUTHORIZATION);
         out.headers.remove("x-api-key");
         strip_token_cookie(&mut out.headers);
+        if let Some(t) = internal {
+            out.headers
+                .insert(ward_dataplane::forward::INTERNAL_TOKEN, t);
+        }
         forwarded_for(&mut out.headers, client, &self.network, conn.peer);
         out.headers
             .insert("x-forwarded-proto", HeaderValue::from_static("https"));
@@ -528,7 +575,7 @@ impl Gateway {
         conn: &ClientConn,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<Subject, AuthError> {
+    ) -> Result<(Subject, Option<Bearer>), AuthError> {
         let anonymous = || Subject {
             sub: "anonymous".into(),
             credential: "none",
@@ -536,11 +583,11 @@ impl Gateway {
         };
         // A public route looks at no credential (and forwards none).
         if route.config.auth == Auth::Public {
-            return Ok(anonymous());
+            return Ok((anonymous(), None));
         }
         let presented = auth::presented(headers, query)?;
         match route.config.auth {
-            Auth::Public => Ok(anonymous()),
+            Auth::Public => Ok((anonymous(), None)),
             Auth::Jwt => {
                 if presented.api_key.is_some() {
                     return Err(AuthError::Conflicting);
@@ -563,14 +610,15 @@ impl Gateway {
                     (None, _) => return Err(AuthError::UntrustedIssuer),
                 };
                 let claims = issuer.verify(&token).await?;
-                Ok(Subject::from_claims(&claims))
+                let jti = claims["jti"].as_str().unwrap_or_default().to_owned();
+                Ok((Subject::from_claims(&claims), Some(Bearer { token, jti })))
             }
             Auth::ApiKey => {
                 if presented.bearer.is_some() || presented.other_authorization {
                     return Err(AuthError::Conflicting);
                 }
                 let key = presented.api_key.ok_or(AuthError::Missing)?;
-                self.api_keys.check(&key)
+                Ok((self.api_keys.check(&key)?, None))
             }
             Auth::Mtls => {
                 if presented.bearer.is_some() || presented.api_key.is_some() {
@@ -580,11 +628,14 @@ impl Gateway {
                     .certificate
                     .as_ref()
                     .ok_or(AuthError::NoClientCertificate)?;
-                Ok(Subject {
-                    sub: id.to_string(),
-                    credential: "mtls",
-                    ..Default::default()
-                })
+                Ok((
+                    Subject {
+                        sub: id.to_string(),
+                        credential: "mtls",
+                        ..Default::default()
+                    },
+                    None,
+                ))
             }
         }
     }

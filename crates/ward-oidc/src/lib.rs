@@ -15,12 +15,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use ward_identity::access_token::{Algorithm, Expect, TokenError};
 
 /// How an issuer is trusted (`[[issuer]]` in gateway.toml, a trusted
 /// issuer in the server's `[oauth]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub name: String,
@@ -29,9 +29,11 @@ pub struct Settings {
     /// CA certificates for the issuer's HTTPS endpoints.
     pub ca: PathBuf,
     /// The JWKS (default: discovery's `jwks_uri`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     /// Revoked token IDs (default: `ISSUER/oauth/revoked`, Ward's; `none`
     /// for an issuer without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_uri: Option<String>,
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -66,7 +68,11 @@ fn default_revoked_stale() -> Duration {
 mod duration {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;

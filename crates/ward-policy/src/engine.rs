@@ -81,6 +81,66 @@ pub struct Call<'a> {
     pub protocol: &'a str,
     /// Request headers; only those the schema declares are passed on.
     pub headers: &'a [(&'a str, &'a str)],
+    /// The verified internal token's claims (`context.token`), if one came.
+    pub token: Option<&'a TokenClaims>,
+}
+
+/// What `context.token` holds: the claims of a verified internal token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub sub: String,
+    pub iss: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub actors: Vec<String>,
+    pub aud: Vec<String>,
+    pub tenant: String,
+    pub roles: Vec<String>,
+}
+
+impl TokenClaims {
+    /// From verified claims (see [`crate::edge::Subject::from_claims`]).
+    pub fn from_claims(claims: &serde_json::Value) -> Self {
+        let s = crate::edge::Subject::from_claims(claims);
+        Self {
+            sub: s.sub,
+            iss: s.issuer,
+            client_id: s.client_id,
+            scopes: s.scopes,
+            actors: s.actors,
+            aud: s.audiences,
+            tenant: s.tenant,
+            roles: s.roles,
+        }
+    }
+
+    fn key(&self, key: &mut String) {
+        for f in [&self.sub, &self.iss, &self.client_id, &self.tenant] {
+            key_field(key, f);
+        }
+        for list in [&self.scopes, &self.actors, &self.aud, &self.roles] {
+            key_field(key, &list.len().to_string());
+            for v in list {
+                key_field(key, v);
+            }
+        }
+    }
+
+    fn record(&self) -> Result<RestrictedExpression, String> {
+        let s = |v: &str| RestrictedExpression::new_string(v.to_string());
+        let set = |v: &[String]| RestrictedExpression::new_set(v.iter().map(|x| s(x)));
+        RestrictedExpression::new_record([
+            ("sub".to_string(), s(&self.sub)),
+            ("iss".to_string(), s(&self.iss)),
+            ("client_id".to_string(), s(&self.client_id)),
+            ("scopes".to_string(), set(&self.scopes)),
+            ("actors".to_string(), set(&self.actors)),
+            ("aud".to_string(), set(&self.aud)),
+            ("tenant".to_string(), s(&self.tenant)),
+            ("roles".to_string(), set(&self.roles)),
+        ])
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// The outcome: allowed or not, and why (policy IDs), never policy text.
@@ -387,6 +447,13 @@ impl Engine {
         key_field(&mut key, call.protocol);
         key_field(&mut key, call.method);
         key_headers(&mut key, call.headers);
+        match call.token {
+            Some(t) => {
+                key.push('T');
+                t.key(&mut key);
+            }
+            None => key.push('-'),
+        }
         {
             let mut cache = self.context_cache.lock().unwrap_or_else(|p| p.into_inner());
             if cache.0 != second {
@@ -428,25 +495,33 @@ impl Engine {
             })
             .collect::<BTreeMap<_, _>>();
         let time = humantime::format_rfc3339_seconds(call.time).to_string();
-        Context::from_pairs([
-            (
-                "source".to_string(),
-                RestrictedExpression::new_ip(call.source.to_string()),
-            ),
-            ("time".to_string(), RestrictedExpression::new_datetime(time)),
-            (
-                "protocol".to_string(),
-                RestrictedExpression::new_string(call.protocol.to_string()),
-            ),
-            (
-                "method".to_string(),
-                RestrictedExpression::new_string(call.method.to_string()),
-            ),
-            (
-                "headers".to_string(),
-                RestrictedExpression::new_record(headers).map_err(|e| e.to_string())?,
-            ),
-        ])
+        let token = match call.token {
+            Some(t) => Some(("token".to_string(), t.record()?)),
+            None => None,
+        };
+        Context::from_pairs(
+            [
+                (
+                    "source".to_string(),
+                    RestrictedExpression::new_ip(call.source.to_string()),
+                ),
+                ("time".to_string(), RestrictedExpression::new_datetime(time)),
+                (
+                    "protocol".to_string(),
+                    RestrictedExpression::new_string(call.protocol.to_string()),
+                ),
+                (
+                    "method".to_string(),
+                    RestrictedExpression::new_string(call.method.to_string()),
+                ),
+                (
+                    "headers".to_string(),
+                    RestrictedExpression::new_record(headers).map_err(|e| e.to_string())?,
+                ),
+            ]
+            .into_iter()
+            .chain(token),
+        )
         .map_err(|e| e.to_string())
     }
 
@@ -548,6 +623,7 @@ fn decision_key(call: &Call<'_>) -> String {
         time: _, // the cache is per second
         protocol,
         headers,
+        token,
     } = call;
     let mut key = String::with_capacity(256);
     for part in [caller, destination, action, route, protocol, method] {
@@ -555,6 +631,13 @@ fn decision_key(call: &Call<'_>) -> String {
     }
     let _ = write!(key, "{source};");
     key_headers(&mut key, headers);
+    match token {
+        Some(t) => {
+            key.push('T');
+            t.key(&mut key);
+        }
+        None => key.push('-'),
+    }
     key
 }
 
@@ -658,7 +741,37 @@ mod tests {
             time: SystemTime::now(),
             protocol: "http/1.1",
             headers: &[("Content-Type", "application/json"), ("x-secret", "s")],
+            token: None,
         }
+    }
+
+    #[test]
+    fn the_internal_token_is_context_token_and_keys_the_caches() {
+        let e = engine(&format!(
+            r#"@id("users-read-orders")
+            permit(principal == Ward::Service::"{FE}", action == Ward::Action::"GET", resource in Ward::Service::"{ORDERS}")
+            when {{ context has token && context.token.scopes.contains("orders:read") && context.token.actors.contains("spiffe://td/ns/edge/sa/gateway") }};"#
+        ));
+        let alice = TokenClaims::from_claims(&serde_json::json!({
+            "sub": "alice", "iss": "https://ward", "scope": "orders:read", "aud": ORDERS,
+            "act": {"sub": "spiffe://td/ns/edge/sa/gateway"}
+        }));
+        let mut bob = alice.clone();
+        bob.scopes = vec!["profile".into()];
+        let base = call(FE, ORDERS, "GET", "/orders/1");
+        assert!(!e.decide(&base).allowed, "no token: no user, denied");
+        let with = Call {
+            token: Some(&alice),
+            ..base.clone()
+        };
+        assert!(e.decide(&with).allowed);
+        // Cached per token: bob's call right after is decided on bob's claims.
+        let other = Call {
+            token: Some(&bob),
+            ..base.clone()
+        };
+        assert!(!e.decide(&other).allowed);
+        assert!(e.decide(&with).allowed);
     }
 
     fn engine(text: &str) -> Engine {

@@ -16,7 +16,7 @@ pub mod vault;
 
 use std::sync::OnceLock;
 
-pub use engine::{Call, Decision, Engine, Labels, scoped_text};
+pub use engine::{Call, Decision, Engine, Labels, TokenClaims, scoped_text};
 
 use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;

@@ -74,6 +74,12 @@ pub struct ProxyConfig {
     /// Reporting of call edges to the server (needs `policy.server`).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Internal tokens (from the gateway, for the user behind a call): the
+    /// issuer that signs them, with this service's SPIFFE ID as audience.
+    /// A request that carries one has it checked, and its claims are
+    /// `context.token` in Cedar; without this section they are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<ward_oidc::Settings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -303,6 +309,9 @@ impl ProxyConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        if let Some(t) = &self.token {
+            t.check().map_err(|e| format!("[token]: {e}"))?;
+        }
         let id = &self.identity;
         match (&id.workload_api, &id.svid, &id.key, &id.bundle) {
             (Some(_), None, None, None) | (None, Some(_), Some(_), Some(_)) => {}

@@ -68,6 +68,16 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
     r
 }
 
+/// The claims of a JWT, read without checking (the sidecar checked it).
+fn token_claims(token: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 impl App {
     async fn handle(
         self: Arc<Self>,
@@ -79,6 +89,13 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(caller_from_xfcc)
             .map(str::to_owned);
+        // The internal token, as the sidecar checked it and passed it on
+        // (only the sidecar can set this header): the user behind the call.
+        let token = req
+            .headers()
+            .get("x-ward-internal-token")
+            .and_then(|v| v.to_str().ok())
+            .and_then(token_claims);
         let method = req.method().to_string();
         let path = req.uri().path().to_owned();
         if path == "/vault" {
@@ -109,6 +126,7 @@ impl App {
                 "method": method,
                 "path": path,
                 "caller": caller,
+                "token": token,
                 "body_bytes": bytes,
             }),
         ))

@@ -233,6 +233,14 @@ pub async fn run(
         tokio::spawn(policy::watch_file(policy.clone(), file.clone()));
     }
 
+    let tokens = match &config.token {
+        Some(t) => {
+            let issuer = Arc::new(ward_oidc::Issuer::new(t.clone()).map_err(ProxyError::Identity)?);
+            tokio::spawn(issuer.clone().watch());
+            Some(issuer)
+        }
+        None => None,
+    };
     let mut bound = Bound {
         inbound: BTreeMap::new(),
         outbound: BTreeMap::new(),
@@ -263,6 +271,7 @@ pub async fn run(
                     max_body: config.limits.max_body_bytes,
                     buffer_limit: DEFAULT_BUFFER_LIMIT,
                     body_timeout: config.limits.header_timeout,
+                    tokens: tokens.clone(),
                 });
                 tasks.push(tokio::spawn(serve::inbound_http(
                     listener,

@@ -21,6 +21,9 @@ use crate::mesh::{free_addr, link_exe, spawn};
 pub const AUDIENCE: &str = "ward-up-demo-api";
 pub const SHOP_CLIENT: &str = "demo-shop";
 pub const ADMIN_CLIENT: &str = "demo-admin";
+/// The gateway's own client: it authenticates with its SVID and exchanges
+/// users' tokens for internal tokens (RFC 8693).
+pub const GATEWAY_CLIENT: &str = "gateway";
 
 pub struct EdgeSetup<'a> {
     pub client: &'a ward_client::Client,
@@ -114,6 +117,10 @@ workload_api = "{socket}"
 spiffe_id = "{spiffe_id}"
 [admin]
 listen = "{admin}"
+[exchange]
+token_endpoint = "{issuer}/oauth/token"
+ca = "{ca}"
+client_id = "{GATEWAY_CLIENT}"
 
 [[issuer]]
 name = "ward"
@@ -164,17 +171,48 @@ when {{ principal.scopes.contains("demo:admin") }};
     )
 }
 
+/// The exchange policy: the gateway may exchange users' tokens for
+/// internal tokens for the frontend, and nothing else may.
+fn exchange_policy(frontend: &str) -> String {
+    format!(
+        r#"// ward up's exchange policy (RFC 8693): who may exchange which token for which audience.
+@id("gateway-for-frontend")
+permit(
+  principal == Token::Client::"{GATEWAY_CLIENT}",
+  action == Token::Action::"exchange",
+  resource == Token::Audience::"{frontend}"
+) when {{ context.kind == "access" }};
+"#
+    )
+}
+
 pub async fn start(setup: EdgeSetup<'_>) -> anyhow::Result<Edge> {
     let client = setup.client;
     let shop_secret = ensure_client(client, SHOP_CLIENT, &["demo:read"]).await?;
     let admin_secret = ensure_client(client, ADMIN_CLIENT, &["demo:read", "demo:admin"]).await?;
+    let spiffe_id = format!("spiffe://{}/ns/edge/sa/gateway", setup.td);
+    let (status, _) = client
+        .vault_any_status("GET", &format!("/v1/oauth/clients/{GATEWAY_CLIENT}"), None)
+        .await?;
+    if status != 200 {
+        let body = serde_json::json!({"client_id": GATEWAY_CLIENT, "spiffe_id": spiffe_id, "scopes": [], "audiences": [setup.frontend.0]});
+        client
+            .vault("POST", "/v1/oauth/clients", Some(&body))
+            .await?;
+    }
+    client
+        .vault(
+            "PUT",
+            "/v1/oauth/exchange-policy",
+            Some(&serde_json::json!({"policy": exchange_policy(&setup.frontend.0)})),
+        )
+        .await?;
 
     let dir = setup.data_dir.join("gateway");
     let logs = setup.data_dir.join("logs");
     std::fs::create_dir_all(&dir)?;
     std::fs::create_dir_all(&logs)?;
     let exe = link_exe(&setup.data_dir.join("bin").join("ward-gateway"))?;
-    let spiffe_id = format!("spiffe://{}/ns/edge/sa/gateway", setup.td);
     let selectors = vec![
         format!("unix:uid:{}", setup.uid),
         format!("unix:path:{}", exe.display()),
@@ -409,10 +447,22 @@ async fn call(http: &reqwest::Client, url: &str, bearer: Option<&str>) -> String
             match status {
                 200 => {
                     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                    format!(
-                        "200 (the frontend saw caller {})",
-                        v["caller"].as_str().unwrap_or("?")
-                    )
+                    let t = &v["token"];
+                    if t.is_object() {
+                        format!(
+                            "200 (the frontend saw caller {} with an internal token: sub {}, aud {}, scope {:?}, act {})",
+                            v["caller"].as_str().unwrap_or("?"),
+                            t["sub"].as_str().unwrap_or("?"),
+                            t["aud"].as_str().unwrap_or("?"),
+                            t["scope"].as_str().unwrap_or(""),
+                            t["act"]["sub"].as_str().unwrap_or("?"),
+                        )
+                    } else {
+                        format!(
+                            "200 (the frontend saw caller {}, no user)",
+                            v["caller"].as_str().unwrap_or("?")
+                        )
+                    }
                 }
                 s => format!("{s} {}", body.trim()),
             }

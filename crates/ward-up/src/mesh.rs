@@ -59,12 +59,14 @@ pub struct Mesh {
 pub fn demo_policy(td: &str) -> String {
     format!(
         r#"// ward up's demo policy. Anything not permitted here is denied.
+// The gateway, for a user: every call but /public carries the user's
+// internal token, and the frontend's sidecar checks it (context.token).
 @id("gateway-calls-frontend")
 permit(
   principal == Ward::Service::"spiffe://{td}/ns/edge/sa/gateway",
   action in [Ward::Action::"read", Ward::Action::"write"],
   resource in Ward::Service::"spiffe://{td}/ns/demo/sa/frontend"
-);
+) when {{ resource.path like "/public*" || (context has token && context.token.scopes.contains("demo:read")) }};
 
 @id("frontend-calls-orders")
 permit(
@@ -177,6 +179,19 @@ fn proxy_config(
             report_interval: Duration::from_secs(2),
             ..TelemetryConfig::default()
         },
+        // Internal tokens from the gateway, for this service.
+        token: Some(ward_oidc::Settings {
+            name: "ward".into(),
+            issuer: setup.server_url.to_owned(),
+            ca: setup.server_ca.to_owned(),
+            jwks_uri: None,
+            revoked_uri: None,
+            algorithms: vec!["ES256".into(), "EdDSA".into()],
+            audiences: vec![s.spiffe_id.clone()],
+            leeway: Duration::from_secs(30),
+            revoked_poll: Duration::from_secs(2),
+            revoked_max_stale: Duration::from_secs(30),
+        }),
     }
 }
 
@@ -185,7 +200,11 @@ pub async fn start(setup: MeshSetup<'_>) -> anyhow::Result<Mesh> {
     // Pushed on the first run, and again when an older `ward up` left a
     // policy without the gateway in it.
     let current = client.current_policy().await?;
-    if current.version == 0 || !current.text.contains("@id(\"gateway-calls-frontend\")") {
+    if current.version == 0
+        || !current
+            .text
+            .contains("context.token.scopes.contains(\"demo:read\")")
+    {
         client.push_policy(&demo_policy(setup.td)).await?;
     }
     let bin = setup.data_dir.join("bin");

@@ -842,3 +842,235 @@ rate_limit = { rate = 5, per = "1m", key = "address", global = true }
         );
     }
 }
+
+#[test]
+fn the_users_identity_travels_inward_as_an_internal_token_the_sidecar_checks() {
+    use support::proxy::{Proxy, Svid};
+    const GW: &str = "spiffe://edge.test/ns/edge/sa/gateway";
+    const ORDERS: &str = "spiffe://edge.test/ns/shop/sa/orders";
+    const FE: &str = "spiffe://edge.test/ns/shop/sa/frontend";
+    let e = setup("");
+    let gw = Svid::mint(&e.server, &e.dir.join("gw-svid"), GW, "1h");
+    let orders = Svid::mint(&e.server, &e.dir.join("orders-svid"), ORDERS, "1h");
+    let fe = Svid::mint(&e.server, &e.dir.join("fe-svid"), FE, "1h");
+    // The gateway's client authenticates with its SVID; the exchange
+    // policy lets it get tokens for orders.
+    let out = e.server.ward(&[
+        "client",
+        "create",
+        "gateway",
+        "--spiffe-id",
+        GW,
+        "--audience",
+        ORDERS,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let policy = e.dir.join("exchange.cedar");
+    std::fs::write(
+        &policy,
+        format!("permit(principal == Token::Client::\"gateway\", action, resource == Token::Audience::\"{ORDERS}\") when {{ context.kind == \"access\" }};"),
+    )
+    .unwrap();
+    let out = e
+        .server
+        .ward(&["token", "policy", "write", &policy.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The orders sidecar: user-level rules on context.token.
+    let mesh_policy = e.dir.join("orders.cedar");
+    std::fs::write(
+        &mesh_policy,
+        format!(
+            r#"@id("users-via-gateway")
+permit(principal == Ward::Service::"{GW}", action == Ward::Action::"GET", resource)
+when {{ context has token && context.token.scopes.contains("orders:read") && context.token.actors.contains("{GW}") }};
+@id("frontend-with-a-user")
+permit(principal == Ward::Service::"{FE}", action, resource) when {{ context has token }};
+"#
+        ),
+    )
+    .unwrap();
+    let app = RecordingApp::start();
+    let proxy = Proxy::start(
+        &e.dir,
+        "orders",
+        &format!(
+            "{}[policy]\nfile = {:?}\n[token]\nname = \"ward\"\nissuer = {:?}\nca = {:?}\naudiences = [{ORDERS:?}]\nrevoked_poll = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[inbound]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\napp = \"{}\"\nprotocol = \"http\"\n",
+            orders.identity_toml(),
+            mesh_policy.display().to_string(),
+            e.issuer,
+            e.server.cacert(),
+            app.addr
+        ),
+    );
+    proxy.wait_ready();
+    let inbound = proxy.inbound("in");
+    let routes = format!(
+        r#"
+[[route]]
+name = "shop"
+path_prefix = "/shop"
+auth = "jwt"
+upstream = "{inbound}"
+upstream_spiffe_id = "{ORDERS}"
+
+[[route]]
+name = "nouser"
+path_prefix = "/nouser"
+auth = "public"
+upstream = "{inbound}"
+upstream_spiffe_id = "{ORDERS}"
+"#
+    );
+    let parts = EdgeParts {
+        cert: e.cert.clone(),
+        issuer: e.issuer.clone(),
+        ca: e.server.cacert().to_owned(),
+        api_key: e.api_key.clone(),
+        app: e.app.addr,
+    };
+    let cfg = format!(
+        "{}{}[exchange]\ntoken_endpoint = \"{}/oauth/token\"\nca = {:?}\nclient_id = \"gateway\"\n",
+        gw.identity_toml(),
+        gateway_config(&parts, &routes, None),
+        e.issuer,
+        e.server.cacert()
+    );
+    // [identity] and [exchange] are tables: they go before the first array of tables.
+    let (head, rest) = cfg.split_once("[[issuer]]").unwrap();
+    let (ident, rest_head) = head.split_once("listen = \"127.0.0.1:0\"\n[tls]").unwrap();
+    let (tail, exchange) = rest.split_once("[exchange]").unwrap();
+    let cfg = format!(
+        "listen = \"127.0.0.1:0\"\n{ident}[exchange]{exchange}[tls]{rest_head}[[issuer]]{tail}"
+    );
+    let g = Gateway::start(&e.dir, "gwx", &cfg);
+    let ca = e.dir.join("gw-ca.pem").display().to_string();
+    let tok = e.token("shop", &e.secret);
+    let out = curl_run(
+        None,
+        &g.url("/shop/orders/1"),
+        &[
+            "--cacert",
+            &ca,
+            "-H",
+            &format!("Authorization: Bearer {tok}"),
+        ],
+    );
+    assert_eq!(
+        out.code,
+        200,
+        "{}\n{}\n{}",
+        out.brief(),
+        g.log(),
+        proxy.log_tail(20)
+    );
+    let head = app.requests().last().cloned().unwrap_or_default();
+    let internal = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-ward-internal-token: "))
+        .unwrap_or_else(|| panic!("no internal token reached the app: {head}"))
+        .trim()
+        .to_owned();
+    assert!(
+        !head.contains(&tok),
+        "the user's own token travelled inward"
+    );
+    let c = {
+        let p = internal.split('.').nth(1).unwrap();
+        let out = Command::new(support::raw::python())
+            .args([
+                "-c",
+                "import base64,sys;s=sys.argv[1];print(base64.urlsafe_b64decode(s+'='*(-len(s)%4)).decode())",
+                p,
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(c["sub"], "shop", "{c}");
+    assert_eq!(c["aud"], ORDERS);
+    assert_eq!(c["act"]["sub"], GW);
+    assert!(
+        c["cnf"]["x5t#S256"].is_string(),
+        "not bound to the gateway: {c}"
+    );
+
+    // No user, no entry: the sidecar's policy needs context.token.
+    let out = curl_run(None, &g.url("/nouser/orders/1"), &["--cacert", &ca]);
+    assert_eq!(out.code, 403, "{}", out.brief());
+
+    // The internal token replayed by another workload: bound to the gateway.
+    let direct = format!("https://{inbound}/orders/1");
+    let hdr = format!("x-ward-internal-token: {internal}");
+    let (code, _) =
+        support::proxy::curl_mtls(Some((&fe.cert(), &fe.key())), &direct, &["-H", &hdr]);
+    assert_eq!(
+        code, 403,
+        "a token bound to the gateway passed from another workload"
+    );
+    assert!(
+        proxy.log_text().contains("bound to another certificate"),
+        "{}",
+        proxy.log_tail(10)
+    );
+    // The user's token itself is not an internal token for orders.
+    let user_hdr = format!("x-ward-internal-token: {tok}");
+    let (code, _) =
+        support::proxy::curl_mtls(Some((&gw.cert(), &gw.key())), &direct, &["-H", &user_hdr]);
+    assert_eq!(code, 403);
+    // The gateway itself with the internal token: allowed, until revoked.
+    let (code, _) =
+        support::proxy::curl_mtls(Some((&gw.cert(), &gw.key())), &direct, &["-H", &hdr]);
+    assert_eq!(code, 200, "{}", proxy.log_tail(10));
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            e.server.cacert(),
+            "-u",
+            &format!("shop:{}", e.secret),
+            "-d",
+            &format!("token={internal}"),
+            &format!("{}/oauth/revoke", e.issuer),
+        ])
+        .output()
+        .unwrap();
+    // The internal token was issued to the gateway's client: shop may not
+    // revoke it (RFC 7009 §2.1); the gateway's client may, with its SVID.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            e.server.cacert(),
+            "--cert",
+            &gw.cert(),
+            "--key",
+            &gw.key(),
+            "-d",
+            "client_id=gateway",
+            "-d",
+            &format!("token={internal}"),
+            &format!("{}/oauth/revoke", e.issuer),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert!(
+        wait_for(Duration::from_secs(5), || support::proxy::curl_mtls(
+            Some((&gw.cert(), &gw.key())),
+            &direct,
+            &["-H", &hdr]
+        )
+        .0 == 403),
+        "a revoked internal token still passes the sidecar after 5 s"
+    );
+}
