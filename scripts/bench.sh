@@ -13,6 +13,10 @@
 #   scripts/bench.sh vault      KV reads/s and durable writes/s over HTTPS (SQLite and PostgreSQL) beside the
 #                               raw store's rate, read p99 at 500 rps, transit ops/s, credential p99
 #                               (scripts/bench-vault.sh).
+#   scripts/bench.sh gateway    HTTPS requests/s and p50/p99 through `ward gateway` (ES256 JWT, Cedar route
+#                               policy, rate-limit check) beside HAProxy 2.6 doing the same (jwt_verify) and
+#                               the app directly; p99 at half of peak; token-service tokens/s beside raw
+#                               ES256 signing (scripts/bench-gateway.sh).
 #   scripts/bench.sh scan       ward scan beside checkov, hadolint, detect-secrets and cargo audit
 #                               on the corpus and a generated 100 MB tree (scripts/bench-scan.sh).
 # Env: WARD_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test),
@@ -27,7 +31,8 @@ case "$what" in
   proxy|policy) exec bash scripts/bench-proxy.sh "$what" ;;
   scan) exec bash scripts/bench-scan.sh ;;
   vault) exec bash scripts/bench-vault.sh ;;
-  *) echo "usage: scripts/bench.sh issuance|agent|proxy|policy|scan|vault"; exit 2 ;;
+  gateway) exec bash scripts/bench-gateway.sh ;;
+  *) echo "usage: scripts/bench.sh issuance|agent|proxy|policy|scan|vault|gateway"; exit 2 ;;
 esac
 
 DURATION=${DURATION:-8}

@@ -5,6 +5,8 @@
 //! (the timer wakes up to 1 ms late, which would otherwise be counted).
 //!
 //! Usage: rate-load URL RATE SECONDS
+//! HTTPS URLs trust the CA file in RATE_LOAD_CA; RATE_LOAD_HEADER
+//! ("Name: value") is sent with every request.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,16 +34,54 @@ fn main() {
 }
 
 async fn run(uri: hyper::Uri, rate: u64, secs: u64) {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let mut roots = rustls::RootCertStore::empty();
+    if let Ok(ca) = std::env::var("RATE_LOAD_CA") {
+        use rustls_pki_types::pem::PemObject;
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(&ca).expect("RATE_LOAD_CA") {
+            roots
+                .add(c.expect("a certificate"))
+                .expect("a CA certificate");
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
-        .build_http();
+        .build(connector);
+    let header = std::env::var("RATE_LOAD_HEADER").ok().and_then(|h| {
+        let (k, v) = h.split_once(':')?;
+        Some((
+            hyper::header::HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+            hyper::header::HeaderValue::from_str(v.trim()).ok()?,
+        ))
+    });
+    let get = move |uri: hyper::Uri| {
+        let mut req = hyper::Request::get(uri);
+        if let Some((k, v)) = &header {
+            req = req.header(k, v);
+        }
+        req.body(Empty::<Bytes>::new()).unwrap()
+    };
     let total = rate * secs;
     let interval = Duration::from_nanos(1_000_000_000 / rate);
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let errors = Arc::new(Mutex::new(0u64));
     // Warm the pool.
     for _ in 0..4 {
-        if let Ok(r) = client.get(uri.clone()).await {
+        if let Ok(r) = client.request(get(uri.clone())).await {
             let _ = r.into_body().collect().await;
         }
     }
@@ -50,15 +90,16 @@ async fn run(uri: hyper::Uri, rate: u64, secs: u64) {
     for i in 0..total {
         let scheduled = start + interval * i as u32;
         tokio::time::sleep_until(scheduled.into()).await;
-        let (client, uri, latencies, errors) = (
+        let (client, uri, latencies, errors, get) = (
             client.clone(),
             uri.clone(),
             latencies.clone(),
             errors.clone(),
+            get.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let ok = match client.get(uri).await {
+            let ok = match client.request(get(uri)).await {
                 Ok(r) => r.status().is_success() && r.into_body().collect().await.is_ok(),
                 Err(_) => false,
             };

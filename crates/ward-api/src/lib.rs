@@ -504,6 +504,38 @@ pub struct CaChange {
     pub state: String,
 }
 
+/// `POST /v1/gateway/denials`: requests a gateway refused, counted per
+/// route, reason and client address over a window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DenialReport {
+    /// The route's name (`none` before routing).
+    pub route: String,
+    /// Why (`token_expired`, `policy`, `rate_limited`, …).
+    pub reason: String,
+    /// The client's address (`other` past the gateway's limit of distinct ones).
+    pub client: String,
+    pub count: u64,
+    pub window_start: i64,
+    pub window_end: i64,
+}
+
+/// `POST /v1/gateway/denials`: one batch from a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DenialBatch {
+    pub denials: Vec<DenialReport>,
+}
+
+/// `POST /v1/gateway/denials`: the audit record the batch became.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DenialsRecorded {
+    /// Denial counts in the batch.
+    pub recorded: usize,
+    /// The audit record's sequence number.
+    pub seq: i64,
+}
+
 /// `POST /v1/proxy/telemetry`: how a batch was taken in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TelemetryAccepted {

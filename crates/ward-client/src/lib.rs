@@ -498,6 +498,25 @@ impl Client {
     }
 
     /// Reports call edges.
+    /// `POST /v1/gateway/denials` (with the gateway's SVID).
+    pub async fn report_denials(
+        &self,
+        batch: &DenialBatch,
+    ) -> Result<DenialsRecorded, ClientError> {
+        let body = serde_json::to_vec(batch).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let resp = self
+            .send_raw(
+                Method::POST,
+                "/v1/gateway/denials",
+                Some(("application/json", body)),
+                Some(Duration::from_secs(10)),
+            )
+            .await?;
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     pub async fn report_telemetry(
         &self,
         batch: &TelemetryBatch,

@@ -122,8 +122,13 @@ async fn internal_token(
         .map_err(|_| "not visible ASCII".to_string())?;
     let claims = tokens.verify(text).await.map_err(|e| e.to_string())?;
     // Bound to a certificate (RFC 8705): only the workload it was issued
-    // to may present it.
-    if let Some(bound) = claims["cnf"]["x5t#S256"].as_str() {
+    // to may present it. An internal token comes from a gateway that
+    // exchanged it with its SVID, so it is always bound; an unbound one
+    // is a bearer token anyone who saw it could replay.
+    let Some(bound) = claims["cnf"]["x5t#S256"].as_str() else {
+        return Err("the token is not bound to a certificate (cnf)".into());
+    };
+    {
         use base64::Engine;
         let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(bound)

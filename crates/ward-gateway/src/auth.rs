@@ -97,15 +97,19 @@ pub struct Presented {
 }
 
 fn query_values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item = String> + 'q {
-    query.unwrap_or("").split('&').filter_map(move |pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_encoding::percent_decode_str(k).decode_utf8().ok()?;
-        (k == name).then(|| {
-            percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
+    // `;` separates too for some servers: both are read as separators.
+    query
+        .unwrap_or("")
+        .split(['&', ';'])
+        .filter_map(move |pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = percent_encoding::percent_decode_str(k).decode_utf8().ok()?;
+            (k == name).then(|| {
+                percent_encoding::percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
         })
-    })
 }
 
 /// Reads every credential place; refuses two values that differ in one
@@ -131,10 +135,10 @@ pub fn presented(headers: &HeaderMap, query: Option<&str>) -> Result<Presented, 
     for c in headers.get_all(COOKIE) {
         let Ok(c) = c.to_str() else { continue };
         for pair in c.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k == "access_token" {
-                    bearers.push(v.to_owned());
-                }
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k.trim() == "access_token"
+            {
+                bearers.push(v.trim().to_owned());
             }
         }
     }
@@ -169,11 +173,17 @@ pub fn presented(headers: &HeaderMap, query: Option<&str>) -> Result<Presented, 
 pub fn strip_credential_params(query: &str) -> String {
     query
         .split('&')
-        .filter(|pair| {
-            let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
-            k != "access_token" && k != "api_key"
+        .map(|part| {
+            part.split(';')
+                .filter(|pair| {
+                    let k = pair.split_once('=').map_or(*pair, |(k, _)| k);
+                    let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+                    k != "access_token" && k != "api_key"
+                })
+                .collect::<Vec<_>>()
+                .join(";")
         })
+        .filter(|p| !p.is_empty())
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -271,6 +281,17 @@ mod tests {
             strip_credential_params("a=1&access_token=t&api%5Fkey=k&b=2"),
             "a=1&b=2"
         );
+        assert_eq!(strip_credential_params("x=1;access_token=t&b=2"), "x=1&b=2");
+        let semi = presented(
+            &headers(&[("authorization", "Bearer a")]),
+            Some("x=1;access_token=b"),
+        );
+        assert_eq!(semi, Err(AuthError::Conflicting));
+        let spaced = presented(
+            &headers(&[("authorization", "Bearer a"), ("cookie", "access_token =b")]),
+            None,
+        );
+        assert_eq!(spaced, Err(AuthError::Conflicting));
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct GatewayConfig {
     /// Identity propagation: where users' tokens are exchanged for
     /// internal tokens (needs [identity]: the gateway authenticates with its SVID).
     pub exchange: Option<ExchangeConfig>,
+    /// Denials go to the server's audit chain (needs [identity]: the
+    /// gateway reports with its SVID).
+    pub report: Option<ReportConfig>,
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
 }
@@ -250,6 +253,22 @@ pub struct ExchangeConfig {
     pub refresh_before: Duration,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// The server's API, `https://host:port`.
+    pub server: String,
+    /// Its HTTPS CA certificate.
+    pub ca: PathBuf,
+    /// How often counted denials are sent.
+    #[serde(default = "default_report_interval", with = "hts")]
+    pub interval: Duration,
+}
+
+fn default_report_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
 fn default_refresh_before() -> Duration {
     Duration::from_secs(30)
 }
@@ -406,6 +425,9 @@ impl GatewayConfig {
                     "[exchange] needs [identity]: the gateway authenticates with its SVID".into(),
                 );
             }
+        }
+        if self.report.is_some() && self.identity.is_none() {
+            return Err("[report] needs [identity]: the gateway reports with its SVID".into());
         }
         if let Some(c) = &self.cors {
             if c.allow_credentials && c.allowed_origins.iter().any(|o| o == "*") {

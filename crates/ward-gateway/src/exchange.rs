@@ -35,7 +35,7 @@ pub enum ExchangeError {
     Unavailable(String),
 }
 
-/// (SVID generation, user token's jti, audience).
+/// (SVID generation, SHA-256 of the user's token, audience).
 type CacheKey = (u64, String, String);
 
 pub struct Exchanger {
@@ -44,7 +44,7 @@ pub struct Exchanger {
     generation: Arc<AtomicU64>,
     /// The HTTPS client, made under an SVID generation.
     http: RwLock<(u64, reqwest::Client)>,
-    /// (generation, user token's jti, audience) → (internal token, exp).
+    /// (generation, user token's digest, audience) → (internal token, exp).
     cache: Mutex<HashMap<CacheKey, (Arc<str>, i64)>>,
 }
 
@@ -100,16 +100,16 @@ impl Exchanger {
         Ok(client)
     }
 
-    /// An internal token for the user token `token` (whose `jti` is
-    /// `jti`) and the upstream `audience`.
+    /// An internal token for the user token `token` (whose SHA-256 is
+    /// `digest`) and the upstream `audience`.
     pub async fn internal_token(
         &self,
         token: &str,
-        jti: &str,
+        digest: &str,
         audience: &str,
     ) -> Result<Arc<str>, ExchangeError> {
         let g = self.generation.load(Ordering::SeqCst);
-        let key = (g, jti.to_owned(), audience.to_owned());
+        let key = (g, digest.to_owned(), audience.to_owned());
         let margin = self.config.refresh_before.as_secs() as i64;
         if let Some((t, exp)) = self
             .cache

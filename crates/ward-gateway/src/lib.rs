@@ -281,6 +281,16 @@ pub async fn run(
             internal_token: r.sends_internal_token(config.exchange.is_some()),
         });
     }
+    if let Some(r) = &config.report {
+        let ca: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&r.ca)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| GatewayError::Setup(format!("[report] ca {}: {e}", r.ca.display())))?;
+        let tls = ward_proxy::tls::server_api_config(identity.clone(), provider.clone(), ca)
+            .map_err(|e| GatewayError::Tls(e.to_string()))?;
+        let client = ward_client::Client::with_tls(&r.server, tls)
+            .map_err(|e| GatewayError::Setup(format!("[report]: {e}")))?;
+        tokio::spawn(report_denials(metrics.clone(), client, r.interval));
+    }
     let exchanger = match &config.exchange {
         Some(x) => Some(
             crate::exchange::Exchanger::new(
@@ -376,6 +386,44 @@ pub async fn run(
     Ok(())
 }
 
+/// Sends the denials counted to the server's audit chain every
+/// `interval` (with the gateway's SVID); what cannot be sent is kept for
+/// the next attempt, up to a bound.
+async fn report_denials(metrics: Arc<Metrics>, client: ward_client::Client, interval: Duration) {
+    let mut unsent: Vec<ward_api::DenialReport> = Vec::new();
+    loop {
+        tokio::time::sleep(interval).await;
+        unsent.extend(metrics.drain_denials());
+        if unsent.is_empty() {
+            continue;
+        }
+        while !unsent.is_empty() {
+            let n = unsent.len().min(500);
+            let batch = ward_api::DenialBatch {
+                denials: unsent[..n].to_vec(),
+            };
+            match client.report_denials(&batch).await {
+                Ok(_) => {
+                    unsent.drain(..n);
+                }
+                Err(ward_client::ClientError::Api { status, message })
+                    if (400..500).contains(&status) && status != 401 && status != 429 =>
+                {
+                    tracing::error!(status, error = %message, "the server refused a denial report; dropping it");
+                    unsent.drain(..n);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot report denials to the audit chain; will retry");
+                    // Bounded: the oldest go first.
+                    let over = unsent.len().saturating_sub(10_000);
+                    unsent.drain(..over);
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Decrements the open-connection gauge when dropped.
 struct Open(Arc<Metrics>);
 
@@ -417,7 +465,9 @@ async fn serve_clients(
                 if !gateway.network.is_trusted_proxy(peer.ip())
                     && !gateway.network.admits(peer.ip())
                 {
-                    gateway.metrics.denial(&Arc::from("none"), "address_denied");
+                    gateway
+                        .metrics
+                        .denial(&Arc::from("none"), "address_denied", peer.ip());
                     return;
                 }
                 gateway.metrics.connections.inc();

@@ -70,10 +70,14 @@ impl RouteLimit {
     }
 
     fn check_local(&self, key: &str) -> Verdict {
-        if self.local.len() > MAX_KEYS {
-            self.local.retain_recent();
-        }
-        match self.local.check_key(&key.to_owned()) {
+        // Past the cap (swept every minute), new keys share one bucket: a
+        // flood of made-up keys cannot grow memory, and costs its senders.
+        let key = if self.local.len() >= MAX_KEYS {
+            "\0overflow".to_owned()
+        } else {
+            key.to_owned()
+        };
+        match self.local.check_key(&key) {
             Ok(snapshot) => Verdict {
                 allowed: true,
                 limit: self.burst,

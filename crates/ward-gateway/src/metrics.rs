@@ -33,14 +33,29 @@ struct RouteLabels {
     route: Arc<str>,
 }
 
+/// Denials by (route, reason, client address) since the last report.
+type DenialCounts = std::collections::HashMap<(Arc<str>, &'static str, String), u64>;
+
+/// Distinct (route, reason, client) kept per report window; past it new
+/// clients are counted as `other`.
+const MAX_DENIAL_KEYS: usize = 1000;
+
 pub struct Metrics {
     registry: Registry,
+    /// What goes to the audit chain (see [`Metrics::drain_denials`]).
+    pending: std::sync::Mutex<(i64, DenialCounts)>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     denials: Family<DenialLabels, Counter>,
     fallback: Family<RouteLabels, Counter>,
     pub connections: Gauge<i64, AtomicI64>,
     pub svid_expiry: Gauge,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn latency_histogram() -> Histogram {
@@ -99,6 +114,7 @@ impl Metrics {
         );
         Self {
             registry,
+            pending: std::sync::Mutex::new((now_secs(), DenialCounts::new())),
             requests,
             latency,
             denials,
@@ -123,13 +139,37 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn denial(&self, route: &Arc<str>, reason: &'static str) {
+    pub fn denial(&self, route: &Arc<str>, reason: &'static str, client: std::net::IpAddr) {
         self.denials
             .get_or_create(&DenialLabels {
                 route: route.clone(),
                 reason,
             })
             .inc();
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut key = (route.clone(), reason, client.to_string());
+        if p.1.len() >= MAX_DENIAL_KEYS && !p.1.contains_key(&key) {
+            key.2 = "other".into();
+        }
+        *p.1.entry(key).or_insert(0) += 1;
+    }
+
+    /// The denials counted since the last call, for the audit chain.
+    pub fn drain_denials(&self) -> Vec<ward_api::DenialReport> {
+        let now = now_secs();
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let start = std::mem::replace(&mut p.0, now);
+        std::mem::take(&mut p.1)
+            .into_iter()
+            .map(|((route, reason, client), count)| ward_api::DenialReport {
+                route: route.to_string(),
+                reason: reason.to_owned(),
+                client,
+                count,
+                window_start: start,
+                window_end: now,
+            })
+            .collect()
     }
 
     pub fn ratelimit_fallback(&self, route: &str) {

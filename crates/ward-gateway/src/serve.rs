@@ -61,10 +61,12 @@ pub struct Gateway {
     pub exchanger: Option<crate::exchange::Exchanger>,
 }
 
-/// A verified bearer token: the text and its `jti`.
+/// A verified bearer token: the text and its SHA-256 (what internal
+/// tokens are cached under: a `jti` is optional for other issuers, and
+/// two users' tokens must never share an entry).
 pub struct Bearer {
     token: String,
-    jti: String,
+    digest: String,
 }
 
 /// What the gateway knows of one client connection.
@@ -142,22 +144,28 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, network: &NetworkConfig
     if !network.is_trusted_proxy(peer) {
         return peer;
     }
-    let mut hops: Vec<IpAddr> = Vec::new();
+    // Right to left: each trusted proxy appended the address it saw; the
+    // first one that is not a trusted proxy is the client. What lies left
+    // of it is the client's own say, never read (garbage there changes
+    // nothing).
+    let mut hops: Vec<&str> = Vec::new();
     for v in headers.get_all("x-forwarded-for") {
-        let Ok(v) = v.to_str() else { return peer };
-        for part in v.split(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) => hops.push(ip),
-                // A list we cannot read vouches for nothing.
-                Err(_) => return peer,
-            }
+        match v.to_str() {
+            Ok(v) => hops.extend(v.split(',').map(str::trim)),
+            // Unreadable bytes: nothing from here leftwards is vouched for.
+            Err(_) => hops.clear(),
         }
     }
     let mut client = peer;
-    for ip in hops.into_iter().rev() {
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            // A trusted hop wrote what is not an address: the last address
+            // a trusted proxy vouched for stands.
+            return client;
+        };
         client = ip;
         if !network.is_trusted_proxy(ip) {
-            break;
+            return ip;
         }
     }
     client
@@ -242,7 +250,7 @@ impl Gateway {
         status: StatusCode,
     ) -> (Arc<str>, &'static str, Response<ResponseBody>) {
         tracing::info!(route = %route, reason, %client, method = %parts.method, status = status.as_u16(), "denied");
-        self.metrics.denial(route, reason);
+        self.metrics.denial(route, reason, client);
         (route.clone(), "deny", refusal(status))
     }
 
@@ -427,12 +435,14 @@ impl Gateway {
         let mut limit_headers = None;
         if let Some(limit) = &route.limit {
             let key = match limit.key_kind() {
-                LimitKey::Subject => format!("s:{}", subject.sub),
+                LimitKey::Subject => format!("s:{}\0{}", subject.issuer, subject.sub),
                 LimitKey::Client if !subject.client_id.is_empty() => {
                     format!("c:{}", subject.client_id)
                 }
-                LimitKey::Client | LimitKey::ApiKey => format!("s:{}", subject.sub),
-                LimitKey::Address => format!("a:{}", crate::config::canonical_ip(client)),
+                LimitKey::Client | LimitKey::ApiKey => {
+                    format!("s:{}\0{}", subject.issuer, subject.sub)
+                }
+                LimitKey::Address => format!("a:{}", address_key(client)),
             };
             let v = limit.check(&key, &self.metrics).await;
             if !v.allowed {
@@ -458,7 +468,7 @@ impl Gateway {
                 route.config.upstream_spiffe_id.as_deref(),
             )
         {
-            match x.internal_token(&b.token, &b.jti, aud).await {
+            match x.internal_token(&b.token, &b.digest, aud).await {
                 Ok(t) => internal = HeaderValue::from_str(&t).ok(),
                 Err(crate::exchange::ExchangeError::Refused(why)) => {
                     tracing::info!(route = %label, sub = %subject.sub, error = %why, "no internal token");
@@ -537,6 +547,7 @@ impl Gateway {
         strip_identity_headers(&mut out.headers);
         out.headers.remove(header::AUTHORIZATION);
         out.headers.remove("x-api-key");
+        strip_rewriting_headers(&mut out.headers);
         strip_token_cookie(&mut out.headers);
         if let Some(t) = internal {
             out.headers
@@ -610,8 +621,12 @@ impl Gateway {
                     (None, _) => return Err(AuthError::UntrustedIssuer),
                 };
                 let claims = issuer.verify(&token).await?;
-                let jti = claims["jti"].as_str().unwrap_or_default().to_owned();
-                Ok((Subject::from_claims(&claims), Some(Bearer { token, jti })))
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+                let digest = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+                Ok((
+                    Subject::from_claims(&claims),
+                    Some(Bearer { token, digest }),
+                ))
             }
             Auth::ApiKey => {
                 if presented.bearer.is_some() || presented.other_authorization {
@@ -641,6 +656,42 @@ impl Gateway {
     }
 }
 
+/// Headers some frameworks read to change the path, the method or the
+/// client they see (Symfony's `X-Original-URL`, method overrides, proxy
+/// headers the gateway does not vouch for): a client must not be able to
+/// reach another route or method than the one decided on.
+const REWRITING_HEADERS: [&str; 11] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-proto",
+];
+
+fn strip_rewriting_headers(h: &mut HeaderMap) {
+    for name in REWRITING_HEADERS {
+        h.remove(name);
+    }
+}
+
+/// An IPv4 address, or the /64 of an IPv6 address (one host usually owns
+/// a whole /64: counting per address would let it rotate through them).
+fn address_key(ip: IpAddr) -> String {
+    match crate::config::canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        v4 => v4.to_string(),
+    }
+}
+
 /// `RateLimit-*` (draft-ietf-httpapi-ratelimit-headers) and `Retry-After`.
 fn rate_headers(h: &mut HeaderMap, v: &Verdict) {
     h.insert("ratelimit-limit", HeaderValue::from(v.limit));
@@ -659,7 +710,11 @@ fn strip_token_cookie(h: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.starts_with("access_token="))
+        .filter(|c| {
+            !c.is_empty()
+                && c.split_once('=')
+                    .is_none_or(|(k, _)| k.trim() != "access_token")
+        })
         .map(str::to_owned)
         .collect();
     h.remove(header::COOKIE);
@@ -719,6 +774,12 @@ mod tests {
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
         assert_eq!(client_address(proxy, &xff("garbage"), &net()), proxy);
+        // Garbage the client put left of the address its proxy appended
+        // does not make the proxy the client.
+        assert_eq!(
+            client_address(proxy, &xff("x, 198.51.100.7"), &net()),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_address(proxy, &HeaderMap::new(), &net()), proxy);
     }
 

@@ -147,6 +147,9 @@ pub struct Issuer {
     /// at most one per `KID_REFRESH`).
     jwks_at: RwLock<Option<Instant>>,
     refresh: tokio::sync::Mutex<()>,
+    /// When a fetch for an unknown `kid` was last tried (success or not:
+    /// a failing issuer must not turn made-up kids into a fetch each).
+    kid_attempt_at: RwLock<Option<Instant>>,
     revoked: RwLock<(Option<Instant>, Arc<HashSet<String>>)>,
 }
 
@@ -218,6 +221,7 @@ impl Issuer {
             jwks: RwLock::new(Arc::new(serde_json::json!({"keys": []}))),
             jwks_at: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
+            kid_attempt_at: RwLock::new(None),
             revoked: RwLock::new((None, Arc::new(HashSet::new()))),
         })
     }
@@ -384,11 +388,15 @@ impl Issuer {
                 // per KID_REFRESH, not one per request).
                 let _one = self.refresh.lock().await;
                 let recent = self
-                    .jwks_at
+                    .kid_attempt_at
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                     .is_some_and(|t| t.elapsed() < KID_REFRESH);
                 if !recent {
+                    *self
+                        .kid_attempt_at
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                     if let Err(e) = self.refresh_keys().await {
                         tracing::warn!(issuer = %self.config.name, error = %e, "cannot read the issuer's keys");
                     }

@@ -90,6 +90,9 @@ pub struct Call<'a> {
 pub struct TokenClaims {
     pub sub: String,
     pub iss: String,
+    /// The issuer that authenticated the user (`subject_issuer`, or `iss`
+    /// when the token is the issuer's own).
+    pub subject_issuer: String,
     pub client_id: String,
     pub scopes: Vec<String>,
     pub actors: Vec<String>,
@@ -102,9 +105,13 @@ impl TokenClaims {
     /// From verified claims (see [`crate::edge::Subject::from_claims`]).
     pub fn from_claims(claims: &serde_json::Value) -> Self {
         let s = crate::edge::Subject::from_claims(claims);
+        let subject_issuer = claims["subject_issuer"]
+            .as_str()
+            .map_or_else(|| s.issuer.clone(), str::to_owned);
         Self {
             sub: s.sub,
             iss: s.issuer,
+            subject_issuer,
             client_id: s.client_id,
             scopes: s.scopes,
             actors: s.actors,
@@ -115,7 +122,13 @@ impl TokenClaims {
     }
 
     fn key(&self, key: &mut String) {
-        for f in [&self.sub, &self.iss, &self.client_id, &self.tenant] {
+        for f in [
+            &self.sub,
+            &self.iss,
+            &self.subject_issuer,
+            &self.client_id,
+            &self.tenant,
+        ] {
             key_field(key, f);
         }
         for list in [&self.scopes, &self.actors, &self.aud, &self.roles] {
@@ -132,6 +145,7 @@ impl TokenClaims {
         RestrictedExpression::new_record([
             ("sub".to_string(), s(&self.sub)),
             ("iss".to_string(), s(&self.iss)),
+            ("subject_issuer".to_string(), s(&self.subject_issuer)),
             ("client_id".to_string(), s(&self.client_id)),
             ("scopes".to_string(), set(&self.scopes)),
             ("actors".to_string(), set(&self.actors)),

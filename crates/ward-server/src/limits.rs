@@ -156,6 +156,11 @@ pub async fn limit(
     };
     let ip = client_key(addr);
     let open = OPEN_PATHS.contains(&req.uri().path());
+    // The token service's endpoints authenticate clients by what the
+    // request carries (HTTP Basic, a form secret, an assertion): holding an
+    // Authorization header proves nothing there, and every failure is an
+    // audit event, so a blocked address is refused whatever it sends.
+    let oauth = req.uri().path().starts_with("/oauth/");
     // A caller with a verified SVID (an agent, a proxy) is who it says it
     // is: never turned away from what it authenticates for, so a neighbour
     // failing on purpose from the same address cannot cut agents off from
@@ -170,7 +175,7 @@ pub async fn limit(
         return next.run(req).await;
     }
     if let Some(wait) = limits.blocked_for(ip)
-        && (open || !presents_token(&req))
+        && (open || oauth || !presents_token(&req))
     {
         return refuse(req, wait).await;
     }
@@ -184,6 +189,7 @@ pub async fn limit(
     let status = resp.status();
     let failed = status == StatusCode::UNAUTHORIZED
         || status == StatusCode::FORBIDDEN
+        || ((open || oauth) && status == StatusCode::BAD_REQUEST)
         || (open && status.is_client_error());
     if failed && let Err(not_until) = limits.failures.check_key(&ip) {
         let wait = not_until.wait_time_from(limits.clock.now());

@@ -388,6 +388,21 @@ fn an_event_token_outlives_the_users_token_and_verifies_offline() {
         c["exp"].as_i64().unwrap() >= now + 3500,
         "lives the queue's delay: {c}"
     );
+    // An event token is never a subject token (it would renew itself).
+    let relaunder = w.exchange(
+        "producer",
+        &[
+            ("subject_token", &event),
+            ("subject_token_type", ACCESS),
+            ("audience", "billing"),
+            (
+                "requested_token_type",
+                "urn:ward:params:oauth:token-type:event",
+            ),
+            ("max_delay", "1h"),
+        ],
+    );
+    assert_eq!(relaunder.1["error"], "invalid_grant", "{:?}", relaunder);
     // Bounded by the policy (2 h) and by oauth.event_max_ttl (24 h).
     let mut long = base.to_vec();
     long.push(("max_delay", "3h"));

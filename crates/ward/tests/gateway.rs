@@ -930,10 +930,12 @@ upstream_spiffe_id = "{ORDERS}"
         app: e.app.addr,
     };
     let cfg = format!(
-        "{}{}[exchange]\ntoken_endpoint = \"{}/oauth/token\"\nca = {:?}\nclient_id = \"gateway\"\n",
+        "{}{}[exchange]\ntoken_endpoint = \"{}/oauth/token\"\nca = {:?}\nclient_id = \"gateway\"\n[report]\nserver = \"{}\"\nca = {:?}\ninterval = \"1s\"\n",
         gw.identity_toml(),
         gateway_config(&parts, &routes, None),
         e.issuer,
+        e.server.cacert(),
+        e.server.addr(),
         e.server.cacert()
     );
     // [identity] and [exchange] are tables: they go before the first array of tables.
@@ -998,6 +1000,35 @@ upstream_spiffe_id = "{ORDERS}"
     // No user, no entry: the sidecar's policy needs context.token.
     let out = curl_run(None, &g.url("/nouser/orders/1"), &["--cacert", &ca]);
     assert_eq!(out.code, 403, "{}", out.brief());
+    // The gateway's own refusals reach the audit chain, with their reason,
+    // reported with its SVID.
+    let tampered = format!(
+        "{}{}",
+        &tok[..tok.len() - 2],
+        if tok.ends_with("AA") { "BB" } else { "AA" }
+    );
+    let out = curl_run(
+        None,
+        &g.url("/shop/orders/1"),
+        &[
+            "--cacert",
+            &ca,
+            "-H",
+            &format!("Authorization: Bearer {tampered}"),
+        ],
+    );
+    assert_eq!(out.code, 401);
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let a = e
+                .server
+                .ward(&["audit", "tail", "--lines", "200", "--output", "json"]);
+            let a = String::from_utf8_lossy(&a.stdout).to_string();
+            a.contains("gateway.denials") && a.contains("token_signature") && a.contains(GW)
+        }),
+        "no gateway.denials record in the audit chain:\n{}",
+        g.log()
+    );
 
     // The internal token replayed by another workload: bound to the gateway.
     let direct = format!("https://{inbound}/orders/1");

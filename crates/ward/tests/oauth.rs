@@ -179,3 +179,46 @@ fn ward_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+#[test]
+fn a_flood_of_wrong_client_secrets_is_cut_off_even_with_basic_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::dev(tmp.path(), "flood.test");
+    let _secret = create_client(&s, "victim");
+    let url = format!("{}/oauth/token", s.addr());
+    let mut codes = Vec::new();
+    for i in 0..45 {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                s.cacert(),
+                "-u",
+                &format!("victim:wrong-{i}"),
+                "-d",
+                "grant_type=client_credentials",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        codes.push(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+    assert!(codes[0] == "401", "{codes:?}");
+    assert!(
+        codes.iter().skip(35).all(|c| c == "429"),
+        "a blocked address kept trying secrets: {codes:?}"
+    );
+    // Each refused attempt costs no audit record.
+    let audit = s.ward(&["audit", "tail", "--lines", "2000", "--output", "json"]);
+    let failures = String::from_utf8_lossy(&audit.stdout)
+        .matches("oauth.client.auth-failed")
+        .count();
+    assert!(
+        failures <= 32,
+        "{failures} failed authentications were recorded"
+    );
+}

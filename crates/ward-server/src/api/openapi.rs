@@ -495,6 +495,16 @@ pub fn operations() -> Vec<Operation> {
             json::<TelemetryBatch>(),
             (200, json::<TelemetryAccepted>()),
         ),
+        op(
+            "post",
+            "/v1/gateway/denials",
+            "gatewayDenials",
+            "telemetry",
+            "A gateway reports the requests it refused (into the audit chain, one record per batch).",
+            Workload,
+            json::<DenialBatch>(),
+            (200, json::<DenialsRecorded>()),
+        ),
         Operation {
             params: &[Param {
                 name: "since",
@@ -1427,6 +1437,7 @@ mod tests {
         let consts = [
             ("POLICY_PATH", super::super::policy::POLICY_PATH),
             ("TELEMETRY_PATH", super::super::telemetry::TELEMETRY_PATH),
+            ("DENIALS_PATH", super::super::telemetry::DENIALS_PATH),
             ("openapi::PATH", PATH),
         ];
         let mut found = BTreeSet::new();

@@ -21,10 +21,79 @@ use crate::state::Server;
 pub(super) fn routes() -> Router<Arc<Server>> {
     Router::new()
         .route(TELEMETRY_PATH, post(telemetry))
+        .route(DENIALS_PATH, post(denials))
         .route("/v1/telemetry/edges", get(edges))
 }
 
 pub(super) const TELEMETRY_PATH: &str = "/v1/proxy/telemetry";
+pub(super) const DENIALS_PATH: &str = "/v1/gateway/denials";
+
+/// The most denial counts in one batch.
+const MAX_DENIALS: usize = 500;
+
+/// `POST /v1/gateway/denials`: a gateway's refusals, by route, reason and
+/// client, into the audit chain as one record per batch (the reporter,
+/// by its SVID, is the actor). What the gateway says is its own account:
+/// checked for shape, never trusted beyond naming who said it.
+async fn denials(State(s): S, Extension(peer): Extension<PeerId>, body: Bytes) -> ApiResult {
+    let reporter = workload(&s, &peer)?.to_string();
+    s.authority()?;
+    // Each record is a durable audit append: a reporter gets a few a
+    // second (gateways send one every few seconds), not the chain.
+    static PER_REPORTER: std::sync::OnceLock<governor::DefaultKeyedRateLimiter<String>> =
+        std::sync::OnceLock::new();
+    let limiter = PER_REPORTER.get_or_init(|| {
+        governor::RateLimiter::keyed(
+            governor::Quota::per_second(std::num::NonZeroU32::MIN.saturating_add(1))
+                .allow_burst(std::num::NonZeroU32::MIN.saturating_add(9)),
+        )
+    });
+    if limiter.len() > 10_000 {
+        limiter.retain_recent();
+    }
+    if limiter.check_key(&reporter).is_err() {
+        return Err(ApiError::TooMany(
+            "too many denial reports from this reporter; send one batch every few seconds".into(),
+        ));
+    }
+    let batch: DenialBatch = parse_json(&body)?;
+    if batch.denials.is_empty() || batch.denials.len() > MAX_DENIALS {
+        return Err(ApiError::BadRequest(format!(
+            "field `denials`: between 1 and {MAX_DENIALS} counts per batch"
+        )));
+    }
+    let label = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 128
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/[]".contains(&b))
+    };
+    for (i, d) in batch.denials.iter().enumerate() {
+        let bad = |what: &str| ApiError::BadRequest(format!("field `denials[{i}]`: {what}"));
+        if !label(&d.route) || !label(&d.reason) || !label(&d.client) {
+            return Err(bad(
+                "route, reason and client must be 1-128 letters, digits or -_.:/[]",
+            ));
+        }
+        if d.count == 0 || d.window_end < d.window_start {
+            return Err(bad(
+                "a count is above zero and its window ends after it starts",
+            ));
+        }
+    }
+    let total: u64 = batch.denials.iter().map(|d| d.count).sum();
+    let event = ward_store::AuditEvent::new(
+        reporter.clone(),
+        "gateway.denials",
+        "edge",
+        serde_json::json!({"total": total, "denials": batch.denials}),
+    );
+    let seq = s.audit.append(event).await?;
+    ok(&DenialsRecorded {
+        recorded: batch.denials.len(),
+        seq,
+    })
+}
 
 /// The most edges in one telemetry batch, and the longest field.
 const MAX_EDGES: usize = 2000;

@@ -276,7 +276,21 @@ pub(crate) async fn exchange(
         }
     };
     let claims = subject_claims(s, token).await?;
-    let subject = Subject::from_claims(&claims);
+    // An event token is for its consumer to verify, not to trade: taken as
+    // a subject it would renew its own lifetime or turn into access
+    // tokens for as long as it lives.
+    if claims["token_use"].as_str() == Some("event") {
+        return Err(grant_error(
+            "invalid_grant",
+            "an event token cannot be exchanged",
+        ));
+    }
+    let mut subject = Subject::from_claims(&claims);
+    // Who the user really is: the issuer that authenticated them, also
+    // after Ward's own exchanges.
+    if let Some(original) = claims["subject_issuer"].as_str() {
+        subject.issuer = original.to_owned();
+    }
     if subject.sub.is_empty() {
         return Err(grant_error("invalid_grant", "the subject token has no sub"));
     }
@@ -382,6 +396,9 @@ pub(crate) async fn exchange(
     if subject.issuer != s.issuer() {
         out.insert("subject_issuer".into(), subject.issuer.clone().into());
     }
+    // The subject token's own binding travels to the policy's view only
+    // through the actor's authentication: an exchanged token is bound to
+    // the actor (below), never to whoever held the subject token.
     if event {
         out.insert("token_use".into(), "event".into());
     }
