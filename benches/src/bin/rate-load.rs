@@ -6,7 +6,11 @@
 //!
 //! Usage: rate-load URL RATE SECONDS
 //! HTTPS URLs trust the CA file in RATE_LOAD_CA; RATE_LOAD_HEADER
-//! ("Name: value") is sent with every request.
+//! ("Name: value") is sent with every request. At most RATE_LOAD_CONNS
+//! (default 64) requests are in flight, so at most that many connections
+//! are opened (an open-loop client that opened one per late request would
+//! measure TLS handshake storms, not the server); a request that waits for
+//! a free connection counts the wait, from its scheduled send time.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,20 +89,27 @@ async fn run(uri: hyper::Uri, rate: u64, secs: u64) {
             let _ = r.into_body().collect().await;
         }
     }
+    let conns: usize = std::env::var("RATE_LOAD_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let permits = Arc::new(tokio::sync::Semaphore::new(conns.max(1)));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {
         let scheduled = start + interval * i as u32;
         tokio::time::sleep_until(scheduled.into()).await;
-        let (client, uri, latencies, errors, get) = (
+        let (client, uri, latencies, errors, get, permits) = (
             client.clone(),
             uri.clone(),
             latencies.clone(),
             errors.clone(),
             get.clone(),
+            permits.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
+            let _slot = permits.acquire().await;
             let ok = match client.request(get(uri)).await {
                 Ok(r) => r.status().is_success() && r.into_body().collect().await.is_ok(),
                 Err(_) => false,

@@ -241,6 +241,19 @@ impl Gateway {
         Ok(response)
     }
 
+    fn too_many(
+        &self,
+        route: &Arc<str>,
+        client: IpAddr,
+        parts: &http::request::Parts,
+        v: &Verdict,
+    ) -> (Arc<str>, &'static str, Response<ResponseBody>) {
+        let (l, d, mut resp) =
+            self.deny(route, "rate_limited", client, parts, StatusCode::TOO_MANY_REQUESTS);
+        rate_headers(resp.headers_mut(), v);
+        (l, d, resp)
+    }
+
     fn deny(
         &self,
         route: &Arc<str>,
@@ -380,6 +393,22 @@ impl Gateway {
             return (l, d, resp);
         }
 
+        // A limit on the client's address is checked before anything is
+        // verified: a flood of bad tokens is cut off before it costs a
+        // signature check each.
+        let mut early_limit = None;
+        if let Some(limit) = &route.limit
+            && limit.key_kind() == LimitKey::Address
+        {
+            let v = limit
+                .check(&format!("a:{}", address_key(client)), &self.metrics)
+                .await;
+            if !v.allowed {
+                return self.too_many(label, client, parts, &v);
+            }
+            early_limit = Some(v);
+        }
+
         let query = parts.uri.query().map(str::to_owned);
         let (subject, bearer) = match self
             .authenticate(route, conn, &parts.headers, query.as_deref())
@@ -432,29 +461,19 @@ impl Gateway {
             }
         }
 
-        let mut limit_headers = None;
-        if let Some(limit) = &route.limit {
+        let mut limit_headers = early_limit;
+        if let Some(limit) = &route.limit
+            && limit.key_kind() != LimitKey::Address
+        {
             let key = match limit.key_kind() {
-                LimitKey::Subject => format!("s:{}\0{}", subject.issuer, subject.sub),
                 LimitKey::Client if !subject.client_id.is_empty() => {
                     format!("c:{}", subject.client_id)
                 }
-                LimitKey::Client | LimitKey::ApiKey => {
-                    format!("s:{}\0{}", subject.issuer, subject.sub)
-                }
-                LimitKey::Address => format!("a:{}", address_key(client)),
+                _ => format!("s:{}\0{}", subject.issuer, subject.sub),
             };
             let v = limit.check(&key, &self.metrics).await;
             if !v.allowed {
-                let (l, d, mut resp) = self.deny(
-                    label,
-                    "rate_limited",
-                    client,
-                    parts,
-                    StatusCode::TOO_MANY_REQUESTS,
-                );
-                rate_headers(resp.headers_mut(), &v);
-                return (l, d, resp);
+                return self.too_many(label, client, parts, &v);
             }
             limit_headers = Some(v);
         }

@@ -151,6 +151,20 @@ pub struct Issuer {
     /// a failing issuer must not turn made-up kids into a fetch each).
     kid_attempt_at: RwLock<Option<Instant>>,
     revoked: RwLock<(Option<Instant>, Arc<HashSet<String>>)>,
+    /// Tokens whose signature and claims were verified: SHA-256 of the
+    /// token → (claims, exp). A client sends the same token for minutes;
+    /// its signature is checked once (as Envoy's jwt_authn cache does).
+    /// Time and revocation are checked on every use.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Arc<serde_json::Value>, i64)>>,
+}
+
+/// Most verified tokens remembered per issuer.
+const MAX_VERIFIED: usize = 20_000;
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The least time between two JWKS fetches caused by unknown `kid`s.
@@ -223,6 +237,7 @@ impl Issuer {
             refresh: tokio::sync::Mutex::new(()),
             kid_attempt_at: RwLock::new(None),
             revoked: RwLock::new((None, Arc::new(HashSet::new()))),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -297,7 +312,16 @@ impl Issuer {
                 message: "no keys array".into(),
             });
         }
+        let changed = **self.jwks.read().unwrap_or_else(|p| p.into_inner()) != jwks;
         *self.jwks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(jwks);
+        if changed {
+            // A key withdrawn from the JWKS must stop vouching for tokens
+            // now, not when they expire.
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         *self.jwks_at.write().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(())
     }
@@ -380,6 +404,43 @@ impl Issuer {
     /// Verifies `token`: signature by one of the issuer's keys, claims,
     /// then the revoked list.
     pub async fn verify(&self, token: &str) -> Result<serde_json::Value, VerifyError> {
+        let digest: [u8; 32] = {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+            let mut out = [0u8; 32];
+            out.copy_from_slice(d.as_ref());
+            out
+        };
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        let claims = match cached {
+            // Still within its lifetime (the leeway is not extended: a
+            // cached token expires at its exp).
+            Some((claims, exp)) if exp > now_secs() => (*claims).clone(),
+            Some(_) => return Err(VerifyError::Token(TokenError::Expired)),
+            None => {
+                let claims = self.verify_signature(token).await?;
+                let exp = claims["exp"].as_i64().unwrap_or(0);
+                let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if v.len() >= MAX_VERIFIED {
+                    let now = now_secs();
+                    v.retain(|_, (_, e)| *e > now);
+                    if v.len() >= MAX_VERIFIED {
+                        v.clear();
+                    }
+                }
+                v.insert(digest, (Arc::new(claims.clone()), exp));
+                claims
+            }
+        };
+        self.check_use(claims)
+    }
+
+    /// Signature and claims, against the issuer's keys.
+    async fn verify_signature(&self, token: &str) -> Result<serde_json::Value, VerifyError> {
         let jwks = self.jwks.read().unwrap_or_else(|p| p.into_inner()).clone();
         let claims = match ward_identity::access_token::verify(token, &jwks, &self.expect()) {
             Err(TokenError::UnknownKid(kid)) => {
@@ -413,6 +474,11 @@ impl Issuer {
             }
             r => r.map_err(VerifyError::Token)?,
         };
+        Ok(claims)
+    }
+
+    /// What every use of a token is checked for, cached or not.
+    fn check_use(&self, claims: serde_json::Value) -> Result<serde_json::Value, VerifyError> {
         // An event token (for queued work) is checked by its consumer, never
         // accepted as an access token.
         if claims["token_use"].as_str() == Some("event") {

@@ -151,6 +151,36 @@ pub struct EdgeDecision {
     pub errors: Vec<String>,
 }
 
+/// The schema's names, parsed once (the Cedar parser is not for every
+/// request), and its action entities with their groups.
+struct Names {
+    subject: EntityTypeName,
+    route: EntityTypeName,
+    actions: std::collections::HashMap<String, Entity>,
+}
+
+fn names() -> &'static Names {
+    static NAMES: OnceLock<Names> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        // Constants of this crate's schema; a unit test decides with them.
+        #[allow(clippy::expect_used)]
+        let ty = |n: &str| n.parse::<EntityTypeName>().expect("a type of the edge schema");
+        let actions = schema()
+            .action_entities()
+            .map(|all| {
+                all.iter()
+                    .map(|e| (e.uid().id().unescaped().to_owned(), e.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Names {
+            subject: ty("Edge::Subject"),
+            route: ty("Edge::Route"),
+            actions,
+        }
+    })
+}
+
 /// One route's policy, ready to decide.
 #[derive(Debug)]
 pub struct RoutePolicy {
@@ -182,18 +212,18 @@ impl RoutePolicy {
         if !METHODS.contains(&call.method) {
             return Err(format!("no action for method {:?}", call.method));
         }
-        let ty =
-            |n: &str| -> Result<EntityTypeName, String> { n.parse().map_err(|e| format!("{e}")) };
+        let n = names();
+        let Some(action) = n.actions.get(call.method) else {
+            return Err(format!("no action {:?} in the edge schema", call.method));
+        };
         let uid = |t: &EntityTypeName, id: &str| {
             EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id))
         };
         let s = |v: &str| RestrictedExpression::new_string(v.to_string());
         let set = |v: &[String]| RestrictedExpression::new_set(v.iter().map(|x| s(x)));
-        let subject_t = ty("Edge::Subject")?;
-        let route_t = ty("Edge::Route")?;
-        let action_t = ty("Edge::Action")?;
+        let (subject_t, route_t) = (&n.subject, &n.route);
         let principal = Entity::new_with_tags(
-            uid(&subject_t, &subject.sub),
+            uid(subject_t, &subject.sub),
             [
                 ("sub".to_string(), s(&subject.sub)),
                 ("credential".to_string(), s(subject.credential)),
@@ -210,7 +240,7 @@ impl RoutePolicy {
         )
         .map_err(|e| e.to_string())?;
         let resource = Entity::new(
-            uid(&route_t, call.route),
+            uid(route_t, call.route),
             [
                 ("name".to_string(), s(call.route)),
                 ("path".to_string(), s(call.path)),
@@ -229,14 +259,17 @@ impl RoutePolicy {
             ("method".to_string(), s(call.method)),
         ])
         .map_err(|e| e.to_string())?;
-        // With the schema: the entities are checked against it, and the
-        // action groups (`read`, `write`) come with it.
-        let entities =
-            Entities::from_entities([principal.clone(), resource.clone()], Some(schema()))
-                .map_err(|e| e.to_string())?;
+        // The action with its groups (`read`, `write`), from the schema;
+        // the entities are built to the schema's shape here, so they are
+        // not checked against it again on every request.
+        let entities = Entities::from_entities(
+            [principal.clone(), resource.clone(), action.clone()],
+            None,
+        )
+        .map_err(|e| e.to_string())?;
         let request = Request::new(
             principal.uid(),
-            uid(&action_t, call.method),
+            action.uid(),
             resource.uid(),
             context,
             None,
