@@ -248,8 +248,13 @@ impl Gateway {
         parts: &http::request::Parts,
         v: &Verdict,
     ) -> (Arc<str>, &'static str, Response<ResponseBody>) {
-        let (l, d, mut resp) =
-            self.deny(route, "rate_limited", client, parts, StatusCode::TOO_MANY_REQUESTS);
+        let (l, d, mut resp) = self.deny(
+            route,
+            "rate_limited",
+            client,
+            parts,
+            StatusCode::TOO_MANY_REQUESTS,
+        );
         rate_headers(resp.headers_mut(), v);
         (l, d, resp)
     }

@@ -155,8 +155,11 @@ pub struct Issuer {
     /// token → (claims, exp). A client sends the same token for minutes;
     /// its signature is checked once (as Envoy's jwt_authn cache does).
     /// Time and revocation are checked on every use.
-    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Arc<serde_json::Value>, i64)>>,
+    verified: std::sync::Mutex<VerifiedTokens>,
 }
+
+/// SHA-256 of a verified token → its claims and `exp`.
+type VerifiedTokens = std::collections::HashMap<[u8; 32], (Arc<serde_json::Value>, i64)>;
 
 /// Most verified tokens remembered per issuer.
 const MAX_VERIFIED: usize = 20_000;

@@ -164,7 +164,10 @@ fn names() -> &'static Names {
     NAMES.get_or_init(|| {
         // Constants of this crate's schema; a unit test decides with them.
         #[allow(clippy::expect_used)]
-        let ty = |n: &str| n.parse::<EntityTypeName>().expect("a type of the edge schema");
+        let ty = |n: &str| {
+            n.parse::<EntityTypeName>()
+                .expect("a type of the edge schema")
+        };
         let actions = schema()
             .action_entities()
             .map(|all| {
@@ -262,19 +265,11 @@ impl RoutePolicy {
         // The action with its groups (`read`, `write`), from the schema;
         // the entities are built to the schema's shape here, so they are
         // not checked against it again on every request.
-        let entities = Entities::from_entities(
-            [principal.clone(), resource.clone(), action.clone()],
-            None,
-        )
-        .map_err(|e| e.to_string())?;
-        let request = Request::new(
-            principal.uid(),
-            action.uid(),
-            resource.uid(),
-            context,
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+        let entities =
+            Entities::from_entities([principal.clone(), resource.clone(), action.clone()], None)
+                .map_err(|e| e.to_string())?;
+        let request = Request::new(principal.uid(), action.uid(), resource.uid(), context, None)
+            .map_err(|e| e.to_string())?;
         let response = self
             .authorizer
             .is_authorized(&request, &self.policies, &entities);
