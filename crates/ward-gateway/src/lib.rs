@@ -96,16 +96,110 @@ fn read_certs(p: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, Gatew
     Ok(certs)
 }
 
-/// The client-facing TLS configuration: the configured certificate, and
-/// client certificates (optional per connection, required by `mtls`
-/// routes) when `client_ca` is set.
+/// The gateway's certificate, read from its files and read again when
+/// they change (checked at most every few seconds, on handshakes): a
+/// renewed certificate is served without a restart; a bad or half-written
+/// pair keeps the last good one.
+#[derive(Debug)]
+struct FileCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<(
+        Option<(std::time::SystemTime, std::time::SystemTime)>,
+        Arc<rustls::sign::CertifiedKey>,
+    )>,
+    checked: std::sync::Mutex<std::time::Instant>,
+}
+
+/// How often the certificate files are looked at.
+const CERT_CHECK: Duration = Duration::from_secs(5);
+
+impl FileCert {
+    fn stamps(&self) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+        let m = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        Some((m(&self.cert)?, m(&self.key)?))
+    }
+
+    fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<Arc<rustls::sign::CertifiedKey>, GatewayError> {
+        let chain = read_certs(cert)?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| GatewayError::Tls(format!("{}: {e}", key.display())))?;
+        let ck = rustls::sign::CertifiedKey::from_der(chain, key, provider)
+            .map_err(|e| GatewayError::Tls(format!("{}: {e}", cert.display())))?;
+        Ok(Arc::new(ck))
+    }
+
+    fn new(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, GatewayError> {
+        let ck = Self::load(cert, key, &provider)?;
+        let me = Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            provider,
+            current: std::sync::RwLock::new((None, ck)),
+            checked: std::sync::Mutex::new(std::time::Instant::now()),
+        };
+        let stamps = me.stamps();
+        me.current.write().unwrap_or_else(|p| p.into_inner()).0 = stamps;
+        Ok(me)
+    }
+
+    fn refresh(&self) {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            if checked.elapsed() < CERT_CHECK {
+                return;
+            }
+            *checked = std::time::Instant::now();
+        }
+        let stamps = self.stamps();
+        if stamps.is_none() || stamps == self.current.read().unwrap_or_else(|p| p.into_inner()).0 {
+            return;
+        }
+        match Self::load(&self.cert, &self.key, &self.provider) {
+            Ok(ck) => {
+                tracing::info!(cert = %self.cert.display(), "serving the renewed certificate");
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = (stamps, ck);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load the changed certificate files; keeping the last good certificate")
+            }
+        }
+    }
+}
+
+impl rustls::server::ResolvesServerCert for FileCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.refresh();
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .clone(),
+        )
+    }
+}
+
+/// The client-facing TLS configuration: the configured certificate
+/// (re-read when its files change), and client certificates (optional per
+/// connection, required by `mtls` routes) when `client_ca` is set.
 fn server_tls(
     config: &config::TlsConfig,
     provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<rustls::ServerConfig>, GatewayError> {
-    let chain = read_certs(&config.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&config.key)
-        .map_err(|e| GatewayError::Tls(format!("{}: {e}", config.key.display())))?;
+    let resolver = FileCert::new(&config.cert, &config.key, provider.clone())?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| GatewayError::Tls(e.to_string()))?;
@@ -128,9 +222,7 @@ fn server_tls(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut cfg = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| GatewayError::Tls(format!("{}: {e}", config.cert.display())))?;
+    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

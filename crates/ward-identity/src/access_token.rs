@@ -194,7 +194,9 @@ pub fn verify(
     if claims.get("aud").is_none() {
         return Err(TokenError::Missing("aud"));
     }
-    if !claims["exp"].is_number() {
+    // NumericDate is seconds: a fraction or a string is not one (and a
+    // float would compare differently from one verifier to the next).
+    if !(claims["exp"].is_i64() || claims["exp"].is_u64()) {
         return Err(TokenError::Missing("exp"));
     }
     Ok(claims)
@@ -265,6 +267,17 @@ mod tests {
 
     fn es256() -> serde_json::Value {
         json!({"alg": "ES256", "kid": "k1", "typ": "at+jwt"})
+    }
+
+    #[test]
+    fn exp_must_be_whole_seconds() {
+        let k = key();
+        let mut c = claims();
+        c["exp"] = json!((now() + 300) as f64 + 0.5);
+        assert_eq!(
+            check(&k, &sign(&k, es256(), c)),
+            Err(TokenError::Missing("exp"))
+        );
     }
 
     #[test]

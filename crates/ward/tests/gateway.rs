@@ -1105,3 +1105,37 @@ upstream_spiffe_id = "{ORDERS}"
         "a revoked internal token still passes the sidecar after 5 s"
     );
 }
+
+#[test]
+fn a_renewed_certificate_is_served_without_a_restart() {
+    let e = setup("");
+    let next = Ca::new(&e.dir, "gw2");
+    let renewed = next.server_leaf("gateway2", "IP:127.0.0.1,DNS:localhost");
+    let old_ca = e.dir.join("gw-ca.pem").display().to_string();
+    let new_ca = e.dir.join("gw2-ca.pem").display().to_string();
+    assert_eq!(
+        curl_run(None, &e.gateway.url("/public/x"), &["--cacert", &old_ca]).code,
+        200
+    );
+    // A half-written pair (the new key beside the old certificate) keeps
+    // the old certificate in service.
+    std::fs::copy(&renewed.key, &e.cert.key).unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        curl_run(None, &e.gateway.url("/public/x"), &["--cacert", &old_ca]).code,
+        200,
+        "a mismatched key and certificate were put in service"
+    );
+    std::fs::copy(&renewed.cert, &e.cert.cert).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(15), || curl_run(
+            None,
+            &e.gateway.url("/public/x"),
+            &["--cacert", &new_ca]
+        )
+        .code
+            == 200),
+        "the renewed certificate is not served: {}",
+        e.gateway.log()
+    );
+}
