@@ -105,18 +105,18 @@ struct FileCert {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
-    current: std::sync::RwLock<(
-        Option<(std::time::SystemTime, std::time::SystemTime)>,
-        Arc<rustls::sign::CertifiedKey>,
-    )>,
+    current: std::sync::RwLock<(Option<Stamps>, Arc<rustls::sign::CertifiedKey>)>,
     checked: std::sync::Mutex<std::time::Instant>,
 }
+
+/// The certificate's and the key's modification times.
+type Stamps = (std::time::SystemTime, std::time::SystemTime);
 
 /// How often the certificate files are looked at.
 const CERT_CHECK: Duration = Duration::from_secs(5);
 
 impl FileCert {
-    fn stamps(&self) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    fn stamps(&self) -> Option<Stamps> {
         let m = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         Some((m(&self.cert)?, m(&self.key)?))
     }
