@@ -7,8 +7,8 @@
 use std::sync::OnceLock;
 
 use cedar_policy::{
-    Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, Request, RestrictedExpression, Schema,
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
+    RestrictedExpression, Schema,
 };
 
 use crate::PolicyError;
@@ -128,27 +128,9 @@ impl ExchangePolicy {
         let response = self
             .authorizer
             .is_authorized(&request, &self.policies, &entities);
-        let mut errors = Vec::new();
-        let mut forbid_failed = false;
-        for e in response.diagnostics().errors() {
-            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
-            if self
-                .policies
-                .policy(e.policy_id())
-                .is_some_and(|p| p.effect() == Effect::Forbid)
-            {
-                forbid_failed = true;
-            }
-            errors.push(format!("{}: {}", e.policy_id(), e.inner()));
-        }
-        let mut policies: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(PolicyId::to_string)
-            .collect();
-        policies.sort();
+        let (allowed, policies, errors) = crate::outcome(&response, &self.policies);
         Ok(ExchangeDecision {
-            allowed: response.decision() == cedar_policy::Decision::Allow && !forbid_failed,
+            allowed,
             policies,
             errors,
         })

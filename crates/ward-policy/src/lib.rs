@@ -62,6 +62,39 @@ pub fn validate(text: &str) -> Result<PolicySet, PolicyError> {
     validate_against(text, schema())
 }
 
+/// What a Cedar answer means for Ward: allowed only when Cedar allows and
+/// no `forbid` failed to evaluate (Cedar skips a policy that errors; a
+/// skipped forbid must not allow); the deciding policy IDs, sorted; the
+/// evaluation errors, for the log.
+pub(crate) fn outcome(
+    response: &cedar_policy::Response,
+    policies: &PolicySet,
+) -> (bool, Vec<String>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut forbid_failed = false;
+    for e in response.diagnostics().errors() {
+        let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+        if policies
+            .policy(e.policy_id())
+            .is_some_and(|p| p.effect() == cedar_policy::Effect::Forbid)
+        {
+            forbid_failed = true;
+        }
+        errors.push(format!("{}: {}", e.policy_id(), e.inner()));
+    }
+    let mut ids: Vec<String> = response
+        .diagnostics()
+        .reason()
+        .map(PolicyId::to_string)
+        .collect();
+    ids.sort();
+    (
+        response.decision() == cedar_policy::Decision::Allow && !forbid_failed,
+        ids,
+        errors,
+    )
+}
+
 /// As [`validate`], against another of Ward's schemas (the vault's).
 pub(crate) fn validate_against(text: &str, schema: &Schema) -> Result<PolicySet, PolicyError> {
     if text.len() > MAX_POLICY_BYTES {
