@@ -498,34 +498,32 @@ impl Client {
     }
 
     /// Reports call edges.
+    pub async fn report_telemetry(
+        &self,
+        batch: &TelemetryBatch,
+    ) -> Result<TelemetryAccepted, ClientError> {
+        self.post_report("/v1/proxy/telemetry", batch).await
+    }
+
     /// `POST /v1/gateway/denials` (with the gateway's SVID).
     pub async fn report_denials(
         &self,
         batch: &DenialBatch,
     ) -> Result<DenialsRecorded, ClientError> {
-        let body = serde_json::to_vec(batch).map_err(|e| ClientError::Decode(e.to_string()))?;
-        let resp = self
-            .send_raw(
-                Method::POST,
-                "/v1/gateway/denials",
-                Some(("application/json", body)),
-                Some(Duration::from_secs(10)),
-            )
-            .await?;
-        resp.json()
-            .await
-            .map_err(|e| ClientError::Decode(e.to_string()))
+        self.post_report("/v1/gateway/denials", batch).await
     }
 
-    pub async fn report_telemetry(
+    /// Posts one report batch from the data plane (a 10 s deadline).
+    async fn post_report<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
-        batch: &TelemetryBatch,
-    ) -> Result<TelemetryAccepted, ClientError> {
+        path: &str,
+        batch: &T,
+    ) -> Result<R, ClientError> {
         let body = serde_json::to_vec(batch).map_err(|e| ClientError::Decode(e.to_string()))?;
         let resp = self
             .send_raw(
                 Method::POST,
-                "/v1/proxy/telemetry",
+                path,
                 Some(("application/json", body)),
                 Some(Duration::from_secs(10)),
             )

@@ -38,19 +38,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use ward_proxy::config::{IdentityConfig, humantime_serde_compat as hts};
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+/// Why a configuration was refused (the same errors as proxy.toml's).
+pub use ward_proxy::config::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -35,8 +35,10 @@ pub enum ExchangeError {
     Unavailable(String),
 }
 
-/// (SVID generation, SHA-256 of the user's token, audience).
-type CacheKey = (u64, String, String);
+/// (SVID generation, SHA-256 of the user's token, audience): keyed by the
+/// token itself (a `jti` is optional for other issuers, and two users'
+/// tokens must never share an entry).
+type CacheKey = (u64, [u8; 32], String);
 
 pub struct Exchanger {
     config: ExchangeConfig,
@@ -100,16 +102,19 @@ impl Exchanger {
         Ok(client)
     }
 
-    /// An internal token for the user token `token` (whose SHA-256 is
-    /// `digest`) and the upstream `audience`.
+    /// An internal token for the user token `token` and the upstream
+    /// `audience`.
     pub async fn internal_token(
         &self,
         token: &str,
-        digest: &str,
         audience: &str,
     ) -> Result<Arc<str>, ExchangeError> {
         let g = self.generation.load(Ordering::SeqCst);
-        let key = (g, digest.to_owned(), audience.to_owned());
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+        );
+        let key = (g, digest, audience.to_owned());
         let margin = self.config.refresh_before.as_secs() as i64;
         if let Some((t, exp)) = self
             .cache

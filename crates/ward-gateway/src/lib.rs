@@ -257,33 +257,8 @@ pub async fn run(
     let (id_tx, identity) = watch::channel(None);
     let generation = Arc::new(AtomicU64::new(0));
     if let Some(id) = &config.identity {
-        match (&id.workload_api, &id.svid, &id.key, &id.bundle) {
-            (Some(socket), ..) => {
-                tokio::spawn(ward_proxy::identity::watch_workload_api(
-                    socket.clone(),
-                    id.spiffe_id.clone(),
-                    id.federation.clone(),
-                    provider.clone(),
-                    id_tx,
-                ));
-            }
-            (None, Some(svid), Some(key), Some(bundle)) => {
-                tokio::spawn(ward_proxy::identity::watch_files(
-                    svid.clone(),
-                    key.clone(),
-                    bundle.clone(),
-                    id.federation.clone(),
-                    provider.clone(),
-                    id_tx,
-                ));
-            }
-            _ => {
-                return Err(GatewayError::Setup(
-                    "[identity]: set either `workload_api`, or all of `svid`, `key` and `bundle`"
-                        .into(),
-                ));
-            }
-        }
+        ward_proxy::identity::spawn_watch(id, provider.clone(), id_tx)
+            .map_err(GatewayError::Setup)?;
         let (mut identity, generation, metrics) =
             (identity.clone(), generation.clone(), metrics.clone());
         tokio::spawn(async move {

@@ -61,12 +61,9 @@ pub struct Gateway {
     pub exchanger: Option<crate::exchange::Exchanger>,
 }
 
-/// A verified bearer token: the text and its SHA-256 (what internal
-/// tokens are cached under: a `jti` is optional for other issuers, and
-/// two users' tokens must never share an entry).
+/// A verified bearer token.
 pub struct Bearer {
     token: String,
-    digest: String,
 }
 
 /// What the gateway knows of one client connection.
@@ -194,8 +191,11 @@ impl Gateway {
     }
 
     fn cors_origin(&self, headers: &HeaderMap) -> Option<(&CorsConfig, HeaderValue)> {
+        self.allowed_origin(headers.get(header::ORIGIN)?)
+    }
+
+    fn allowed_origin(&self, origin: &HeaderValue) -> Option<(&CorsConfig, HeaderValue)> {
         let cors = self.cors.as_ref()?;
-        let origin = headers.get(header::ORIGIN)?;
         let o = origin.to_str().ok()?;
         cors.allowed_origins
             .iter()
@@ -203,8 +203,8 @@ impl Gateway {
             .then(|| (cors, origin.clone()))
     }
 
-    fn add_cors(&self, req_headers: &HeaderMap, resp: &mut HeaderMap) {
-        if let Some((cors, origin)) = self.cors_origin(req_headers) {
+    fn add_cors(&self, origin: Option<&HeaderValue>, resp: &mut HeaderMap) {
+        if let Some((cors, origin)) = origin.and_then(|o| self.allowed_origin(o)) {
             resp.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             if cors.allow_credentials {
                 resp.insert(
@@ -227,15 +227,18 @@ impl Gateway {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
         let client = client_address(conn.peer, &parts.headers, &self.network);
-        let req_headers_for_cors = self.cors.as_ref().map(|_| parts.headers.clone());
+        let origin = self
+            .cors
+            .as_ref()
+            .and_then(|_| parts.headers.get(header::ORIGIN).cloned());
         let (route_label, decision, mut response) = self
             .decide_and_forward(&conn, client, &mut parts, body)
             .await;
         let status = response.status().as_u16();
         self.metrics
             .request(&route_label, decision, status, started.elapsed());
-        if let Some(h) = &req_headers_for_cors {
-            self.add_cors(h, response.headers_mut());
+        if self.cors.is_some() {
+            self.add_cors(origin.as_ref(), response.headers_mut());
         }
         harden(response.headers_mut());
         Ok(response)
@@ -492,7 +495,7 @@ impl Gateway {
                 route.config.upstream_spiffe_id.as_deref(),
             )
         {
-            match x.internal_token(&b.token, &b.digest, aud).await {
+            match x.internal_token(&b.token, aud).await {
                 Ok(t) => internal = HeaderValue::from_str(&t).ok(),
                 Err(crate::exchange::ExchangeError::Refused(why)) => {
                     tracing::info!(route = %label, sub = %subject.sub, error = %why, "no internal token");
@@ -645,12 +648,7 @@ impl Gateway {
                     (None, _) => return Err(AuthError::UntrustedIssuer),
                 };
                 let claims = issuer.verify(&token).await?;
-                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-                let digest = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-                Ok((
-                    Subject::from_claims(&claims),
-                    Some(Bearer { token, digest }),
-                ))
+                Ok((Subject::from_claims(&claims), Some(Bearer { token })))
             }
             Auth::ApiKey => {
                 if presented.bearer.is_some() || presented.other_authorization {

@@ -181,6 +181,43 @@ fn federated_bundles(
 /// The current identity; `None` until the first one is loaded.
 pub type IdentityWatch = watch::Receiver<Option<Arc<Identity>>>;
 
+/// Starts keeping `tx` current from the source `[identity]` names: the
+/// Workload API, or PEM files.
+pub fn spawn_watch(
+    id: &crate::config::IdentityConfig,
+    provider: Arc<CryptoProvider>,
+    tx: watch::Sender<Option<Arc<Identity>>>,
+) -> Result<(), String> {
+    match (&id.workload_api, &id.svid, &id.key, &id.bundle) {
+        (Some(socket), ..) => {
+            tokio::spawn(watch_workload_api(
+                socket.clone(),
+                id.spiffe_id.clone(),
+                id.federation.clone(),
+                provider,
+                tx,
+            ));
+        }
+        (None, Some(svid), Some(key), Some(bundle)) => {
+            tokio::spawn(watch_files(
+                svid.clone(),
+                key.clone(),
+                bundle.clone(),
+                id.federation.clone(),
+                provider,
+                tx,
+            ));
+        }
+        _ => {
+            return Err(
+                "[identity]: set either `workload_api`, or all of `svid`, `key` and `bundle`"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Keeps an identity from PEM files current: polls their modification
 /// times and reloads on change. A bad reload keeps the previous identity.
 pub async fn watch_files(

@@ -147,34 +147,8 @@ pub async fn run(
     };
 
     // Identity source.
-    let id = &config.identity;
-    match (&id.workload_api, &id.svid, &id.key, &id.bundle) {
-        (Some(socket), ..) => {
-            tokio::spawn(identity::watch_workload_api(
-                socket.clone(),
-                id.spiffe_id.clone(),
-                id.federation.clone(),
-                provider.clone(),
-                id_tx,
-            ));
-        }
-        (None, Some(svid), Some(key), Some(bundle)) => {
-            tokio::spawn(identity::watch_files(
-                svid.clone(),
-                key.clone(),
-                bundle.clone(),
-                id.federation.clone(),
-                provider.clone(),
-                id_tx,
-            ));
-        }
-        _ => {
-            return Err(ProxyError::Identity(
-                "[identity]: set either `workload_api`, or all of `svid`, `key` and `bundle`"
-                    .into(),
-            ));
-        }
-    }
+    identity::spawn_watch(&config.identity, provider.clone(), id_tx)
+        .map_err(ProxyError::Identity)?;
     let own_id = Arc::new(OwnId::default());
     // Bumped at each new SVID: outbound pools start over with it.
     let identity_generation = Arc::new(AtomicU64::new(0));

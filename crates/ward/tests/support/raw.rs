@@ -125,9 +125,24 @@ impl Ca {
 
     /// A leaf valid for a day, with one URI SAN.
     pub fn leaf(&self, leaf: &str, uri: &str) -> Leaf {
+        self.signed_leaf(leaf, uri, &Self::ext(uri))
+    }
+
+    /// A server certificate valid for a day with the given subjectAltName
+    /// (`IP:127.0.0.1,DNS:localhost`), for HTTPS listeners.
+    pub fn server_leaf(&self, leaf: &str, san: &str) -> Leaf {
+        let ext = format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
+        );
+        self.signed_leaf(leaf, san, &ext)
+    }
+
+    /// A new key and a day-long certificate for it with extensions `ext`.
+    fn signed_leaf(&self, leaf: &str, id: &str, ext_text: &str) -> Leaf {
         let (key, csr) = self.csr(leaf);
         let ext = self.dir.join(format!("{}-{leaf}.ext", self.name));
-        std::fs::write(&ext, Self::ext(uri)).unwrap();
+        std::fs::write(&ext, ext_text).unwrap();
         let cert = self.dir.join(format!("{}-{leaf}.pem", self.name));
         let (ok, text) = openssl(&[
             "x509",
@@ -148,46 +163,7 @@ impl Ca {
         ]);
         assert!(ok, "openssl leaf {leaf}: {text}");
         Leaf {
-            id: uri.to_owned(),
-            cert: cert.display().to_string(),
-            key: key.display().to_string(),
-        }
-    }
-
-    /// A server certificate valid for a day with the given subjectAltName
-    /// (`IP:127.0.0.1,DNS:localhost`), for HTTPS listeners.
-    pub fn server_leaf(&self, leaf: &str, san: &str) -> Leaf {
-        let (key, csr) = self.csr(leaf);
-        let ext = self.dir.join(format!("{}-{leaf}.ext", self.name));
-        std::fs::write(
-            &ext,
-            format!(
-                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-                 extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
-            ),
-        )
-        .unwrap();
-        let cert = self.dir.join(format!("{}-{leaf}.pem", self.name));
-        let (ok, text) = openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            csr.to_str().unwrap(),
-            "-CA",
-            self.cert.to_str().unwrap(),
-            "-CAkey",
-            self.key.to_str().unwrap(),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            ext.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-        ]);
-        assert!(ok, "openssl server leaf {leaf}: {text}");
-        Leaf {
-            id: san.to_owned(),
+            id: id.to_owned(),
             cert: cert.display().to_string(),
             key: key.display().to_string(),
         }
